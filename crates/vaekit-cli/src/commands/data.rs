@@ -1,0 +1,34 @@
+//! `vaekit data download`.
+
+use anyhow::{anyhow, Result};
+use vaekit::data::download::{download as fetch_all, remote_dataset, FileOutcome};
+use vaekit::data::source::default_download_dir;
+
+use crate::cli::DownloadArgs;
+use crate::progress::bytes_bar;
+
+pub fn download(a: DownloadArgs) -> Result<()> {
+    let mut ds = remote_dataset(&a.name)
+        .ok_or_else(|| anyhow!("unknown dataset '{}' (known: mnist, fashion-mnist)", a.name))?;
+    if let Some(base) = a.base_url {
+        ds.base_url = if base.ends_with('/') { base } else { format!("{base}/") };
+    }
+    let dir = a.dir.unwrap_or_else(|| default_download_dir(&a.name));
+    let pb = bytes_bar();
+    let outcomes = fetch_all(&ds, &dir, |file, done, total| {
+        pb.set_message(file.to_string());
+        if let Some(t) = total {
+            pb.set_length(t);
+        }
+        pb.set_position(done);
+    })?;
+    pb.finish_and_clear();
+    for o in outcomes {
+        match o {
+            FileOutcome::Present(p) => println!("already present and verified: {}", p.display()),
+            FileOutcome::Downloaded(p) => println!("downloaded and verified: {}", p.display()),
+        }
+    }
+    println!("{} is ready in {}", a.name, dir.display());
+    Ok(())
+}

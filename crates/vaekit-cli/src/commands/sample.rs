@@ -1,0 +1,24 @@
+//! `vaekit sample`: decode draws from the prior.
+
+use anyhow::{bail, Result};
+use vaekit::checkpoint::load_model;
+use vaekit::device::DeviceChoice;
+use vaekit::image::Grid;
+use vaekit::inspect::sample;
+use vaekit::run::RunDir;
+
+use crate::cli::SampleArgs;
+
+pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let device = device.device()?;
+    let run = RunDir::open(&a.run)?;
+    let (model, cfg, meta) = load_model(&run, &device)?;
+    let x = sample(&model, a.n, cfg.latent_dim, a.seed, &device);
+    let cols = (a.n as f64).sqrt().ceil() as usize;
+    Grid::from_tensor(x, cols).save_png(&a.out)?;
+    println!("wrote {} samples (epoch {}, seed {}) to {}", a.n, meta.epoch, a.seed, a.out.display());
+    Ok(())
+}

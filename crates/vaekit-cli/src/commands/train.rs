@@ -1,0 +1,263 @@
+//! `vaekit train`: build the config (defaults < TOML file < flags), then train or resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use vaekit::config::{Architecture, Binarize, Likelihood, TrainConfig};
+use vaekit::data::load_data;
+use vaekit::device::DeviceChoice;
+use vaekit::run::{EpochMetrics, RunDir};
+use vaekit::train::{train, Observer, StepStats};
+
+use crate::cli::{BinarizeArg, LikelihoodArg, ModelArg, TrainArgs};
+use crate::progress::bar;
+
+pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
+    let device = device.device()?;
+    let (run, cfg, data) = match a.resume.clone() {
+        Some(dir) => prepare_resume(&dir, &a)?,
+        None => prepare_new(&a)?,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // First Ctrl-C: finish the step, checkpoint, exit 0. Second: leave at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted again: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step; saving a checkpoint (Ctrl-C again to quit now)");
+        });
+    }
+
+    let mut obs = BarObserver { bar: None };
+    let outcome = train(&run, &cfg, &data, &device, &stop, &mut obs)
+        .with_context(|| format!("training run {}", run.root().display()))?;
+    if let Some(b) = obs.bar.take() {
+        b.finish_and_clear();
+    }
+    let m = outcome.meta;
+    if outcome.interrupted {
+        println!(
+            "stopped at epoch {} step {} ({} steps in all); checkpoint saved. Continue with: vaekit train --resume {}",
+            m.epoch + usize::from(m.epoch_step > 0),
+            m.epoch_step,
+            m.step,
+            run.root().display()
+        );
+    } else {
+        println!("finished {} epochs in {}", m.epoch, run.root().display());
+        println!("  reconstructions.png, samples.png, metrics.jsonl, checkpoints/ are there");
+    }
+    Ok(())
+}
+
+/// A new run: the config from defaults, the TOML file and the flags, validated before any work.
+fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Splits)> {
+    let (mut cfg, image_given) = match &a.config {
+        Some(p) => read_toml(p)?,
+        None => (TrainConfig::default(), false),
+    };
+    apply_flags(&mut cfg, a);
+    let data = load_data(&cfg.data, image_given.then_some(cfg.model.image), cfg.seed)?;
+    if !image_given {
+        cfg.model.image = data.train.shape;
+    }
+    cfg.validate()?;
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None => default_out(&cfg),
+    };
+    let run = RunDir::create(&out, &cfg)?;
+    println!(
+        "training {} VAE (z = {}) on {} ({} train / {} test images) into {}",
+        cfg.model.architecture.name(),
+        cfg.model.latent_dim,
+        data.source,
+        data.train.len(),
+        data.test.len(),
+        out.display()
+    );
+    Ok((run, cfg, data))
+}
+
+/// A resumed run: the saved config; only `--epochs` may change it.
+fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Splits)> {
+    let others = [
+        a.config.is_some(),
+        a.dataset.is_some(),
+        a.data_dir.is_some(),
+        a.model.is_some(),
+        a.latent.is_some(),
+        a.batch_size.is_some(),
+        a.lr.is_some(),
+        a.seed.is_some(),
+        a.limit.is_some(),
+        a.binarize.is_some(),
+        a.likelihood.is_some(),
+        a.beta.is_some(),
+        a.out.is_some(),
+    ];
+    if others.iter().any(|&x| x) {
+        bail!("--resume continues with the run's saved config.json; only --epochs may be given with it");
+    }
+    let run = RunDir::open(dir)?;
+    let mut cfg = run.config()?;
+    let meta = run.meta()?;
+    if let Some(e) = a.epochs {
+        cfg.epochs = e;
+    }
+    let done = meta.as_ref().map_or(0, |m| m.epoch);
+    if done >= cfg.epochs {
+        bail!("{} has already trained {done} of {} epochs; pass --epochs N with N > {done} to train longer", dir.display(), cfg.epochs);
+    }
+    let data = load_data(&cfg.data, Some(cfg.model.image), cfg.seed)?;
+    run.write_config(&cfg)?;
+    match meta {
+        Some(m) => println!("resuming {} at epoch {} (step {}) of {}", dir.display(), m.epoch + 1, m.step, cfg.epochs),
+        None => println!("resuming {} from the start (it had no checkpoint)", dir.display()),
+    }
+    Ok((run, cfg, data))
+}
+
+/// Reads a TOML config; returns it and whether it fixes the image shape.
+fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let value: toml::Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let image_given = value.get("model").and_then(|m| m.get("image")).is_some();
+    // Start from the defaults as JSON and overlay the file's tables, so a file may set only
+    // what it changes; unknown keys are still rejected by the typed config.
+    let mut merged = serde_json::to_value(TrainConfig::default())?;
+    let overlay = serde_json::to_value(&value)?;
+    merge(&mut merged, overlay);
+    let cfg: TrainConfig =
+        serde_json::from_value(merged).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((cfg, image_given))
+}
+
+/// Overlays `b` on `a`, recursing into objects, except where `b` switches an enum's `kind`.
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                let switches_kind = matches!((a.get(&k), &v), (Some(Value::Object(old)), Value::Object(new))
+                    if new.get("kind").is_some() && new.get("kind") != old.get("kind"));
+                match a.get_mut(&k) {
+                    Some(slot) if !switches_kind => merge(slot, v),
+                    _ => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
+    if let Some(d) = &a.dataset {
+        cfg.data.dataset = d.clone();
+        cfg.data.dir = None;
+    }
+    if let Some(d) = &a.data_dir {
+        cfg.data.dir = Some(d.clone());
+        cfg.data.dataset = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+    }
+    if let Some(m) = a.model {
+        let same = matches!(
+            (m, &cfg.model.architecture),
+            (ModelArg::Conv, Architecture::Conv { .. }) | (ModelArg::Mlp, Architecture::Mlp { .. })
+        );
+        if !same {
+            cfg.model.architecture = match m {
+                ModelArg::Conv => Architecture::default_conv(),
+                ModelArg::Mlp => Architecture::default_mlp(),
+            };
+        }
+    }
+    if let Some(l) = a.likelihood {
+        cfg.model.likelihood = match (l, cfg.model.likelihood) {
+            (LikelihoodArg::Bernoulli, _) => Likelihood::Bernoulli,
+            (LikelihoodArg::Gaussian, g @ Likelihood::Gaussian { .. }) => g,
+            (LikelihoodArg::Gaussian, _) => Likelihood::Gaussian { std: Likelihood::DEFAULT_GAUSSIAN_STD },
+        };
+    }
+    if let Some(b) = a.binarize {
+        cfg.data.binarize = match b {
+            BinarizeArg::None => Binarize::None,
+            BinarizeArg::Dynamic => Binarize::Dynamic,
+            BinarizeArg::Static => Binarize::Static,
+        };
+    }
+    macro_rules! set {
+        ($flag:ident => $($field:tt)+) => {
+            if let Some(v) = a.$flag { cfg.$($field)+ = v; }
+        };
+    }
+    set!(latent => model.latent_dim);
+    set!(epochs => epochs);
+    set!(batch_size => batch_size);
+    set!(lr => optim.lr);
+    set!(seed => seed);
+    set!(beta => beta);
+    if let Some(l) = a.limit {
+        cfg.data.limit = Some(l);
+    }
+}
+
+/// `runs/DATASET-MODEL`, or `-2`, `-3`, ... if taken.
+fn default_out(cfg: &TrainConfig) -> PathBuf {
+    let base = format!("{}-{}", cfg.data.dataset, cfg.model.architecture.name());
+    let root = PathBuf::from("runs");
+    let mut p = root.join(&base);
+    let mut k = 2;
+    while p.exists() {
+        p = root.join(format!("{base}-{k}"));
+        k += 1;
+    }
+    p
+}
+
+/// Shows a bar per epoch and prints a line when an epoch ends.
+struct BarObserver {
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for BarObserver {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, first: usize) {
+        let pb = bar(steps as u64, &format!("epoch {epoch}/{epochs}"), false);
+        pb.set_position(first as u64);
+        self.bar = Some(pb);
+    }
+
+    fn step(&mut self, s: &StepStats) {
+        if let Some(pb) = &self.bar {
+            pb.set_position(s.epoch_step as u64);
+            if s.epoch_step % 10 == 0 || s.epoch_step == s.steps_per_epoch {
+                pb.set_message(format!("loss {:.2} recon {:.2} kl {:.2}", s.loss, s.recon, s.kl));
+            }
+        }
+    }
+
+    fn evaluating(&mut self, _epoch: usize) {
+        if let Some(pb) = &self.bar {
+            pb.set_message("evaluating on the test set".to_string());
+        }
+    }
+
+    fn epoch_end(&mut self, m: &EpochMetrics) {
+        if let Some(pb) = self.bar.take() {
+            pb.finish_and_clear();
+        }
+        println!(
+            "epoch {:>3}: train loss {:.2} (recon {:.2}, kl {:.2}) | test neg-ELBO {:.2} (recon {:.2}, kl {:.2}) | {:.0} img/s",
+            m.epoch, m.train_loss, m.train_recon, m.train_kl, m.test_neg_elbo, m.test_recon, m.test_kl, m.images_per_sec
+        );
+    }
+}

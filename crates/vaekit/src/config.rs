@@ -1,0 +1,285 @@
+//! Typed configuration: model, data, optimiser and training settings.
+//!
+//! A run's `config.json` is a serialised [`TrainConfig`], written before training starts;
+//! every later command rebuilds the model from it. Unknown fields are rejected so a typo in a
+//! config file is an error, not a silently ignored setting.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Shape of one image: channels, height, width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageShape {
+    /// 1 for gray, 3 for RGB.
+    pub channels: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// The MNIST / Fashion-MNIST shape, 1x28x28.
+    pub const MNIST: ImageShape = ImageShape { channels: 1, height: 28, width: 28 };
+
+    /// Values per image, `channels * height * width`.
+    pub fn numel(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// The observation model p(x|z) the decoder parameterises through its logits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Likelihood {
+    /// Independent Bernoulli pixels; the decoder outputs logits (cross-entropy loss).
+    Bernoulli,
+    /// Independent Gaussians with mean sigmoid(logits) and a fixed standard deviation: the
+    /// article's squared error, up to the constant that makes it a proper log-likelihood.
+    Gaussian {
+        /// The fixed standard deviation of every pixel.
+        std: f64,
+    },
+}
+
+impl Likelihood {
+    /// Standard deviation used by `--likelihood gaussian` when no config sets one.
+    pub const DEFAULT_GAUSSIAN_STD: f64 = 0.1;
+}
+
+/// Layout of the encoder and decoder networks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Architecture {
+    /// The article's convolutional VAE (kvfrans/variational-autoencoder): each encoder layer is a
+    /// stride-2 convolution with leaky ReLU, dense heads give mean and log-variance, a dense
+    /// layer maps z back to the smallest feature map and stride-2 transposed convolutions
+    /// (ReLU between them) return to the image.
+    Conv {
+        /// Output channels of each encoder convolution; the decoder mirrors them.
+        /// Default `[16, 32]`: 28x28 -> 14x14x16 -> 7x7x32.
+        channels: Vec<usize>,
+        /// Square kernel size of every (transposed) convolution. Default 5.
+        kernel: usize,
+        /// Negative slope of the encoder's leaky ReLU. Default 0.2, as in the article's code.
+        leaky_slope: f64,
+    },
+    /// Fully connected VAE as in pytorch/examples: input-400-z-400-input with ReLU.
+    Mlp {
+        /// Hidden layer widths of the encoder; the decoder mirrors them. Default `[400]`.
+        hidden: Vec<usize>,
+    },
+}
+
+impl Architecture {
+    /// The article's network: channels [16, 32], 5x5 kernels, leaky ReLU 0.2.
+    pub fn default_conv() -> Self {
+        Architecture::Conv { channels: vec![16, 32], kernel: 5, leaky_slope: 0.2 }
+    }
+
+    /// The pytorch/examples MLP: one hidden layer of 400.
+    pub fn default_mlp() -> Self {
+        Architecture::Mlp { hidden: vec![400] }
+    }
+
+    /// Short name, as `--model` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Architecture::Conv { .. } => "conv",
+            Architecture::Mlp { .. } => "mlp",
+        }
+    }
+}
+
+/// Everything needed to build a model: saved in `config.json` and read back by every command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Input and output image shape.
+    pub image: ImageShape,
+    /// Dimension of z. Default 20, as in the article.
+    pub latent_dim: usize,
+    /// Encoder/decoder layout.
+    pub architecture: Architecture,
+    /// Observation model.
+    pub likelihood: Likelihood,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            image: ImageShape::MNIST,
+            latent_dim: 20,
+            architecture: Architecture::default_conv(),
+            likelihood: Likelihood::Bernoulli,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Checks sizes: positive widths, and for `conv`, image sides divisible by 2^depth.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.latent_dim == 0 {
+            return bad("latent_dim must be at least 1".into());
+        }
+        if self.image.numel() == 0 || !matches!(self.image.channels, 1 | 3) {
+            return bad(format!(
+                "image must have 1 or 3 channels and a positive size, got {}x{}x{}",
+                self.image.channels, self.image.height, self.image.width
+            ));
+        }
+        if let Likelihood::Gaussian { std } = self.likelihood
+            && !(std > 0.0 && std.is_finite())
+        {
+            return bad(format!("gaussian likelihood std must be positive, got {std}"));
+        }
+        match &self.architecture {
+            Architecture::Conv { channels, kernel, leaky_slope } => {
+                if channels.is_empty() || channels.contains(&0) {
+                    return bad("conv channels must be a non-empty list of positive numbers".into());
+                }
+                if *kernel == 0 || kernel % 2 == 0 {
+                    return bad(format!("conv kernel must be odd, got {kernel}"));
+                }
+                if !leaky_slope.is_finite() {
+                    return bad("leaky_slope must be finite".into());
+                }
+                let f = 1usize << channels.len();
+                if self.image.height % f != 0 || self.image.width % f != 0 {
+                    return bad(format!(
+                        "a conv model with {} stride-2 layers needs image sides divisible by {f}, got {}x{}",
+                        channels.len(),
+                        self.image.height,
+                        self.image.width
+                    ));
+                }
+            }
+            Architecture::Mlp { hidden } => {
+                if hidden.contains(&0) {
+                    return bad("mlp hidden widths must be positive".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How pixel intensities in [0, 1] become training targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binarize {
+    /// Use the gray values as they are.
+    #[default]
+    None,
+    /// Resample x ~ Bernoulli(pixel) for every batch (training); evaluation uses a fixed draw.
+    Dynamic,
+    /// Binarise every image once, with a fixed seed, when the data is loaded.
+    Static,
+}
+
+/// Where the images come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A dataset name (`fashion-mnist`, `mnist`) looked up in the standard places, or a label
+    /// for `dir`.
+    pub dataset: String,
+    /// A folder holding IDX files or an image folder; overrides the lookup by name.
+    pub dir: Option<PathBuf>,
+    /// Use only the first N training images.
+    pub limit: Option<usize>,
+    /// Binarisation of the pixels.
+    pub binarize: Binarize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { dataset: "fashion-mnist".into(), dir: None, limit: None, binarize: Binarize::None }
+    }
+}
+
+/// Adam settings. PyTorch's defaults, including epsilon = 1e-8 (burn's own default is 1e-5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate. Default 1e-3.
+    pub lr: f64,
+    /// First moment decay. Default 0.9.
+    pub beta1: f32,
+    /// Second moment decay. Default 0.999.
+    pub beta2: f32,
+    /// Numerical epsilon. Default 1e-8.
+    pub epsilon: f32,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
+    }
+}
+
+/// A whole training run. Serialised as the run's `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The network.
+    pub model: ModelConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// The optimiser.
+    pub optim: OptimConfig,
+    /// Passes over the training set. Default 10.
+    pub epochs: usize,
+    /// Images per optimisation step. Default 100 (the article's).
+    pub batch_size: usize,
+    /// Seeds initialisation, shuffling, noise and binarisation. Default 0.
+    pub seed: u64,
+    /// Weight of the KL term (1 is the ELBO). Default 1.
+    pub beta: f64,
+    /// Test images shown in the per-epoch reconstruction grid. Default 16.
+    pub preview_images: usize,
+    /// Prior samples drawn each epoch. Default 64.
+    pub sample_images: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            optim: OptimConfig::default(),
+            epochs: 10,
+            batch_size: 100,
+            seed: 0,
+            beta: 1.0,
+            preview_images: 16,
+            sample_images: 64,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let bad = |m: &str| Err(Error::InvalidConfig(m.into()));
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1");
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return bad("lr must be a positive number");
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return bad("beta must be a non-negative number");
+        }
+        if self.data.limit == Some(0) {
+            return bad("limit must be at least 1");
+        }
+        Ok(())
+    }
+}

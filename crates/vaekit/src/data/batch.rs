@@ -1,0 +1,99 @@
+//! Turning dataset images into tensors, and the order images are visited in.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::dataset::Dataset;
+use crate::rng::{permutation, stream_rng, Stream};
+
+/// Stacks images `indices` of `ds` into a tensor with pixels scaled to [0, 1].
+///
+/// With `binarize`, each pixel becomes 1 with probability equal to its intensity (dynamic
+/// binarisation), drawn from that generator.
+///
+/// # Shapes
+/// returns `[indices.len(), channels, height, width]`
+pub fn batch_tensor(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCha8Rng>, device: &Device) -> Tensor<4> {
+    let s = ds.shape;
+    let mut values = Vec::with_capacity(indices.len() * s.numel());
+    match binarize {
+        None => {
+            for &i in indices {
+                values.extend(ds.image(i).iter().map(|&p| p as f32 / 255.0));
+            }
+        }
+        Some(rng) => {
+            for &i in indices {
+                values.extend(ds.image(i).iter().map(|&p| {
+                    let u: f32 = rng.random();
+                    if u < p as f32 / 255.0 { 1.0 } else { 0.0 }
+                }));
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [indices.len(), s.channels, s.height, s.width]), device)
+}
+
+/// The order of the training images in `epoch` (1-based): a permutation that depends only on
+/// the seed and the epoch, so a resumed run visits images exactly as an uninterrupted one.
+pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+    permutation(&mut stream_rng(seed, Stream::Shuffle, epoch as u64), n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImageShape;
+
+    fn tiny() -> Dataset {
+        Dataset {
+            shape: ImageShape { channels: 1, height: 2, width: 2 },
+            pixels: vec![0, 255, 51, 102, 255, 255, 0, 0],
+            labels: vec![0, 1],
+            classes: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn scales_to_unit_interval_in_order() {
+        let t = batch_tensor(&tiny(), &[1, 0], None, &Device::flex());
+        assert_eq!(t.dims(), [2, 1, 2, 2]);
+        let v = t.into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(v, vec![1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.2, 0.4]);
+    }
+
+    #[test]
+    fn dynamic_binarisation_matches_intensity() {
+        let ds = Dataset {
+            shape: ImageShape { channels: 1, height: 1, width: 1 },
+            pixels: vec![51; 20_000],
+            labels: vec![0; 20_000],
+            classes: vec!["a".into()],
+        };
+        let idx: Vec<usize> = (0..ds.len()).collect();
+        let mut rng = stream_rng(0, Stream::TrainBinarize, 0);
+        let v = batch_tensor(&ds, &idx, Some(&mut rng), &Device::flex()).into_data().try_into_vec::<f32>().unwrap();
+        assert!(v.iter().all(|&x| x == 0.0 || x == 1.0));
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        assert!((mean - 0.2).abs() < 0.01, "mean {mean}");
+    }
+
+    #[test]
+    fn static_binarisation_is_seeded() {
+        let mut a = tiny();
+        let mut b = tiny();
+        a.binarize_static(5);
+        b.binarize_static(5);
+        assert_eq!(a.pixels, b.pixels);
+        assert!(a.pixels.iter().all(|&p| p == 0 || p == 255));
+        // 0 and 255 are left as they are.
+        assert_eq!((a.pixels[0], a.pixels[1], a.pixels[6]), (0, 255, 0));
+    }
+
+    #[test]
+    fn epoch_order_depends_on_epoch_only() {
+        assert_eq!(epoch_order(1, 2, 50), epoch_order(1, 2, 50));
+        assert_ne!(epoch_order(1, 2, 50), epoch_order(1, 3, 50));
+    }
+}

@@ -1,0 +1,188 @@
+//! Image folders: one subfolder per class holding PNG or JPEG files of any size, gray or RGB.
+//!
+//! If the folder has `train/` and `test/` subfolders, each is read as a class-per-subfolder
+//! tree. Otherwise every tenth image (in sorted order within each class) is held out as the
+//! test set. Images are resized to the model's input size and converted to its channel count.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+
+use crate::config::ImageShape;
+use crate::data::dataset::{Dataset, Splits};
+use crate::error::{Error, Result};
+
+/// Image extensions read (case-insensitive).
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Side length used when no model shape is given.
+const DEFAULT_SIDE: usize = 28;
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .map(|e| e.map(|e| e.path()).map_err(Error::io(dir)))
+        .collect::<Result<_>>()?;
+    v.sort();
+    Ok(v)
+}
+
+fn is_image(p: &Path) -> bool {
+    p.is_file()
+        && p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// (class name, image files) for each class subfolder of `dir`.
+fn list_classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut classes = Vec::new();
+    for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let files: Vec<PathBuf> = sorted_entries(&sub)?.into_iter().filter(|p| is_image(p)).collect();
+        if !files.is_empty() {
+            let name = sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            classes.push((name, files));
+        }
+    }
+    if classes.is_empty() {
+        return Err(Error::BadDataset {
+            path: dir.to_path_buf(),
+            reason: "neither IDX files nor class subfolders with PNG/JPEG images".into(),
+        });
+    }
+    Ok(classes)
+}
+
+/// Decodes one file into `shape`, appending CHW bytes to `out`.
+fn read_image(path: &Path, shape: ImageShape, out: &mut Vec<u8>) -> Result<()> {
+    let img = image::open(path).map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: e.to_string() })?;
+    let (w, h) = (shape.width as u32, shape.height as u32);
+    let img = if img.width() == w && img.height() == h { img } else { img.resize_exact(w, h, FilterType::Triangle) };
+    match shape.channels {
+        1 => out.extend_from_slice(img.to_luma8().as_raw()),
+        _ => {
+            let rgb = img.to_rgb8();
+            let raw = rgb.as_raw();
+            for c in 0..3 {
+                out.extend(raw.iter().skip(c).step_by(3));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_dataset(items: &[(u32, &PathBuf)], classes: &[String], shape: ImageShape) -> Result<Dataset> {
+    let mut pixels = Vec::with_capacity(items.len() * shape.numel());
+    for (_, p) in items {
+        read_image(p, shape, &mut pixels)?;
+    }
+    Ok(Dataset { shape, pixels, labels: items.iter().map(|(l, _)| *l).collect(), classes: classes.to_vec() })
+}
+
+/// Loads an image folder as train and test sets of shape `shape` (see the module docs).
+pub fn load_image_folder(dir: &Path, shape: Option<ImageShape>) -> Result<Splits> {
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    let presplit = train_dir.is_dir() && test_dir.is_dir();
+    let train_classes = list_classes(if presplit { &train_dir } else { dir })?;
+    let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
+
+    let shape = match shape {
+        Some(s) => s,
+        None => {
+            let first = &train_classes[0].1[0];
+            let img = image::open(first)
+                .map_err(|e| Error::BadImage { path: first.clone(), reason: e.to_string() })?;
+            let channels = if img.color().has_color() { 3 } else { 1 };
+            ImageShape { channels, height: DEFAULT_SIDE, width: DEFAULT_SIDE }
+        }
+    };
+
+    let mut train_items = Vec::new();
+    let mut test_items = Vec::new();
+    for (label, (_, files)) in train_classes.iter().enumerate() {
+        for (i, f) in files.iter().enumerate() {
+            if !presplit && i % 10 == 9 {
+                test_items.push((label as u32, f));
+            } else {
+                train_items.push((label as u32, f));
+            }
+        }
+    }
+    let test_listing;
+    if presplit {
+        test_listing = list_classes(&test_dir)?;
+        for (name, files) in &test_listing {
+            let Some(label) = names.iter().position(|n| n == name) else {
+                return Err(Error::BadDataset {
+                    path: test_dir.join(name),
+                    reason: "test class has no training folder of the same name".into(),
+                });
+            };
+            test_items.extend(files.iter().map(|f| (label as u32, f)));
+        }
+    }
+    if test_items.is_empty() {
+        return Err(Error::BadDataset {
+            path: dir.to_path_buf(),
+            reason: "too few images to hold out a test set (need at least 10 in one class, or train/ and test/)".into(),
+        });
+    }
+    Ok(Splits {
+        train: to_dataset(&train_items, &names, shape)?,
+        test: to_dataset(&test_items, &names, shape)?,
+        source: dir.display().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save(path: &Path, img: image::DynamicImage) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        img.save(path).unwrap();
+    }
+
+    #[test]
+    fn loads_classes_resizes_and_holds_out_every_tenth() {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, value) in [("cats", 40u8), ("dogs", 200u8)] {
+            for i in 0..10 {
+                // 40x30 RGB images of one gray value: resizing keeps the value.
+                let img = image::RgbImage::from_pixel(40, 30, image::Rgb([value, value, value]));
+                save(&dir.path().join(c).join(format!("{i:02}.png")), image::DynamicImage::ImageRgb8(img));
+            }
+        }
+        let shape = ImageShape { channels: 1, height: 8, width: 8 };
+        let s = load_image_folder(dir.path(), Some(shape)).unwrap();
+        assert_eq!(s.train.classes, vec!["cats", "dogs"]);
+        assert_eq!((s.train.len(), s.test.len()), (18, 2));
+        assert_eq!(s.test.labels, vec![0, 1]);
+        assert!(s.train.image(0).iter().all(|&p| p == 40));
+        assert!(s.test.image(1).iter().all(|&p| p == 200));
+        // Without a shape: 28x28, colour kept.
+        let s = load_image_folder(dir.path(), None).unwrap();
+        assert_eq!(s.train.shape, ImageShape { channels: 3, height: 28, width: 28 });
+    }
+
+    #[test]
+    fn rgb_is_stored_channel_major() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            let img = image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]));
+            save(&dir.path().join("a").join(format!("{i}.png")), image::DynamicImage::ImageRgb8(img));
+        }
+        let s = load_image_folder(dir.path(), Some(ImageShape { channels: 3, height: 4, width: 4 })).unwrap();
+        let im = s.train.image(0);
+        assert!(im[..16].iter().all(|&p| p == 10) && im[16..32].iter().all(|&p| p == 20) && im[32..].iter().all(|&p| p == 30));
+    }
+
+    #[test]
+    fn corrupt_image_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a").join("broken.png"), b"not a png").unwrap();
+        let msg = load_image_folder(dir.path(), None).unwrap_err().to_string();
+        assert!(msg.contains("broken.png"), "{msg}");
+    }
+}

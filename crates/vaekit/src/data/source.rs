@@ -1,0 +1,143 @@
+//! Finding and loading datasets: named IDX datasets and image folders.
+//!
+//! A named dataset (`fashion-mnist`, `mnist`) is looked for, in order, in the folder given by
+//! `--data-dir`, `$VAEKIT_DATA/NAME`, the user's cache folder (`~/.cache/vaekit/NAME` on Linux,
+//! where `vaekit data download` puts it) and `/usr/share/datasets/NAME` (where Debian's
+//! `dataset-fashion-mnist` package installs Fashion-MNIST).
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{DataConfig, ImageShape};
+use crate::data::dataset::{Dataset, Splits};
+use crate::data::idx::read_idx_pair;
+use crate::data::image_folder::load_image_folder;
+use crate::error::{Error, Result};
+
+/// The IDX file stems of an MNIST-style dataset (each may end in `.gz`).
+pub const IDX_FILES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
+/// Datasets vaekit knows by name.
+pub const KNOWN_DATASETS: [&str; 2] = ["fashion-mnist", "mnist"];
+
+/// Finds `stem` or `stem.gz` in `dir`.
+fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [dir.join(format!("{stem}.gz")), dir.join(stem)].into_iter().find(|p| p.is_file())
+}
+
+/// Whether `dir` holds an MNIST-style set of IDX files.
+pub fn is_idx_dir(dir: &Path) -> bool {
+    find_idx(dir, IDX_FILES[0]).is_some()
+}
+
+/// The folders searched for a named dataset, in order.
+pub fn search_path(name: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(root) = std::env::var_os("VAEKIT_DATA") {
+        v.push(PathBuf::from(root).join(name));
+    }
+    v.push(default_download_dir(name));
+    v.push(PathBuf::from("/usr/share/datasets").join(name));
+    v
+}
+
+/// Where `vaekit data download NAME` stores a dataset unless told otherwise.
+pub fn default_download_dir(name: &str) -> PathBuf {
+    dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("vaekit").join(name)
+}
+
+/// Finds the folder of a named dataset.
+pub fn locate(name: &str) -> Result<PathBuf> {
+    let candidates = search_path(name);
+    if let Some(found) = candidates.iter().find(|d| is_idx_dir(d)) {
+        return Ok(found.clone());
+    }
+    let searched = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let hint = match name {
+        "fashion-mnist" => "install it with `apt-get install dataset-fashion-mnist` or run `vaekit data download fashion-mnist`".to_string(),
+        "mnist" => "run `vaekit data download mnist`, or pass --data-dir with the four IDX files".to_string(),
+        _ => format!(
+            "known names are {}; for other data pass --data-dir with IDX files or an image folder",
+            KNOWN_DATASETS.join(", ")
+        ),
+    };
+    Err(Error::DatasetNotFound { name: name.to_string(), searched, hint })
+}
+
+/// Loads the four IDX files in `dir`.
+pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
+    let need = |stem: &str| {
+        find_idx(dir, stem).ok_or_else(|| Error::BadDataset {
+            path: dir.to_path_buf(),
+            reason: format!("missing {stem}(.gz); an IDX dataset folder needs {}", IDX_FILES.join(", ")),
+        })
+    };
+    let load = |img: &str, lab: &str| -> Result<Dataset> {
+        let pair = read_idx_pair(&need(img)?, &need(lab)?)?;
+        let n_classes = pair.labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+        Ok(Dataset {
+            shape: ImageShape { channels: 1, height: pair.rows, width: pair.cols },
+            pixels: pair.pixels,
+            labels: pair.labels.into_iter().map(u32::from).collect(),
+            classes: (0..n_classes.max(10)).map(|c| c.to_string()).collect(),
+        })
+    };
+    let train = load(IDX_FILES[0], IDX_FILES[1])?;
+    let test = load(IDX_FILES[2], IDX_FILES[3])?;
+    if train.shape != test.shape {
+        return Err(Error::BadDataset {
+            path: dir.to_path_buf(),
+            reason: format!("train images are {:?} but test images are {:?}", train.shape, test.shape),
+        });
+    }
+    Ok(Splits { train, test, source: dir.display().to_string() })
+}
+
+/// Loads the data a [`DataConfig`] describes, without limit or binarisation.
+///
+/// `shape` is the model's input shape where one is fixed already (image folders are resized to
+/// it); IDX data must already have it. With `shape = None`, IDX data keeps its own shape and
+/// image folders become 28x28 with the first image's channel count.
+pub fn load_source(cfg: &DataConfig, shape: Option<ImageShape>) -> Result<Splits> {
+    let dir = match &cfg.dir {
+        Some(d) => {
+            if !d.is_dir() {
+                return Err(Error::BadDataset { path: d.clone(), reason: "no such folder".into() });
+            }
+            d.clone()
+        }
+        None => locate(&cfg.dataset)?,
+    };
+    let splits = if is_idx_dir(&dir) { load_idx_dir(&dir)? } else { load_image_folder(&dir, shape)? };
+    if let Some(want) = shape
+        && splits.train.shape != want
+    {
+        return Err(Error::BadDataset {
+            path: dir,
+            reason: format!(
+                "images are {}x{}x{} but the model takes {}x{}x{}",
+                splits.train.shape.channels,
+                splits.train.shape.height,
+                splits.train.shape.width,
+                want.channels,
+                want.height,
+                want.width
+            ),
+        });
+    }
+    Ok(splits)
+}
+
+/// Loads the data for training or evaluation: the source, then `limit` (training images only)
+/// and static binarisation with `seed`.
+pub fn load_data(cfg: &DataConfig, shape: Option<ImageShape>, seed: u64) -> Result<Splits> {
+    let mut splits = load_source(cfg, shape)?;
+    if let Some(n) = cfg.limit {
+        splits.train.truncate(n);
+    }
+    if cfg.binarize == crate::config::Binarize::Static {
+        splits.train.binarize_static(seed);
+        splits.test.binarize_static(seed.wrapping_add(1));
+    }
+    Ok(splits)
+}

@@ -1,0 +1,110 @@
+//! The library's error type. Every variant that concerns a file names it.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in vaekit, with the file or value at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An IDX file (the MNIST format) is malformed: wrong magic number, truncated, inconsistent.
+    #[error("{}: not a valid IDX file: {reason}", path.display())]
+    BadIdx {
+        /// The IDX file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An image could not be decoded or encoded.
+    #[error("{}: {reason}", path.display())]
+    BadImage {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's or encoder's message.
+        reason: String,
+    },
+    /// A named dataset was not found in any of the places vaekit looks.
+    #[error("dataset '{name}' not found (looked in: {searched}); {hint}")]
+    DatasetNotFound {
+        /// The dataset's name, e.g. `fashion-mnist`.
+        name: String,
+        /// The folders searched, in order.
+        searched: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A dataset folder exists but its contents are not usable.
+    #[error("{}: {reason}", path.display())]
+    BadDataset {
+        /// The dataset folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A JSON or TOML document (config, meta, metrics) could not be read.
+    #[error("{}: {reason}", path.display())]
+    BadConfig {
+        /// The document.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A checkpoint does not fit the model described by the run's config.
+    #[error("{}: checkpoint does not match the model in config.json: {reason}", path.display())]
+    CheckpointMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// Which tensors were missing, extra, or of another shape.
+        reason: String,
+    },
+    /// A folder is not a vaekit run directory.
+    #[error("{}: not a vaekit run directory ({reason})", path.display())]
+    NotARun {
+        /// The folder.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// A download failed or its checksum did not match.
+    #[error("{url}: {reason}")]
+    Download {
+        /// The address fetched.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Training produced a NaN or infinite loss.
+    #[error("loss became {value} at epoch {epoch}, step {step}; stopped, the last good checkpoint is kept")]
+    NonFiniteLoss {
+        /// The offending value.
+        value: f64,
+        /// The epoch (1-based).
+        epoch: usize,
+        /// The global optimisation step.
+        step: usize,
+    },
+    /// A device was asked for that this build cannot provide.
+    #[error("device '{0}' is not available in this build: {1}")]
+    DeviceUnavailable(String, String),
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,138 @@
+//! Tensors to pictures: image grids saved as PNG.
+
+use std::path::Path;
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// A grid of equally sized images, row-major, with a border between cells.
+#[derive(Clone, Debug)]
+pub struct Grid {
+    /// 1 or 3.
+    pub channels: usize,
+    /// Cell height in pixels.
+    pub height: usize,
+    /// Cell width in pixels.
+    pub width: usize,
+    /// Images, each `channels * height * width` values in [0, 1], CHW.
+    pub images: Vec<Vec<f32>>,
+    /// Images per row.
+    pub columns: usize,
+}
+
+/// Pixels of border between cells and around the grid.
+const BORDER: usize = 2;
+/// Border gray level.
+const BORDER_VALUE: u8 = 128;
+
+impl Grid {
+    /// A grid from a batch of images in [0, 1].
+    ///
+    /// # Shapes
+    /// `images`: `[n, channels, height, width]`
+    pub fn from_tensor(images: Tensor<4>, columns: usize) -> Grid {
+        let [n, c, h, w] = images.dims();
+        let flat = images.into_data().try_into_vec_as::<f32>().expect("f32 tensor");
+        let per = c * h * w;
+        let images = (0..n).map(|i| flat[i * per..(i + 1) * per].to_vec()).collect();
+        Grid { channels: c, height: h, width: w, images, columns: columns.max(1) }
+    }
+
+    /// Appends the images of another grid with the same cell shape.
+    pub fn extend(&mut self, other: Grid) {
+        self.images.extend(other.images);
+    }
+
+    /// (width, height) of the rendered picture.
+    pub fn size(&self) -> (usize, usize) {
+        let rows = self.images.len().div_ceil(self.columns).max(1);
+        let cols = self.columns.min(self.images.len()).max(1);
+        (cols * (self.width + BORDER) + BORDER, rows * (self.height + BORDER) + BORDER)
+    }
+
+    /// Renders the grid as 8-bit gray or RGB.
+    pub fn render(&self) -> image::DynamicImage {
+        let (gw, gh) = self.size();
+        let c = self.channels;
+        let mut buf = vec![BORDER_VALUE; gw * gh * c];
+        for (k, img) in self.images.iter().enumerate() {
+            let (r, col) = (k / self.columns, k % self.columns);
+            let (y0, x0) = (BORDER + r * (self.height + BORDER), BORDER + col * (self.width + BORDER));
+            for y in 0..self.height {
+                for x in 0..self.width {
+                    for ch in 0..c {
+                        let v = img[ch * self.height * self.width + y * self.width + x];
+                        buf[((y0 + y) * gw + x0 + x) * c + ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    }
+                }
+            }
+        }
+        if c == 1 {
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(gw as u32, gh as u32, buf).expect("size"))
+        } else {
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(gw as u32, gh as u32, buf).expect("size"))
+        }
+    }
+
+    /// Writes the grid as a PNG, atomically (an existing file is replaced only when complete).
+    pub fn save_png(&self, path: &Path) -> Result<()> {
+        let mut bytes = Vec::new();
+        self.render()
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: e.to_string() })?;
+        write_atomic(path, &bytes)
+    }
+}
+
+/// Stacks two-row grids (originals over reconstructions, one file per epoch) into one
+/// picture: the first file whole, then the bottom row of every later file, as in the article's
+/// "epoch 1 / epoch 9 / original" figure. `cell_height` is the height of one image.
+pub fn stack_rows(files: &[std::path::PathBuf], cell_height: usize, out: &Path) -> Result<()> {
+    let Some(first) = files.first() else { return Ok(()) };
+    let open = |p: &Path| image::open(p).map_err(|e| Error::BadImage { path: p.to_path_buf(), reason: e.to_string() });
+    let base = open(first)?;
+    let row = (cell_height + BORDER) as u32;
+    let (w, h0) = (base.width(), base.height());
+    let mut canvas = image::DynamicImage::new(w, h0 + row * (files.len() as u32 - 1), base.color());
+    image::imageops::replace(&mut canvas, &base, 0, 0);
+    for (i, f) in files.iter().enumerate().skip(1) {
+        let img = open(f)?;
+        if img.width() != w || img.height() != h0 {
+            return Err(Error::BadImage { path: f.clone(), reason: "picture size differs from the first epoch's".into() });
+        }
+        let bottom = img.crop_imm(0, h0 - row, w, row);
+        image::imageops::replace(&mut canvas, &bottom, 0, (h0 + row * (i as u32 - 1)) as i64);
+    }
+    let mut bytes = Vec::new();
+    canvas
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| Error::BadImage { path: out.to_path_buf(), reason: e.to_string() })?;
+    write_atomic(out, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn grid_places_images_and_borders() {
+        let dev = Device::flex();
+        // Two 2x3 gray images: all 0 and all 1, two per row.
+        let t = Tensor::<1>::from_floats([0.0f32; 6].iter().chain([1.0f32; 6].iter()).copied().collect::<Vec<_>>().as_slice(), &dev)
+            .reshape([2, 1, 2, 3]);
+        let g = Grid::from_tensor(t, 2);
+        assert_eq!(g.size(), (2 * (3 + 2) + 2, 2 + 2 + 2));
+        let img = g.render().to_luma8();
+        assert_eq!(img.get_pixel(0, 0).0[0], 128);
+        assert_eq!(img.get_pixel(2, 2).0[0], 0);
+        assert_eq!(img.get_pixel(2 + 5, 2).0[0], 255);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.png");
+        g.save_png(&p).unwrap();
+        let back = image::open(&p).unwrap();
+        assert_eq!((back.width(), back.height()), (12, 6));
+    }
+}

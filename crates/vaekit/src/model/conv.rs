@@ -1,0 +1,99 @@
+//! The article's convolutional VAE (kvfrans/variational-autoencoder), parameterised by config.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{leaky_relu, relu};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::ImageShape;
+use crate::distribution::DiagonalGaussian;
+
+/// Convolutional encoder and transposed-convolutional decoder.
+///
+/// With the default config (channels [16, 32], 5x5 kernels, 28x28x1 images, z = 20):
+/// encoder 28x28x1 -> conv s2 -> 14x14x16 -> conv s2 -> 7x7x32 -> dense heads to mean and
+/// log-variance (20 each); decoder z -> dense -> 7x7x32 -> convT s2 -> 14x14x16 -> convT s2 ->
+/// 28x28x1 logits.
+#[derive(Module, Debug)]
+pub struct ConvVae {
+    enc_convs: Vec<Conv2d>,
+    enc_mean: Linear,
+    enc_logvar: Linear,
+    dec_dense: Linear,
+    dec_convs: Vec<ConvTranspose2d>,
+    /// [channels, height, width] of the smallest feature map, between encoder and decoder.
+    bottleneck: [usize; 3],
+    leaky_slope: f64,
+}
+
+impl ConvVae {
+    /// Builds the network with burn's default (PyTorch-like) initialisation.
+    pub fn new(image: ImageShape, latent: usize, channels: &[usize], kernel: usize, leaky_slope: f64, device: &Device) -> Self {
+        let pad = kernel / 2;
+        let mut enc_convs = Vec::new();
+        let mut c_in = image.channels;
+        for &c in channels {
+            enc_convs.push(
+                Conv2dConfig::new([c_in, c], [kernel, kernel])
+                    .with_stride([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .init(device),
+            );
+            c_in = c;
+        }
+        let f = 1 << channels.len();
+        let bottleneck = [c_in, image.height / f, image.width / f];
+        let flat = bottleneck.iter().product();
+        let enc_mean = LinearConfig::new(flat, latent).init(device);
+        let enc_logvar = LinearConfig::new(flat, latent).init(device);
+        let dec_dense = LinearConfig::new(latent, flat).init(device);
+        // Mirror: [32 -> 16], [16 -> image channels]. Each doubles the side exactly.
+        let mut outs: Vec<usize> = channels.iter().rev().skip(1).copied().collect();
+        outs.push(image.channels);
+        let mut dec_convs = Vec::new();
+        let mut c_in = bottleneck[0];
+        for c in outs {
+            dec_convs.push(
+                ConvTranspose2dConfig::new([c_in, c], [kernel, kernel])
+                    .with_stride([2, 2])
+                    .with_padding([pad, pad])
+                    .with_padding_out([1, 1])
+                    .init(device),
+            );
+            c_in = c;
+        }
+        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope }
+    }
+
+    /// q(z|x).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
+    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
+        let mut h = x;
+        for conv in &self.enc_convs {
+            h = leaky_relu(conv.forward(h), self.leaky_slope); // [batch, c_i, h / 2^i, w / 2^i]
+        }
+        let h: Tensor<2> = h.flatten(1, 3); // [batch, c * h * w]
+        DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
+    }
+
+    /// Logits of p(x|z).
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
+        let b = z.dims()[0];
+        let [c, h, w] = self.bottleneck;
+        let mut x = relu(self.dec_dense.forward(z)).reshape([b, c, h, w]); // [batch, 32, 7, 7]
+        let last = self.dec_convs.len() - 1;
+        for (i, conv) in self.dec_convs.iter().enumerate() {
+            x = conv.forward(x); // side doubles
+            if i < last {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}

@@ -1,0 +1,70 @@
+//! Fully connected VAE, as in pytorch/examples (784-400-20-400-784 by default).
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::ImageShape;
+use crate::distribution::DiagonalGaussian;
+
+/// MLP encoder and decoder with ReLU hidden layers.
+#[derive(Module, Debug)]
+pub struct MlpVae {
+    enc_hidden: Vec<Linear>,
+    enc_mean: Linear,
+    enc_logvar: Linear,
+    dec_hidden: Vec<Linear>,
+    dec_out: Linear,
+    /// [channels, height, width] of the images.
+    image: [usize; 3],
+}
+
+impl MlpVae {
+    /// Builds the network with burn's default (PyTorch-like) initialisation.
+    pub fn new(image: ImageShape, latent: usize, hidden: &[usize], device: &Device) -> Self {
+        let d = image.numel();
+        let mut enc_hidden = Vec::new();
+        let mut w_in = d;
+        for &w in hidden {
+            enc_hidden.push(LinearConfig::new(w_in, w).init(device));
+            w_in = w;
+        }
+        let enc_mean = LinearConfig::new(w_in, latent).init(device);
+        let enc_logvar = LinearConfig::new(w_in, latent).init(device);
+        let mut dec_hidden = Vec::new();
+        let mut w_in = latent;
+        for &w in hidden.iter().rev() {
+            dec_hidden.push(LinearConfig::new(w_in, w).init(device));
+            w_in = w;
+        }
+        let dec_out = LinearConfig::new(w_in, d).init(device);
+        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width] }
+    }
+
+    /// q(z|x).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
+    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
+        let mut h: Tensor<2> = x.flatten(1, 3); // [batch, c * h * w]
+        for l in &self.enc_hidden {
+            h = relu(l.forward(h)); // [batch, 400]
+        }
+        DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
+    }
+
+    /// Logits of p(x|z).
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
+        let b = z.dims()[0];
+        let mut h = z;
+        for l in &self.dec_hidden {
+            h = relu(l.forward(h)); // [batch, 400]
+        }
+        let [c, hh, w] = self.image;
+        self.dec_out.forward(h).reshape([b, c, hh, w])
+    }
+}

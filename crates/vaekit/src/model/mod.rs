@@ -1,0 +1,154 @@
+//! VAE models: one file per variant, one [`Vae`] type that commands work with.
+
+pub mod conv;
+pub mod mlp;
+
+use std::sync::Mutex;
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{Architecture, ModelConfig};
+use crate::distribution::DiagonalGaussian;
+pub use conv::ConvVae;
+pub use mlp::MlpVae;
+
+/// Any vaekit model; built from a [`ModelConfig`] with [`Vae::init`].
+#[derive(Module, Debug)]
+pub enum Vae {
+    /// The article's convolutional VAE.
+    Conv(ConvVae),
+    /// The pytorch/examples MLP VAE.
+    Mlp(MlpVae),
+}
+
+/// The result of a forward pass.
+///
+/// # Shapes
+/// `logits`: `[batch, channels, height, width]`, `z`: `[batch, latent]`
+#[derive(Clone, Debug)]
+pub struct VaeOutput {
+    /// Logits of p(x|z) for the sampled z.
+    pub logits: Tensor<4>,
+    /// q(z|x).
+    pub posterior: DiagonalGaussian,
+    /// The reparameterised sample the logits were decoded from.
+    pub z: Tensor<2>,
+}
+
+/// Serialises seeding and initialisation: burn's CPU generator is process-wide, so two models
+/// initialised at once from two threads would interleave their draws.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Gives every parameter an id from its position in the module (1, 2, 3, ...), so the ids, and
+/// with them the optimiser state saved by burn, are the same in every process that builds the
+/// same config.
+struct PositionalIds(u64);
+
+impl ModuleMapper for PositionalIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.0 += 1;
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(ParamId::from(self.0), value, mapper)
+    }
+}
+
+impl Vae {
+    /// Builds the model `cfg` describes, initialised from `seed`, on `device`.
+    pub fn init(cfg: &ModelConfig, seed: u64, device: &Device) -> Vae {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        let model = match &cfg.architecture {
+            Architecture::Conv { channels, kernel, leaky_slope } => {
+                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, device))
+            }
+            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, device)),
+        };
+        // Mapping materialises every lazily initialised parameter while the lock is held.
+        model.map(&mut PositionalIds(0))
+    }
+
+    /// q(z|x).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, channels, height, width]` -> `[batch, latent]`
+    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
+        match self {
+            Vae::Conv(m) => m.encode(x),
+            Vae::Mlp(m) => m.encode(x),
+        }
+    }
+
+    /// Logits of p(x|z).
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
+        match self {
+            Vae::Conv(m) => m.decode(z),
+            Vae::Mlp(m) => m.decode(z),
+        }
+    }
+
+    /// Encodes, draws z = mean + std * eps, decodes.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, channels, height, width]`, `eps`: `[batch, latent]`
+    pub fn forward(&self, x: Tensor<4>, eps: Tensor<2>) -> VaeOutput {
+        let posterior = self.encode(x);
+        let z = posterior.rsample(eps);
+        let logits = self.decode(z.clone());
+        VaeOutput { logits, posterior, z }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImageShape;
+
+    fn dims_of(cfg: &ModelConfig) -> ([usize; 2], [usize; 4]) {
+        let dev = Device::flex();
+        let m = Vae::init(cfg, 0, &dev);
+        let s = cfg.image;
+        let x = Tensor::zeros([3, s.channels, s.height, s.width], &dev);
+        let out = m.forward(x, Tensor::zeros([3, cfg.latent_dim], &dev));
+        (out.z.dims(), out.logits.dims())
+    }
+
+    #[test]
+    fn conv_and_mlp_map_images_to_latents_and_back() {
+        let mut cfg = ModelConfig::default();
+        assert_eq!(dims_of(&cfg), ([3, 20], [3, 1, 28, 28]));
+        cfg.image = ImageShape { channels: 3, height: 32, width: 32 };
+        cfg.architecture = Architecture::Conv { channels: vec![8, 16, 32], kernel: 3, leaky_slope: 0.2 };
+        cfg.latent_dim = 7;
+        assert_eq!(dims_of(&cfg), ([3, 7], [3, 3, 32, 32]));
+        cfg.architecture = Architecture::Mlp { hidden: vec![64, 32] };
+        assert_eq!(dims_of(&cfg), ([3, 7], [3, 3, 32, 32]));
+    }
+
+    #[test]
+    fn default_conv_has_the_articles_parameter_count() {
+        // conv1 16*1*25+16, conv2 32*16*25+32, two heads 2*(1568*20+20),
+        // dense 20*1568+1568, convT1 32*16*25+16, convT2 16*1*25+1.
+        let want = 416 + 12832 + 2 * 31380 + 32928 + 12816 + 401;
+        let m = Vae::init(&ModelConfig::default(), 0, &Device::flex());
+        assert_eq!(m.num_params(), want);
+        let mlp = ModelConfig { architecture: Architecture::default_mlp(), ..ModelConfig::default() };
+        // 784*400+400 + 2*(400*20+20) + 20*400+400 + 400*784+784
+        assert_eq!(Vae::init(&mlp, 0, &Device::flex()).num_params(), 314_000 + 16_040 + 8_400 + 314_384);
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let cfg = ModelConfig::default();
+        let dev = Device::flex();
+        let z = Tensor::<2>::ones([2, 20], &dev);
+        let a = Vae::init(&cfg, 7, &dev).decode(z.clone()).into_data();
+        let b = Vae::init(&cfg, 7, &dev).decode(z.clone()).into_data();
+        let c = Vae::init(&cfg, 8, &dev).decode(z).into_data();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

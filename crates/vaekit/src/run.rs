@@ -1,0 +1,192 @@
+//! Run directories: where a training run keeps its config, checkpoints, metrics and pictures.
+//!
+//! ```text
+//! RUN/
+//!   config.json            the TrainConfig, written before training starts
+//!   meta.json              progress (epoch, step) and which checkpoint is current
+//!   metrics.jsonl          one JSON object per finished epoch
+//!   checkpoints/step-N/    model.safetensors (weights) and optimizer.bpk (Adam state)
+//!   images/                recon_epoch_NNN.png, samples_epoch_NNN.png
+//!   reconstructions.png    originals on top, one row of reconstructions per epoch
+//!   samples.png            prior samples from the latest epoch
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::fsutil::{read_json, write_json_atomic};
+
+/// Progress of a run, as of its latest checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// vaekit version that wrote the checkpoint.
+    pub vaekit_version: String,
+    /// Epochs finished.
+    pub epoch: usize,
+    /// Optimisation steps taken in all.
+    pub step: usize,
+    /// Steps already taken in the unfinished epoch `epoch + 1` (0 at an epoch boundary).
+    pub epoch_step: usize,
+    /// The current checkpoint folder, relative to the run directory.
+    pub checkpoint: String,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// The epoch (1-based).
+    pub epoch: usize,
+    /// Steps taken in all by the end of the epoch.
+    pub step: usize,
+    /// Mean training loss (recon + beta * KL) over the epoch's steps.
+    pub train_loss: f64,
+    /// Mean training reconstruction term.
+    pub train_recon: f64,
+    /// Mean training KL term.
+    pub train_kl: f64,
+    /// Test negative ELBO, nats per image (sampled z).
+    pub test_neg_elbo: f64,
+    /// Test reconstruction term.
+    pub test_recon: f64,
+    /// Test KL term.
+    pub test_kl: f64,
+    /// Training throughput of the epoch.
+    pub images_per_sec: f64,
+    /// Wall-clock seconds of the epoch's training steps.
+    pub seconds: f64,
+}
+
+/// A run directory on disk.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// A new run at `root`: refuses to touch a folder that already holds a run or other files.
+    pub fn create(root: &Path, config: &TrainConfig) -> Result<RunDir> {
+        if root.join("config.json").exists() {
+            return Err(Error::InvalidConfig(format!(
+                "{} already holds a run; continue it with --resume or choose another --out",
+                root.display()
+            )));
+        }
+        if root.is_dir() && std::fs::read_dir(root).map_err(Error::io(root))?.next().is_some() {
+            return Err(Error::InvalidConfig(format!("{} exists and is not empty; choose another --out", root.display())));
+        }
+        std::fs::create_dir_all(root.join("images")).map_err(Error::io(root))?;
+        let run = RunDir { root: root.to_path_buf() };
+        write_json_atomic(&run.config_path(), config)?;
+        Ok(run)
+    }
+
+    /// An existing run: it must have a readable `config.json`.
+    pub fn open(root: &Path) -> Result<RunDir> {
+        if !root.is_dir() {
+            return Err(Error::NotARun { path: root.to_path_buf(), reason: "no such folder".into() });
+        }
+        if !root.join("config.json").is_file() {
+            return Err(Error::NotARun { path: root.to_path_buf(), reason: "no config.json".into() });
+        }
+        Ok(RunDir { root: root.to_path_buf() })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// `meta.json`.
+    pub fn meta_path(&self) -> PathBuf {
+        self.root.join("meta.json")
+    }
+
+    /// `metrics.jsonl`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    /// `images/`.
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// The saved training configuration, validated.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let cfg: TrainConfig = read_json(&self.config_path())?;
+        cfg.validate().map_err(|e| Error::BadConfig { path: self.config_path(), reason: e.to_string() })?;
+        Ok(cfg)
+    }
+
+    /// Rewrites `config.json` (only the epoch count may change, on resume).
+    pub fn write_config(&self, cfg: &TrainConfig) -> Result<()> {
+        write_json_atomic(&self.config_path(), cfg)
+    }
+
+    /// Progress so far, or `None` before the first checkpoint.
+    pub fn meta(&self) -> Result<Option<Meta>> {
+        let p = self.meta_path();
+        if !p.exists() {
+            return Ok(None);
+        }
+        read_json(&p).map(Some)
+    }
+
+    /// Progress, which must exist (commands that need trained weights).
+    pub fn require_meta(&self) -> Result<Meta> {
+        self.meta()?.ok_or_else(|| Error::NotARun {
+            path: self.root.clone(),
+            reason: "no checkpoint yet (meta.json is missing): train it first".into(),
+        })
+    }
+
+    /// Appends one line to `metrics.jsonl`.
+    pub fn append_metrics(&self, m: &EpochMetrics) -> Result<()> {
+        let p = self.metrics_path();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(Error::io(&p))?;
+        let line = serde_json::to_string(m).expect("serialisable");
+        writeln!(f, "{line}").map_err(Error::io(&p))
+    }
+
+    /// All lines of `metrics.jsonl` (empty before the first epoch ends).
+    pub fn metrics(&self) -> Result<Vec<EpochMetrics>> {
+        let p = self.metrics_path();
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(&p).map_err(Error::io(&p))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| Error::BadConfig { path: p.clone(), reason: format!("line {}: {e}", i + 1) })
+            })
+            .collect()
+    }
+
+    /// Drops metric lines of epochs after `epoch` (an interrupted run may have logged an epoch
+    /// whose checkpoint was never written).
+    pub fn truncate_metrics(&self, epoch: usize) -> Result<()> {
+        let kept: Vec<EpochMetrics> = self.metrics()?.into_iter().filter(|m| m.epoch <= epoch).collect();
+        let mut text = String::new();
+        for m in &kept {
+            text.push_str(&serde_json::to_string(m).expect("serialisable"));
+            text.push('\n');
+        }
+        if self.metrics_path().exists() {
+            crate::fsutil::write_atomic(&self.metrics_path(), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
