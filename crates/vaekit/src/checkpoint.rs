@@ -22,9 +22,12 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File name of the optimiser state inside a checkpoint folder.
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 
-/// The model's weights as safetensors bytes.
+/// The model's weights as safetensors bytes. The header carries one metadata entry (burn's
+/// default has several, in hash order), so the same weights always give the same bytes.
 pub fn weights_to_bytes(model: &Vae) -> Vec<u8> {
-    let mut store = SafetensorsStore::from_bytes(None);
+    let mut store = SafetensorsStore::from_bytes(None)
+        .clear_metadata()
+        .metadata("producer", format!("vaekit {} (burn 0.22.1)", crate::VERSION));
     model.save_into(&mut store).expect("serialising weights to memory cannot fail");
     store.get_bytes().expect("the store was just written")
 }
@@ -34,25 +37,40 @@ pub fn save_weights(model: &Vae, path: &Path) -> Result<()> {
     write_atomic(path, &weights_to_bytes(model))
 }
 
+/// "a, b, c and 4 more": keeps error lines short.
+fn some_names<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 3;
+    let mut s = names.iter().take(SHOWN).map(|n| n.as_ref()).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
 /// Loads weights from `path` into `model`, which must have exactly the same tensors.
 pub fn load_weights(model: Vae, path: &Path) -> Result<Vae> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    // Partial loading lets every problem be collected and reported at once, below.
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true);
     let mut model = model;
-    let result = model.load_from(&mut store).map_err(|e| Error::CheckpointMismatch {
-        path: path.to_path_buf(),
-        reason: format!("unreadable safetensors ({e})"),
+    let result = model.load_from(&mut store).map_err(|e| {
+        let msg = e.to_string();
+        Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason: format!("unreadable safetensors ({})", msg.lines().next().unwrap_or("").trim()),
+        }
     })?;
     let mut problems = Vec::new();
     if !result.errors.is_empty() {
-        problems.push(result.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
+        let errs: Vec<String> = result.errors.iter().map(|e| e.to_string().replace('\n', " ")).collect();
+        problems.push(some_names(&errs));
     }
     if !result.missing.is_empty() {
         let names: Vec<&str> = result.missing.iter().map(|(n, _)| n.as_str()).collect();
-        problems.push(format!("missing tensors {}", names.join(", ")));
+        problems.push(format!("missing tensors {}", some_names(&names)));
     }
     if !result.unused.is_empty() {
-        problems.push(format!("unexpected tensors {}", result.unused.join(", ")));
+        problems.push(format!("unexpected tensors {}", some_names(&result.unused)));
     }
     if problems.is_empty() {
         Ok(model)

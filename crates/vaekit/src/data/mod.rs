@@ -6,6 +6,7 @@ pub mod download;
 pub mod idx;
 pub mod image_folder;
 pub mod source;
+pub mod synthetic;
 
 pub use batch::{batch_tensor, epoch_order};
 pub use dataset::{Dataset, Split, Splits};

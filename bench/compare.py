@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Quality, speed and memory of vaekit against the PyTorch reference, in one invocation.
+
+For each model it trains vaekit (release build, CPU/Flex) and bench/pytorch_vae.py on the same
+data with the same protocol, one after the other on the same machine, and prints test neg-ELBO,
+training throughput (median over epochs), peak RSS, and the ratios vaekit / PyTorch.
+
+  python3 bench/compare.py                      # conv 10 epochs + mlp 3 epochs, Fashion-MNIST
+  python3 bench/compare.py --conv-epochs 2 --mlp-epochs 1 --limit 10000   # quicker
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed(cmd, env=None):
+    """Runs cmd under /usr/bin/time -v; returns (stdout, peak RSS in MiB)."""
+    p = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1)) / 1024
+    return p.stdout, rss
+
+
+def run_vaekit(binary, model, epochs, batch, data, limit):
+    out = tempfile.mkdtemp(prefix=f"vaekit-bench-{model}-")
+    run = os.path.join(out, "run")
+    cmd = [binary, "train", "--model", model, "--epochs", str(epochs), "--batch-size", str(batch),
+           "--binarize", "none", "--data-dir", data, "--out", run]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    _, rss = timed(cmd)
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    return {"neg_elbo": lines[-1]["test_neg_elbo"],
+            "img_s": statistics.median(l["images_per_sec"] for l in lines), "rss": rss}
+
+
+def run_torch(model, epochs, batch, data, limit, threads):
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--model", model, "--epochs", str(epochs),
+           "--batch-size", str(batch), "--data", data, "--threads", str(threads)]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    out, rss = timed(cmd)
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{\"epoch\"")]
+    return {"neg_elbo": lines[-1]["test_neg_elbo"],
+            "img_s": statistics.median(l["images_per_sec"] for l in lines), "rss": rss}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--conv-epochs", type=int, default=10)
+    ap.add_argument("--mlp-epochs", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-build", action="store_true")
+    args = ap.parse_args()
+
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "vaekit-cli"], cwd=ROOT, check=True)
+    binary = os.path.join(ROOT, "target", "release", "vaekit")
+    rows = []
+    # conv: the article's batch of 100; mlp: pytorch/examples' batch of 128.
+    for model, epochs, batch in [("conv", args.conv_epochs, 100), ("mlp", args.mlp_epochs, 128)]:
+        if epochs <= 0:
+            continue
+        v = run_vaekit(binary, model, epochs, batch, args.data, args.limit)
+        t = run_torch(model, epochs, batch, args.data, args.limit, args.threads)
+        rows.append((model, epochs, v, t))
+
+    print(f"data: {args.data}" + (f" (first {args.limit} training images)" if args.limit else ""))
+    print("vaekit: burn Flex (CPU), release build | PyTorch: CPU, "
+          f"{args.threads} threads | throughput: median img/s over training epochs")
+    print(f"{'model':6} {'epochs':>6} | {'test neg-ELBO vaekit':>20} {'pytorch':>8} | "
+          f"{'img/s vaekit':>12} {'pytorch':>8} {'ratio':>6} | {'peak RSS MiB vaekit':>19} {'pytorch':>8}")
+    for model, epochs, v, t in rows:
+        print(f"{model:6} {epochs:>6} | {v['neg_elbo']:>20.2f} {t['neg_elbo']:>8.2f} | "
+              f"{v['img_s']:>12.0f} {t['img_s']:>8.0f} {v['img_s'] / t['img_s']:>5.2f}x | "
+              f"{v['rss']:>19.0f} {t['rss']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""PyTorch reference for vaekit: the same networks and the same protocol.
+
+conv: the article's network (kvfrans/variational-autoencoder) as vaekit builds it:
+  conv 5x5 s2 1->16, leaky ReLU 0.2, conv 5x5 s2 16->32, leaky ReLU 0.2, dense heads to the
+  mean and log-variance of z (20), dense z->7x7x32 + ReLU, convT 5x5 s2 32->16 + ReLU,
+  convT 5x5 s2 16->1, logits.
+mlp: pytorch/examples' VAE, 784-400-20-400-784 with ReLU.
+
+Protocol: Adam (lr 1e-3, eps 1e-8), shuffled batches, loss = BCE-with-logits summed over pixels
++ KL summed over z, averaged over the batch; pixels in [0, 1] (no binarisation); test neg-ELBO
+with one sampled z per image, nats per image. Prints one JSON line per epoch and a summary.
+
+  python3 bench/pytorch_vae.py --model conv --epochs 10 --data /usr/share/datasets/fashion-mnist
+"""
+import argparse
+import gzip
+import json
+import os
+import struct
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, rank = struct.unpack(">HBB", data[:4])
+    assert zero == 0 and dtype == 8, f"{path}: bad magic"
+    dims = struct.unpack(">" + "I" * rank, data[4 : 4 + 4 * rank])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank).reshape(dims)
+
+
+def find(d, stem):
+    for name in (stem + ".gz", stem):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError(f"{d}: no {stem}(.gz)")
+
+
+class ConvVAE(nn.Module):
+    def __init__(self, z=20):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 16, 5, stride=2, padding=2)
+        self.c2 = nn.Conv2d(16, 32, 5, stride=2, padding=2)
+        self.mu = nn.Linear(32 * 7 * 7, z)
+        self.logvar = nn.Linear(32 * 7 * 7, z)
+        self.d = nn.Linear(z, 32 * 7 * 7)
+        self.t1 = nn.ConvTranspose2d(32, 16, 5, stride=2, padding=2, output_padding=1)
+        self.t2 = nn.ConvTranspose2d(16, 1, 5, stride=2, padding=2, output_padding=1)
+
+    def encode(self, x):
+        h = F.leaky_relu(self.c1(x), 0.2)
+        h = F.leaky_relu(self.c2(h), 0.2).flatten(1)
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z):
+        h = F.relu(self.d(z)).view(-1, 32, 7, 7)
+        return self.t2(F.relu(self.t1(h)))
+
+
+class MlpVAE(nn.Module):
+    def __init__(self, z=20):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.mu = nn.Linear(400, z)
+        self.logvar = nn.Linear(400, z)
+        self.fc3 = nn.Linear(z, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z):
+        return self.fc4(F.relu(self.fc3(z))).view(-1, 1, 28, 28)
+
+
+def neg_elbo_terms(model, x):
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    logits = model.decode(z)
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return recon, kl
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["conv", "mlp"], default="conv")
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--no-eval", action="store_true", help="skip the per-epoch test ELBO")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    xtr = torch.from_numpy(read_idx(find(args.data, "train-images-idx3-ubyte")).copy()).float().div_(255).unsqueeze(1)
+    xte = torch.from_numpy(read_idx(find(args.data, "t10k-images-idx3-ubyte")).copy()).float().div_(255).unsqueeze(1)
+    if args.limit:
+        xtr = xtr[: args.limit]
+    model = ConvVAE() if args.model == "conv" else MlpVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-8)
+    n = xtr.shape[0]
+    results = []
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        perm = torch.randperm(n)
+        t0 = time.perf_counter()
+        tot = 0.0
+        for i in range(0, n, args.batch_size):
+            x = xtr[perm[i : i + args.batch_size]]
+            recon, kl = neg_elbo_terms(model, x)
+            loss = (recon + kl).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += loss.item()
+        secs = time.perf_counter() - t0
+        line = {"epoch": epoch, "train_loss": tot / ((n + args.batch_size - 1) // args.batch_size),
+                "images_per_sec": n / secs, "seconds": secs}
+        if not args.no_eval:
+            model.eval()
+            r = k = 0.0
+            with torch.no_grad():
+                for i in range(0, xte.shape[0], 500):
+                    recon, kl = neg_elbo_terms(model, xte[i : i + 500])
+                    r += recon.sum().item()
+                    k += kl.sum().item()
+            m = xte.shape[0]
+            line.update(test_neg_elbo=(r + k) / m, test_recon=r / m, test_kl=k / m)
+        results.append(line)
+        print(json.dumps(line), flush=True)
+    summary = {"framework": f"pytorch {torch.__version__}", "model": args.model, "threads": torch.get_num_threads(),
+               "epochs": args.epochs, "final": results[-1],
+               "median_images_per_sec": float(np.median([r["images_per_sec"] for r in results]))}
+    print(json.dumps({"summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+//! End-to-end tests of the `vaekit` binary in temporary folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vaekit::data::synthetic::write_bars_idx;
+
+fn vaekit(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vaekit")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = vaekit(args, cwd);
+    assert!(
+        out.status.success(),
+        "vaekit {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns stderr after checking it is one line without a panic.
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let out = vaekit(args, cwd);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "vaekit {args:?} should have failed");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "expected one line, got:\n{err}");
+    err
+}
+
+fn png_size(p: &Path) -> (u32, u32) {
+    let d = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
+    let r = d.read_info().unwrap();
+    (r.info().width, r.info().height)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim().lines().last().unwrap()).unwrap()
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let data = root.join("bars");
+    write_bars_idx(&data, 200, 50, 3).unwrap();
+    Fixture { _tmp: tmp, root, data }
+}
+
+fn train_small(f: &Fixture, out: &str, extra: &[&str]) {
+    let d = f.data.to_str().unwrap();
+    let mut args = vec!["train", "--data-dir", d, "--epochs", "1", "--batch-size", "50", "--out", out];
+    args.extend_from_slice(extra);
+    ok(&args, &f.root);
+}
+
+#[test]
+fn train_sample_reconstruct_eval_and_resume() {
+    let f = fixture();
+    train_small(&f, "run", &["--limit", "150", "--latent", "8"]);
+    let run = f.root.join("run");
+    for file in ["config.json", "meta.json", "metrics.jsonl", "reconstructions.png", "samples.png", "images/recon_epoch_001.png"] {
+        assert!(run.join(file).is_file(), "missing {file}");
+    }
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"]["latent_dim"], 8);
+    assert_eq!(cfg["data"]["limit"], 150);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    assert_eq!((meta["epoch"].as_u64(), meta["step"].as_u64()), (Some(1), Some(3)));
+    assert!(run.join(meta["checkpoint"].as_str().unwrap()).join("model.safetensors").is_file());
+
+    // sample: 9 images of 28x28 in a 3x3 grid with 2-pixel borders.
+    ok(&["sample", "--run", "run", "--n", "9", "--out", "s.png", "--seed", "4"], &f.root);
+    assert_eq!(png_size(&f.root.join("s.png")), (3 * 30 + 2, 3 * 30 + 2));
+    // Same seed, same picture; another seed, another.
+    ok(&["sample", "--run", "run", "--n", "9", "--out", "s2.png", "--seed", "4"], &f.root);
+    ok(&["sample", "--run", "run", "--n", "9", "--out", "s3.png", "--seed", "5"], &f.root);
+    let read = |n: &str| std::fs::read(f.root.join(n)).unwrap();
+    assert_eq!(read("s.png"), read("s2.png"));
+    assert_ne!(read("s.png"), read("s3.png"));
+
+    // reconstruct: 20 images -> rows of 16: originals, reconstructions, originals, reconstructions.
+    ok(&["reconstruct", "--run", "run", "--split", "test", "--n", "20", "--out", "r.png"], &f.root);
+    assert_eq!(png_size(&f.root.join("r.png")), (16 * 30 + 2, 4 * 30 + 2));
+
+    // eval --json: positive terms that add up, on the 50 test images.
+    let e = json(&ok(&["eval", "--run", "run", "--split", "test", "--json"], &f.root));
+    let (n, r, k) = (e["neg_elbo"].as_f64().unwrap(), e["recon"].as_f64().unwrap(), e["kl"].as_f64().unwrap());
+    assert_eq!(e["images"], 50);
+    assert!(r > 0.0 && k > 0.0 && (n - (r + k)).abs() < 1e-6 * n, "{e}");
+    // Deterministic for a given seed.
+    assert_eq!(json(&ok(&["eval", "--run", "run", "--json"], &f.root))["neg_elbo"], e["neg_elbo"]);
+    // eval --data-dir with other data of the same shape.
+    let other = f.root.join("other");
+    write_bars_idx(&other, 20, 30, 9).unwrap();
+    let e2 = json(&ok(&["eval", "--run", "run", "--json", "--data-dir", other.to_str().unwrap()], &f.root));
+    assert_eq!(e2["images"], 30);
+
+    // resume for one more epoch: same config, two metric lines, step count continues.
+    ok(&["train", "--resume", "run", "--epochs", "2"], &f.root);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    assert_eq!((meta["epoch"].as_u64(), meta["step"].as_u64()), (Some(2), Some(6)));
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    // The article's picture: originals + one row per epoch.
+    let (_, h) = png_size(&run.join("reconstructions.png"));
+    assert_eq!(h, 3 * 30 + 2);
+}
+
+#[test]
+fn mlp_model_and_toml_config_with_flag_override() {
+    let f = fixture();
+    std::fs::write(
+        f.root.join("c.toml"),
+        "epochs = 5\nbatch_size = 40\n[model]\nlatent_dim = 5\n[model.architecture]\nkind = \"mlp\"\nhidden = [64]\n",
+    )
+    .unwrap();
+    let d = f.data.to_str().unwrap();
+    ok(&["train", "--config", "c.toml", "--data-dir", d, "--epochs", "1", "--out", "m"], &f.root);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("m/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["epochs"], 1); // the flag wins
+    assert_eq!(cfg["batch_size"], 40); // the file sets it
+    assert_eq!(cfg["model"]["architecture"]["kind"], "mlp");
+    assert_eq!(cfg["model"]["architecture"]["hidden"], serde_json::json!([64]));
+    ok(&["sample", "--run", "m", "--n", "4", "--out", "s.png"], &f.root);
+    // An unknown key in the file is an error naming the file.
+    std::fs::write(f.root.join("bad.toml"), "epochz = 3\n").unwrap();
+    let err = fails(&["train", "--config", "bad.toml", "--data-dir", d, "--out", "x"], &f.root);
+    assert!(err.contains("bad.toml") && err.contains("epochz"), "{err}");
+}
+
+#[test]
+fn bad_input_gives_one_line_and_keeps_results() {
+    let f = fixture();
+    train_small(&f, "run", &["--limit", "100"]);
+    let snapshot = |p: &str| std::fs::read(f.root.join("run").join(p)).unwrap();
+    let (config, meta, metrics) = (snapshot("config.json"), snapshot("meta.json"), snapshot("metrics.jsonl"));
+
+    // A corrupt IDX file (wrong magic number), and a truncated one.
+    let bad = f.root.join("bad");
+    write_bars_idx(&bad, 20, 20, 1).unwrap();
+    let img = bad.join("train-images-idx3-ubyte.gz");
+    std::fs::remove_file(&img).unwrap();
+    let mut raw = vaekit::data::idx::encode_idx(&[20, 28, 28], &[0u8; 20 * 784]);
+    raw[2] = 0x0B;
+    std::fs::write(bad.join("train-images-idx3-ubyte"), &raw).unwrap();
+    let err = fails(&["train", "--data-dir", bad.to_str().unwrap(), "--out", "x"], &f.root);
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("0x0b"), "{err}");
+    std::fs::write(bad.join("train-images-idx3-ubyte"), &vaekit::data::idx::encode_idx(&[20, 28, 28], &[0u8; 20 * 784])[..5000]).unwrap();
+    let err = fails(&["train", "--data-dir", bad.to_str().unwrap(), "--out", "x"], &f.root);
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+    assert!(!f.root.join("x").exists(), "a failed start must not leave a run folder");
+
+    // Wrong paths.
+    let err = fails(&["train", "--data-dir", "/no/such/dir", "--out", "x"], &f.root);
+    assert!(err.contains("/no/such/dir"), "{err}");
+    let err = fails(&["sample", "--run", "nope", "--out", "s.png"], &f.root);
+    assert!(err.contains("nope"), "{err}");
+    // A missing named dataset says how to get it.
+    let out = Command::new(env!("CARGO_BIN_EXE_vaekit"))
+        .args(["train", "--dataset", "mnist", "--out", "x"])
+        .current_dir(&f.root)
+        .env("VAEKIT_DATA", f.root.join("empty"))
+        .env("XDG_CACHE_HOME", f.root.join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !Path::new("/usr/share/datasets/mnist/train-images-idx3-ubyte.gz").exists() {
+        assert!(!out.status.success() && err.contains("vaekit data download mnist"), "{err}");
+    }
+
+    // Unknown option and bad values: clap's usage error, non-zero.
+    assert!(!vaekit(&["train", "--frobnicate"], &f.root).status.success());
+    assert_eq!(vaekit(&["train", "--device", "tpu"], &f.root).status.code(), Some(2));
+    let err = fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--batch-size", "0", "--out", "y"], &f.root);
+    assert!(err.contains("batch_size"), "{err}");
+
+    // Training into an existing run refuses and leaves it intact.
+    let err = fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--out", "run"], &f.root);
+    assert!(err.contains("already holds a run"), "{err}");
+    let err = fails(&["train", "--resume", "run", "--lr", "0.1"], &f.root);
+    assert!(err.contains("only --epochs"), "{err}");
+    let err = fails(&["train", "--resume", "run"], &f.root);
+    assert!(err.contains("already trained 1 of 1"), "{err}");
+
+    // A checkpoint from another model: an mlp run's weights put into the conv run's place.
+    train_small(&f, "mlp", &["--limit", "50", "--model", "mlp"]);
+    let mlp_meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("mlp/meta.json")).unwrap()).unwrap();
+    let conv_meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let conv_weights = f.root.join("run").join(conv_meta["checkpoint"].as_str().unwrap()).join("model.safetensors");
+    let good = std::fs::read(&conv_weights).unwrap();
+    std::fs::copy(f.root.join("mlp").join(mlp_meta["checkpoint"].as_str().unwrap()).join("model.safetensors"), &conv_weights).unwrap();
+    let err = fails(&["eval", "--run", "run"], &f.root);
+    assert!(err.contains("model.safetensors") && err.contains("does not match"), "{err}");
+    std::fs::write(&conv_weights, good).unwrap();
+
+    // A corrupt config.json names the file.
+    std::fs::write(f.root.join("mlp/config.json"), "{ not json").unwrap();
+    let err = fails(&["sample", "--run", "mlp", "--out", "s.png"], &f.root);
+    assert!(err.contains("config.json"), "{err}");
+
+    // The conv run's results are untouched by all of the above.
+    assert_eq!(snapshot("config.json"), config);
+    assert_eq!(snapshot("meta.json"), meta);
+    assert_eq!(snapshot("metrics.jsonl"), metrics);
+    ok(&["eval", "--run", "run"], &f.root);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
+        .args(["train", "--data-dir", d, "--epochs", "500", "--batch-size", "20", "--out", "run"])
+        .current_dir(&f.root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first checkpoint, then interrupt.
+    let meta = f.root.join("run/meta.json");
+    let t0 = std::time::Instant::now();
+    while !meta.exists() {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let (epoch, step) = (m["epoch"].as_u64().unwrap(), m["step"].as_u64().unwrap());
+    assert!(epoch < 500 && step >= 10, "{m}");
+    // Resume, training only a little longer.
+    ok(&["train", "--resume", "run", "--epochs", &(epoch + 1).to_string()], &f.root);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(m["epoch"].as_u64().unwrap(), epoch + 1);
+    assert_eq!(m["step"].as_u64().unwrap(), (epoch + 1) * 10);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_device_trains_samples_and_evaluates_like_cpu() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    ok(&["--device", "wgpu", "train", "--data-dir", d, "--epochs", "1", "--batch-size", "50", "--limit", "100", "--out", "g"], &f.root);
+    ok(&["--device", "wgpu", "sample", "--run", "g", "--n", "4", "--out", "g.png"], &f.root);
+    assert_eq!(png_size(&f.root.join("g.png")), (62, 62));
+    // The same checkpoint evaluated on both devices gives the same bound.
+    let gpu = json(&ok(&["--device", "wgpu", "eval", "--run", "g", "--json"], &f.root));
+    let cpu = json(&ok(&["eval", "--run", "g", "--json"], &f.root));
+    let (a, b) = (gpu["neg_elbo"].as_f64().unwrap(), cpu["neg_elbo"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-3 * b, "wgpu {a} vs cpu {b}");
+}
+
+#[test]
+fn data_download_verifies_checksums_against_a_local_server() {
+    use std::io::{BufRead, BufReader, Write};
+    // Serve corrupted copies of the Fashion-MNIST file names on 127.0.0.1: their SHA-256 sums
+    // cannot match, so the download must fail, naming the file, and leave nothing behind.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(4).flatten() {
+            let mut s = s;
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap() > 2 && !line.ends_with("\r\n\r\n") {}
+            let body = b"corrupted bytes";
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+            s.write_all(body).unwrap();
+        }
+    });
+    let f = fixture();
+    let url = format!("http://{addr}/");
+    let err = fails(&["data", "download", "fashion-mnist", "--dir", "dl", "--base-url", &url], &f.root);
+    assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("SHA-256 mismatch"), "{err}");
+    assert_eq!(std::fs::read_dir(f.root.join("dl")).unwrap().count(), 0);
+    let err = fails(&["data", "download", "cifar"], &f.root);
+    assert!(err.contains("unknown dataset"), "{err}");
+}

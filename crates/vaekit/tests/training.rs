@@ -1,0 +1,184 @@
+//! Behaviour of training, checkpoints and sampling on small generated data.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{Device, Tensor};
+use vaekit::checkpoint::{checkpoint_dir, load_model, load_weights, weights_to_bytes, WEIGHTS_FILE};
+use vaekit::config::{Architecture, DataConfig, ModelConfig, TrainConfig};
+use vaekit::data::synthetic::write_bars_idx;
+use vaekit::data::{load_data, Splits};
+use vaekit::inspect::sample;
+use vaekit::model::Vae;
+use vaekit::run::RunDir;
+use vaekit::train::{train, Observer, Silent, StepStats};
+use vaekit::Error;
+
+fn data(dir: &Path, n_train: usize, n_test: usize) -> (DataConfig, Splits) {
+    write_bars_idx(&dir.join("bars"), n_train, n_test, 1).unwrap();
+    let cfg = DataConfig { dataset: "bars".into(), dir: Some(dir.join("bars")), ..DataConfig::default() };
+    let splits = load_data(&cfg, None, 0).unwrap();
+    (cfg, splits)
+}
+
+fn small_config(data: DataConfig, epochs: usize, batch: usize) -> TrainConfig {
+    TrainConfig { data, epochs, batch_size: batch, preview_images: 4, sample_images: 4, ..TrainConfig::default() }
+}
+
+fn weights(run: &RunDir) -> Vec<u8> {
+    let meta = run.require_meta().unwrap();
+    std::fs::read(checkpoint_dir(run, &meta).join(WEIGHTS_FILE)).unwrap()
+}
+
+fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    let (a, b) = (a.into_data().try_into_vec::<f32>().unwrap(), b.into_data().try_into_vec::<f32>().unwrap());
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn loss_falls_when_overfitting_16_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 16, 16);
+    let mut cfg = small_config(dcfg, 80, 16);
+    cfg.optim.lr = 3e-3;
+    let run = RunDir::create(&tmp.path().join("run"), &cfg).unwrap();
+    train(&run, &cfg, &splits, &Device::flex(), &AtomicBool::new(false), &mut Silent).unwrap();
+    let m = run.metrics().unwrap();
+    assert_eq!(m.len(), 80);
+    let (first, last) = (m[0].train_loss, m[79].train_loss);
+    // 16 images of 784 pixels start near 784 * ln 2 = 543 nats; overfitting must cut that deeply.
+    assert!(first > 400.0, "first epoch loss {first}");
+    assert!(last < 0.6 * first, "loss went from {first} to {last}");
+    assert!(m.iter().all(|e| e.train_kl >= 0.0 && e.test_kl >= 0.0));
+}
+
+#[test]
+fn save_load_is_bitwise_and_outputs_identical() {
+    let dev = Device::flex();
+    for arch in [Architecture::default_conv(), Architecture::default_mlp()] {
+        let cfg = ModelConfig { architecture: arch, ..ModelConfig::default() };
+        let a = Vae::init(&cfg, 3, &dev);
+        let bytes = weights_to_bytes(&a);
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("w.safetensors");
+        std::fs::write(&p, &bytes).unwrap();
+        // A differently initialised model takes the saved weights exactly.
+        let b = load_weights(Vae::init(&cfg, 4, &dev), &p).unwrap();
+        assert!(weights_to_bytes(&b) == bytes, "reloaded weights differ");
+        let x = Tensor::<4>::ones([2, 1, 28, 28], &dev).mul_scalar(0.3);
+        let eps = Tensor::<2>::ones([2, 20], &dev).mul_scalar(-0.5);
+        let (oa, ob) = (a.forward(x.clone(), eps.clone()), b.forward(x, eps));
+        assert_eq!(oa.logits.into_data(), ob.logits.into_data());
+    }
+}
+
+#[test]
+fn same_seed_same_samples() {
+    let dev = Device::flex();
+    let cfg = ModelConfig::default();
+    let m = Vae::init(&cfg, 0, &dev);
+    let a = sample(&m, 8, 20, 11, &dev);
+    let b = sample(&m, 8, 20, 11, &dev);
+    let c = sample(&m, 8, 20, 12, &dev);
+    assert_eq!(max_abs_diff(a.clone(), b), 0.0);
+    assert!(max_abs_diff(a, c) > 1e-4);
+}
+
+#[test]
+fn checkpoint_from_another_model_is_a_clear_error() {
+    let dev = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("mlp.safetensors");
+    let mlp = ModelConfig { architecture: Architecture::default_mlp(), ..ModelConfig::default() };
+    std::fs::write(&p, weights_to_bytes(&Vae::init(&mlp, 0, &dev))).unwrap();
+    let err = load_weights(Vae::init(&ModelConfig::default(), 0, &dev), &p).unwrap_err();
+    assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("mlp.safetensors"), "{err}");
+    // Same layers, other latent size: a shape mismatch.
+    let p2 = tmp.path().join("z10.safetensors");
+    let z10 = ModelConfig { latent_dim: 10, ..ModelConfig::default() };
+    std::fs::write(&p2, weights_to_bytes(&Vae::init(&z10, 0, &dev))).unwrap();
+    let err = load_weights(Vae::init(&ModelConfig::default(), 0, &dev), &p2).unwrap_err();
+    assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
+    // Garbage bytes name the file too.
+    let p3 = tmp.path().join("junk.safetensors");
+    std::fs::write(&p3, b"junk").unwrap();
+    let err = load_weights(Vae::init(&ModelConfig::default(), 0, &dev), &p3).unwrap_err();
+    assert!(err.to_string().contains("junk.safetensors"), "{err}");
+}
+
+/// Requests a stop (as Ctrl-C does) after a given number of steps.
+struct StopAt<'a> {
+    at: usize,
+    seen: usize,
+    stop: &'a AtomicBool,
+}
+
+impl Observer for StopAt<'_> {
+    fn step(&mut self, _s: &StepStats) {
+        self.seen += 1;
+        if self.seen == self.at {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn interrupted_and_resumed_run_equals_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 120, 20);
+    let cfg = small_config(dcfg, 3, 25); // 5 steps per epoch, 15 in all
+    let dev = Device::flex();
+
+    let straight = RunDir::create(&tmp.path().join("straight"), &cfg).unwrap();
+    train(&straight, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap();
+
+    let split = RunDir::create(&tmp.path().join("split"), &cfg).unwrap();
+    let stop = AtomicBool::new(false);
+    let out = train(&split, &cfg, &splits, &dev, &stop, &mut StopAt { at: 7, seen: 0, stop: &stop }).unwrap();
+    assert!(out.interrupted);
+    assert_eq!((out.meta.epoch, out.meta.epoch_step, out.meta.step), (1, 2, 7));
+    let out = train(&split, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap();
+    assert!(!out.interrupted);
+    assert_eq!((out.meta.epoch, out.meta.step), (3, 15));
+
+    assert!(weights(&straight) == weights(&split), "resumed weights differ from an uninterrupted run");
+    let (a, b) = (straight.metrics().unwrap(), split.metrics().unwrap());
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    assert!((a[2].test_neg_elbo - b[2].test_neg_elbo).abs() < 1e-9);
+    // Reloading through the run's own config gives the same model.
+    let (m, _, _) = load_model(&split, &dev).unwrap();
+    assert!(weights_to_bytes(&m) == weights(&split), "load_model gives other weights");
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 50, 10);
+    let mut cfg = small_config(dcfg, 1, 25);
+    let dev = Device::flex();
+    let run = RunDir::create(&tmp.path().join("run"), &cfg).unwrap();
+    train(&run, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap();
+    let (meta, good) = (run.require_meta().unwrap(), weights(&run));
+    // An absurd learning rate blows the weights up within a step or two.
+    cfg.epochs = 3;
+    cfg.optim.lr = 1e30;
+    let err = train(&run, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { .. }), "{err}");
+    assert_eq!(run.require_meta().unwrap(), meta);
+    assert!(weights(&run) == good, "the last good weights were changed");
+}
+
+#[test]
+fn a_run_folder_is_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig::default();
+    let root = tmp.path().join("run");
+    RunDir::create(&root, &cfg).unwrap();
+    let before = std::fs::read(root.join("config.json")).unwrap();
+    let mut other = cfg.clone();
+    other.epochs = 99;
+    assert!(RunDir::create(&root, &other).unwrap_err().to_string().contains("already holds a run"));
+    assert_eq!(std::fs::read(root.join("config.json")).unwrap(), before);
+}
