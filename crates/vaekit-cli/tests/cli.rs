@@ -288,3 +288,38 @@ fn data_download_verifies_checksums_against_a_local_server() {
     let err = fails(&["data", "download", "cifar"], &f.root);
     assert!(err.contains("unknown dataset"), "{err}");
 }
+
+#[test]
+fn colour_image_folder_trains_with_a_config_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Two classes of 40x30 RGB pictures: red-ish and blue-ish, 10 each (one of each held out).
+    for (class, rgb) in [("red", [200u8, 30, 30]), ("blue", [30, 30, 200])] {
+        std::fs::create_dir_all(root.join("pics").join(class)).unwrap();
+        for i in 0..10u8 {
+            let img = image_of(40, 30, [rgb[0], rgb[1].saturating_add(i * 3), rgb[2]]);
+            img.save(root.join("pics").join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("rgb.toml"),
+        "[model]\nlatent_dim = 4\nimage = { channels = 3, height = 16, width = 16 }\n\
+         [model.architecture]\nkind = \"conv\"\nchannels = [8, 16]\nkernel = 3\nleaky_slope = 0.2\n",
+    )
+    .unwrap();
+    ok(&["train", "--data-dir", "pics", "--config", "rgb.toml", "--epochs", "2", "--batch-size", "6", "--out", "c"], root);
+    let e = json(&ok(&["eval", "--run", "c", "--json"], root));
+    assert_eq!(e["images"], 2);
+    ok(&["sample", "--run", "c", "--n", "4", "--out", "s.png"], root);
+    let d = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(root.join("s.png")).unwrap()));
+    let r = d.read_info().unwrap();
+    assert_eq!((r.info().width, r.info().color_type), (2 * 18 + 2, png::ColorType::Rgb));
+    // A run made for 16x16 RGB refuses 28x28 gray IDX data.
+    write_bars_idx(&root.join("bars"), 20, 20, 0).unwrap();
+    let err = fails(&["eval", "--run", "c", "--data-dir", "bars"], root);
+    assert!(err.contains("bars") && err.contains("model takes 3x16x16"), "{err}");
+}
+
+fn image_of(w: u32, h: u32, rgb: [u8; 3]) -> image::RgbImage {
+    image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+}

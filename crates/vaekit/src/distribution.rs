@@ -41,9 +41,13 @@ impl DiagonalGaussian {
     /// # Shapes
     /// returns `[batch]`
     pub fn kl_to_standard_normal(&self) -> Tensor<1> {
+        self.kl_terms().sum_dim(1).squeeze_dim::<1>(1).mul_scalar(0.5)
+    }
+
+    /// mean^2 + exp(logvar) - 1 - logvar, elementwise: twice the KL of each dimension.
+    fn kl_terms(&self) -> Tensor<2> {
         let m = self.mean.clone();
-        let terms = m.clone() * m + self.logvar.clone().exp() - self.logvar.clone() - 1.0;
-        terms.sum_dim(1).squeeze_dim::<1>(1).mul_scalar(0.5)
+        m.clone() * m + self.logvar.clone().exp() - self.logvar.clone() - 1.0
     }
 
     /// KL per latent dimension, averaged over the batch.
@@ -51,9 +55,7 @@ impl DiagonalGaussian {
     /// # Shapes
     /// returns `[latent]`
     pub fn kl_per_dimension(&self) -> Tensor<1> {
-        let m = self.mean.clone();
-        let terms = m.clone() * m + self.logvar.clone().exp() - self.logvar.clone() - 1.0;
-        terms.mean_dim(0).squeeze_dim::<1>(0).mul_scalar(0.5)
+        self.kl_terms().mean_dim(0).squeeze_dim::<1>(0).mul_scalar(0.5)
     }
 
     /// log q(z) per item, summed over dimensions.
