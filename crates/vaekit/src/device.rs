@@ -42,6 +42,16 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The name burn's `BURN_DEVICE` variable uses for this device. burn materialises some
+    /// state (optimiser records) on `Device::default()`, which follows that variable.
+    pub fn burn_device_name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "flex",
+            DeviceChoice::Wgpu => "wgpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+
     /// The burn device for inference (no autodiff).
     pub fn device(self) -> Result<Device> {
         match self {
