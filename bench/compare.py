@@ -66,7 +66,8 @@ def main():
 
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "vaekit-cli"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "vaekit")
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    binary = os.path.join(target, "release", "vaekit")
     rows = []
     # conv: the article's batch of 100; mlp: pytorch/examples' batch of 128.
     for model, epochs, batch in [("conv", args.conv_epochs, 100), ("mlp", args.mlp_epochs, 128)]:
