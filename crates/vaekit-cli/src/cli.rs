@@ -30,8 +30,25 @@ pub enum Command {
     Sample(SampleArgs),
     /// Encode real images and decode them: originals above their reconstructions.
     Reconstruct(ReconstructArgs),
-    /// Negative ELBO of a dataset split, in nats per image.
+    /// Score a model: ELBO, importance-sampled log-likelihood, latent statistics, Frechet distance.
     Eval(EvalArgs),
+    /// Decode the path between the latent codes of two images (linear or spherical).
+    Interpolate(InterpolateArgs),
+    /// Sweep one latent dimension at a time around an image's code.
+    Traverse(TraverseArgs),
+    /// For a 2-D latent: decode a grid of codes spaced by the Gaussian's quantiles.
+    Manifold(ManifoldArgs),
+    /// Plot the latent means of a split in 2-D (PCA beyond 2 dimensions), coloured by label.
+    Scatter(ScatterArgs),
+    /// Write the posterior (means and log-variances) of every image of a split as CSV.
+    Encode(EncodeArgs),
+    /// Decode latent codes read from a CSV file into a PNG grid.
+    Decode(DecodeArgs),
+    /// Plot training and test loss, reconstruction and KL per epoch from metrics.jsonl.
+    Plot(PlotArgs),
+    /// The evaluation classifier used by `eval --fid`.
+    #[command(subcommand)]
+    Classifier(ClassifierCommand),
     /// Manage datasets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -175,12 +192,216 @@ pub struct EvalArgs {
     /// Other data of the same shape instead of the run's dataset.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Seed of the sampled z.
+    /// Seed of everything random in the evaluation: the binarised draw of the images, the
+    /// sampled z of the ELBO, the importance samples and the prior samples of --fid.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How to binarise the images before scoring (default: as the run was trained). `dynamic`
+    /// and `static` both score one fixed binary draw of the split from --seed, the standard
+    /// protocol for binarised MNIST.
+    #[arg(long, value_enum)]
+    pub binarize: Option<BinarizeArg>,
+    /// Also estimate -log p(x) with K importance samples per image (Burda et al. 2016).
+    #[arg(long, value_name = "K")]
+    pub iw: Option<usize>,
+    /// Evaluate only the first N images of the split (a quick estimate).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Also compute the Frechet distance between classifier features of prior samples and of
+    /// the split's images, and the classifier's accuracy on reconstructions.
+    #[arg(long)]
+    pub fid: bool,
+    /// The classifier for --fid (default: runs/classifier-DATASET, made by `vaekit classifier
+    /// train`).
+    #[arg(long, value_name = "DIR")]
+    pub classifier: Option<PathBuf>,
+    /// Prior samples for --fid.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub fid_samples: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of every command that writes an image grid.
+#[derive(Debug, Args)]
+pub struct GridArgs {
+    /// Pixels of gray border between and around the images (0 for none).
+    #[arg(long, value_name = "PX", default_value_t = 2)]
+    pub border: usize,
+    /// Leave out the text labels beside the rows.
+    #[arg(long)]
+    pub no_labels: bool,
+}
+
+/// `vaekit interpolate`.
+#[derive(Debug, Args)]
+pub struct InterpolateArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Index of the first image in the split.
+    #[arg(long, value_name = "I")]
+    pub from: usize,
+    /// Index of the second image in the split.
+    #[arg(long, value_name = "J")]
+    pub to: usize,
+    /// Codes along the path, both ends included.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Follow the great circle between the codes (slerp) instead of the straight line.
+    #[arg(long)]
+    pub slerp: bool,
+    /// Which split the images come from.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// The PNG to write: the two originals framing the decoded path.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+/// `vaekit traverse`.
+#[derive(Debug, Args)]
+pub struct TraverseArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Index of the image in the split whose code is the starting point.
+    #[arg(long, value_name = "I", default_value_t = 0)]
+    pub image: usize,
+    /// Dimensions to sweep: `all` or a list such as 0,3,5.
+    #[arg(long, default_value = "all")]
+    pub dims: String,
+    /// Each swept dimension takes values from -R to +R (the prior is N(0, 1)).
+    #[arg(long, value_name = "R", default_value_t = 3.0)]
+    pub range: f64,
+    /// Values per dimension.
+    #[arg(long, default_value_t = 9)]
+    pub steps: usize,
+    /// Which split the image comes from.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// The PNG to write: one row per dimension.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+/// `vaekit manifold`.
+#[derive(Debug, Args)]
+pub struct ManifoldArgs {
+    /// The run folder (its model must have a 2-D latent).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Codes per side of the grid.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+/// `vaekit scatter`.
+#[derive(Debug, Args)]
+pub struct ScatterArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Which split to encode.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// Use only the first N images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+}
+
+/// `vaekit encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Which split to encode.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// Use only the first N images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// The CSV file to write: index, label, class, mean_0.., logvar_0..
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: PathBuf,
+}
+
+/// `vaekit decode`.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// CSV with one code per row: `mean_N` columns (as `encode` writes), `z_N` columns, or
+    /// plain numbers.
+    #[arg(long, value_name = "FILE.csv")]
+    pub codes: PathBuf,
+    /// Images per row of the grid (default: a square grid).
+    #[arg(long, value_name = "N")]
+    pub columns: Option<usize>,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub grid: GridArgs,
+}
+
+/// `vaekit plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+}
+
+/// `vaekit classifier ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClassifierCommand {
+    /// Train the small CNN that `eval --fid` takes its features from (stored in its own folder).
+    Train(ClassifierTrainArgs),
+}
+
+/// `vaekit classifier train`.
+#[derive(Debug, Args)]
+pub struct ClassifierTrainArgs {
+    /// A named dataset: fashion-mnist or mnist.
+    #[arg(long, value_name = "NAME", conflicts_with = "data_dir")]
+    pub dataset: Option<String>,
+    /// A folder with the four IDX files, or an image folder (one subfolder per class).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Passes over the training set.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub epochs: usize,
+    /// Images per step.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub batch_size: usize,
+    /// Use only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Seed of initialisation and shuffling.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// The folder to create (default: runs/classifier-DATASET).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `vaekit data ...`.

@@ -103,6 +103,14 @@ fn train_sample_reconstruct_eval_and_resume() {
     let e2 = json(&ok(&["eval", "--run", "run", "--json", "--data-dir", other.to_str().unwrap()], &f.root));
     assert_eq!(e2["images"], 30);
 
+    // eval --iw: an importance-sampled -log p(x) that is a tighter bound than the ELBO.
+    let e3 = json(&ok(&["eval", "--run", "run", "--json", "--iw", "20", "--limit", "25"], &f.root));
+    let (nll, elbo) = (e3["nll"].as_f64().unwrap(), e3["neg_elbo"].as_f64().unwrap());
+    assert_eq!((e3["images"].as_u64(), e3["iw_k"].as_u64()), (Some(25), Some(20)));
+    assert!(nll > 0.0 && nll < elbo, "nll {nll} vs neg-ELBO {elbo}");
+    let bpd = e3["bits_per_dim"].as_f64().unwrap();
+    assert!((bpd - nll / (784.0 * std::f64::consts::LN_2)).abs() < 1e-9);
+
     // resume for one more epoch: same config, two metric lines, step count continues.
     ok(&["train", "--resume", "run", "--epochs", "2"], &f.root);
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
@@ -322,4 +330,100 @@ fn colour_image_folder_trains_with_a_config_shape() {
 
 fn image_of(w: u32, h: u32, rgb: [u8; 3]) -> image::RgbImage {
     image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+}
+
+#[test]
+fn eval_protocols_inspection_commands_and_fid() {
+    let f = fixture();
+    let root = &f.root;
+    let d = f.data.to_str().unwrap();
+    ok(&["train", "--data-dir", d, "--epochs", "2", "--batch-size", "50", "--out", "z2", "--latent", "2", "--binarize", "dynamic"], root);
+
+    // eval: the binarisation protocol and its seed are part of the result.
+    let e = json(&ok(&["eval", "--run", "z2", "--binarize", "static", "--seed", "0", "--json"], root));
+    assert_eq!((e["binarize"].as_str(), e["seed"].as_u64(), e["images"].as_u64()), (Some("static"), Some(0), Some(50)));
+    let again = json(&ok(&["eval", "--run", "z2", "--binarize", "static", "--seed", "0", "--json"], root));
+    assert_eq!(again["neg_elbo"], e["neg_elbo"]);
+    let seed1 = json(&ok(&["eval", "--run", "z2", "--binarize", "static", "--seed", "1", "--json"], root));
+    assert_ne!(seed1["neg_elbo"], e["neg_elbo"]);
+    let gray = json(&ok(&["eval", "--run", "z2", "--binarize", "none", "--json"], root));
+    assert_eq!(gray["binarize"].as_str(), Some("none"));
+    assert_ne!(gray["recon"], e["recon"]);
+    // Latent statistics: one KL and one variance per dimension, the KL terms add up to the KL.
+    let kl: Vec<f64> = e["kl_per_dim"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(kl.len(), 2);
+    assert!((kl.iter().sum::<f64>() - e["kl"].as_f64().unwrap()).abs() < 1e-3 * e["kl"].as_f64().unwrap().max(1.0), "{e}");
+    let au = e["active_units"].as_u64().unwrap();
+    let var: Vec<f64> = e["mean_variance"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(au as usize, var.iter().filter(|&&v| v > 0.01).count());
+    let mse = e["recon_mse"].as_f64().unwrap();
+    assert!(mse > 0.0 && mse < 0.5, "{mse}");
+
+    // interpolate: originals at both ends of the decoded path; exact size without labels.
+    ok(&["interpolate", "--run", "z2", "--from", "0", "--to", "7", "--steps", "5", "--out", "i.png", "--no-labels"], root);
+    assert_eq!(png_size(&root.join("i.png")), (7 * 30 + 2, 30 + 2));
+    ok(&["interpolate", "--run", "z2", "--from", "0", "--to", "7", "--slerp", "--out", "is.png"], root);
+    let (w, h) = png_size(&root.join("is.png"));
+    assert!(w > 12 * 30 + 2 && h == 32, "labels widen the picture: {w}x{h}");
+    let err = fails(&["interpolate", "--run", "z2", "--from", "0", "--to", "50", "--out", "x.png"], root);
+    assert!(err.contains("--to 50") && err.contains("50 images"), "{err}");
+
+    // traverse: one row per dimension.
+    ok(&["traverse", "--run", "z2", "--image", "3", "--steps", "9", "--out", "t.png", "--no-labels", "--border", "0"], root);
+    assert_eq!(png_size(&root.join("t.png")), (9 * 28, 2 * 28));
+    assert!(fails(&["traverse", "--run", "z2", "--dims", "0,5", "--out", "x.png"], root).contains("dimension 5"));
+
+    // manifold: a steps x steps grid; only for 2-D latents.
+    ok(&["manifold", "--run", "z2", "--steps", "6", "--out", "m.png", "--no-labels"], root);
+    assert_eq!(png_size(&root.join("m.png")), (6 * 30 + 2, 6 * 30 + 2));
+    train_small(&f, "z8", &["--latent", "8"]);
+    assert!(fails(&["manifold", "--run", "z8", "--out", "x.png"], root).contains("2-D latent"));
+
+    // scatter (the latent itself and PCA) and the training curves.
+    ok(&["scatter", "--run", "z2", "--out", "sc.png"], root);
+    ok(&["scatter", "--run", "z8", "--out", "sc8.png"], root);
+    assert_eq!(png_size(&root.join("sc8.png")), (1000, 860));
+    ok(&["plot", "--run", "z2", "--out", "curves.png"], root);
+    assert_eq!(png_size(&root.join("curves.png")), (1500, 480));
+
+    // encode -> decode: the CSV's means decode to exactly the reconstructions.
+    ok(&["encode", "--run", "z2", "--out", "codes.csv"], root);
+    let csv = std::fs::read_to_string(root.join("codes.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 51);
+    assert!(csv.starts_with("index,label,class,mean_0,mean_1,logvar_0,logvar_1\n0,"), "{}", &csv[..80]);
+    let first_two: String = csv.lines().take(2).collect::<Vec<_>>().join("\n");
+    std::fs::write(root.join("one.csv"), first_two).unwrap();
+    ok(&["decode", "--run", "z2", "--codes", "one.csv", "--out", "d.png"], root);
+    ok(&["reconstruct", "--run", "z2", "--n", "1", "--out", "r1.png"], root);
+    let d = image::open(root.join("d.png")).unwrap().to_luma8();
+    let r = image::open(root.join("r1.png")).unwrap().to_luma8();
+    assert_eq!((d.width(), d.height(), r.height()), (32, 32, 62));
+    for y in 0..28 {
+        for x in 0..28 {
+            assert_eq!(d.get_pixel(2 + x, 2 + y), r.get_pixel(2 + x, 32 + y), "pixel ({x}, {y})");
+        }
+    }
+    ok(&["decode", "--run", "z2", "--codes", "codes.csv", "--columns", "10", "--out", "dall.png", "--no-labels"], root);
+    assert_eq!(png_size(&root.join("dall.png")), (10 * 30 + 2, 5 * 30 + 2));
+    let err = fails(&["decode", "--run", "z8", "--codes", "codes.csv", "--out", "x.png"], root);
+    assert!(err.contains("codes.csv") && err.contains("2 dimensions"), "{err}");
+
+    // The evaluation classifier and the Frechet distance.
+    let err = fails(&["eval", "--run", "z2", "--fid", "--classifier", "nope"], root);
+    assert!(err.contains("nope"), "{err}");
+    ok(&["classifier", "train", "--data-dir", f.data.to_str().unwrap(), "--epochs", "2", "--out", "cls"], root);
+    for file in ["classifier.json", "model.safetensors", "metrics.jsonl"] {
+        assert!(root.join("cls").join(file).is_file(), "missing {file}");
+    }
+    let g = json(&ok(&["eval", "--run", "z2", "--fid", "--classifier", "cls", "--fid-samples", "200", "--json"], root));
+    let fid = g["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{g}");
+    assert_eq!((g["fid_samples"].as_u64(), g["fid_reference_images"].as_u64()), (Some(200), Some(50)));
+    for k in ["classifier_accuracy", "recon_accuracy"] {
+        let a = g[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{k} {a}");
+    }
+    // Same seed, same distance.
+    let g2 = json(&ok(&["eval", "--run", "z2", "--fid", "--classifier", "cls", "--fid-samples", "200", "--json"], root));
+    assert_eq!(g2["fid"], g["fid"]);
 }

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Bytes, Device};
@@ -24,7 +25,7 @@ pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 
 /// The model's weights as safetensors bytes. The header carries one metadata entry (burn's
 /// default has several, in hash order), so the same weights always give the same bytes.
-pub fn weights_to_bytes(model: &Vae) -> Vec<u8> {
+pub fn weights_to_bytes<M: Module>(model: &M) -> Vec<u8> {
     let mut store = SafetensorsStore::from_bytes(None)
         .clear_metadata()
         .metadata("producer", format!("vaekit {} (burn 0.22.1)", crate::VERSION));
@@ -33,7 +34,7 @@ pub fn weights_to_bytes(model: &Vae) -> Vec<u8> {
 }
 
 /// Writes the weights to `path` atomically.
-pub fn save_weights(model: &Vae, path: &Path) -> Result<()> {
+pub fn save_weights<M: Module>(model: &M, path: &Path) -> Result<()> {
     write_atomic(path, &weights_to_bytes(model))
 }
 
@@ -47,8 +48,9 @@ fn some_names<S: AsRef<str>>(names: &[S]) -> String {
     s
 }
 
-/// Loads weights from `path` into `model`, which must have exactly the same tensors.
-pub fn load_weights(model: Vae, path: &Path) -> Result<Vae> {
+/// Loads weights from `path` into `model` (a [`Vae`] or any other module), which must have
+/// exactly the same tensors.
+pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     // Partial loading lets every problem be collected and reported at once, below.
     let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true);

@@ -60,7 +60,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// A checkpoint does not fit the model described by the run's config.
-    #[error("{}: checkpoint does not match the model in config.json: {reason}", path.display())]
+    #[error("{}: checkpoint does not match the model its config describes: {reason}", path.display())]
     CheckpointMismatch {
         /// The weights file.
         path: PathBuf,

@@ -20,10 +20,16 @@ pub struct Grid {
     pub images: Vec<Vec<f32>>,
     /// Images per row.
     pub columns: usize,
+    /// Pixels of gray border between cells and around the grid. Default 2.
+    pub border: usize,
+    /// Text drawn left of each row (none by default); rows without a label get a blank margin.
+    pub row_labels: Vec<String>,
 }
 
-/// Pixels of border between cells and around the grid.
-const BORDER: usize = 2;
+/// Pixels of border between cells and around the grid, by default.
+pub const BORDER: usize = 2;
+/// Height of row label text in pixels.
+const LABEL_PX: u32 = 12;
 /// Border gray level.
 const BORDER_VALUE: u8 = 128;
 
@@ -37,7 +43,7 @@ impl Grid {
         let flat = images.into_data().try_into_vec_as::<f32>().expect("f32 tensor");
         let per = c * h * w;
         let images = (0..n).map(|i| flat[i * per..(i + 1) * per].to_vec()).collect();
-        Grid { channels: c, height: h, width: w, images, columns: columns.max(1) }
+        Grid { channels: c, height: h, width: w, images, columns: columns.max(1), border: BORDER, row_labels: Vec::new() }
     }
 
     /// Appends the images of another grid with the same cell shape.
@@ -45,35 +51,82 @@ impl Grid {
         self.images.extend(other.images);
     }
 
+    /// With these labels left of the rows.
+    pub fn with_row_labels(mut self, labels: Vec<String>) -> Grid {
+        self.row_labels = labels;
+        self
+    }
+
+    /// With this border width in pixels (0 for none).
+    pub fn with_border(mut self, border: usize) -> Grid {
+        self.border = border;
+        self
+    }
+
+    /// Width of the label margin: enough for the longest label at [`LABEL_PX`].
+    fn label_margin(&self) -> usize {
+        let longest = self.row_labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+        if longest == 0 { 0 } else { longest * (LABEL_PX as usize * 2 / 3) + 8 }
+    }
+
     /// (width, height) of the rendered picture.
     pub fn size(&self) -> (usize, usize) {
         let rows = self.images.len().div_ceil(self.columns).max(1);
         let cols = self.columns.min(self.images.len()).max(1);
-        (cols * (self.width + BORDER) + BORDER, rows * (self.height + BORDER) + BORDER)
+        let b = self.border;
+        (self.label_margin() + cols * (self.width + b) + b, rows * (self.height + b) + b)
     }
 
-    /// Renders the grid as 8-bit gray or RGB.
+    /// Renders the grid as 8-bit gray or RGB (RGB whenever there are labels).
     pub fn render(&self) -> image::DynamicImage {
         let (gw, gh) = self.size();
-        let c = self.channels;
+        let c = if self.row_labels.is_empty() { self.channels } else { 3 };
+        let b = self.border;
+        let margin = self.label_margin();
         let mut buf = vec![BORDER_VALUE; gw * gh * c];
+        if margin > 0 {
+            for y in 0..gh {
+                buf[y * gw * c..(y * gw + margin) * c].fill(255);
+            }
+        }
         for (k, img) in self.images.iter().enumerate() {
             let (r, col) = (k / self.columns, k % self.columns);
-            let (y0, x0) = (BORDER + r * (self.height + BORDER), BORDER + col * (self.width + BORDER));
+            let (y0, x0) = (b + r * (self.height + b), margin + b + col * (self.width + b));
             for y in 0..self.height {
                 for x in 0..self.width {
                     for ch in 0..c {
-                        let v = img[ch * self.height * self.width + y * self.width + x];
+                        let src = if self.channels == 1 { 0 } else { ch };
+                        let v = img[src * self.height * self.width + y * self.width + x];
                         buf[((y0 + y) * gw + x0 + x) * c + ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
                     }
                 }
             }
+        }
+        if margin > 0 {
+            self.draw_labels(&mut buf, (gw as u32, gh as u32));
         }
         if c == 1 {
             image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(gw as u32, gh as u32, buf).expect("size"))
         } else {
             image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(gw as u32, gh as u32, buf).expect("size"))
         }
+    }
+
+    /// Draws the row labels into the left margin of an RGB buffer.
+    fn draw_labels(&self, buf: &mut [u8], size: (u32, u32)) {
+        use plotters::prelude::*;
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
+        crate::plot::register_font();
+        let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
+        let style = TextStyle::from((crate::plot::FONT, LABEL_PX as f64).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        for (r, label) in self.row_labels.iter().enumerate() {
+            let y = self.border + r * (self.height + self.border) + self.height / 2;
+            // Text outside the canvas is clipped by plotters; nothing to report.
+            let _ = root.draw_text(label, &style, (4, y as i32));
+        }
+        let _ = root.present();
     }
 
     /// Writes the grid as a PNG, atomically (an existing file is replaced only when complete).
@@ -93,7 +146,7 @@ pub fn stack_rows(files: &[std::path::PathBuf], cell_height: usize, out: &Path) 
     let Some(first) = files.first() else { return Ok(()) };
     let open = |p: &Path| image::open(p).map_err(|e| Error::BadImage { path: p.to_path_buf(), reason: e.to_string() });
     let base = open(first)?;
-    let row = (cell_height + BORDER) as u32;
+    let row = (cell_height + BORDER) as u32; // pictures written with the default border
     let (w, h0) = (base.width(), base.height());
     let mut canvas = image::DynamicImage::new(w, h0 + row * (files.len() as u32 - 1), base.color());
     image::imageops::replace(&mut canvas, &base, 0, 0);

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -27,8 +28,10 @@ pub mod eval;
 pub mod fsutil;
 pub mod image;
 pub mod inspect;
+pub mod linalg;
 pub mod loss;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod run;
 pub mod train;

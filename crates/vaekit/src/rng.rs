@@ -27,6 +27,8 @@ pub enum Stream {
     EvalBinarize = 6,
     /// z drawn from the prior for sample grids.
     Prior = 7,
+    /// Importance samples of the log-likelihood estimate (index: batch number).
+    ImportanceNoise = 8,
 }
 
 /// A generator for one (seed, stream, index) triple.

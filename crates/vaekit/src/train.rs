@@ -12,7 +12,7 @@ use crate::checkpoint::{checkpoint_dir, load_optimizer, load_weights, save_check
 use crate::config::{Binarize, OptimConfig, TrainConfig};
 use crate::data::{batch_tensor, epoch_order, Splits};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate_elbo, ElboReport};
+use crate::eval::{eval_set, evaluate_elbo, ElboReport};
 use crate::image::{stack_rows, Grid};
 use crate::inspect::{reconstruct, sample};
 use crate::loss::neg_elbo;
@@ -65,7 +65,7 @@ pub struct TrainOutcome {
     pub interrupted: bool,
 }
 
-fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
+pub(crate) fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
     AdamConfig::new().with_beta_1(cfg.beta1).with_beta_2(cfg.beta2).with_epsilon(cfg.epsilon).init()
 }
 
@@ -109,6 +109,8 @@ pub fn train(
     let n = data.train.len();
     let spe = steps_per_epoch(n, cfg.batch_size);
     let latent = cfg.model.latent_dim;
+    // Scored on one fixed binary draw of the test set when the model sees binary images.
+    let test = eval_set(&data.test, cfg.data.binarize, cfg.seed.wrapping_add(EVAL_SEED_OFFSET));
     let preview: Vec<usize> = (0..cfg.preview_images.min(data.test.len())).collect();
 
     while meta.epoch < cfg.epochs {
@@ -152,9 +154,8 @@ pub fn train(
         let eval_model = model.valid();
         let report: ElboReport = evaluate_elbo(
             &eval_model,
-            &data.test,
+            &test,
             cfg.model.likelihood,
-            cfg.data.binarize,
             cfg.seed.wrapping_add(EVAL_SEED_OFFSET),
             device,
             |_, _| {},

@@ -1,63 +1,178 @@
-//! `vaekit eval`: the negative ELBO of a split.
+//! `vaekit eval`: the ELBO, latent statistics, and optionally the importance-sampled
+//! log-likelihood and the Frechet distance of a split.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use vaekit::checkpoint::load_model;
-use vaekit::config::Binarize;
+use vaekit::classifier::ClassifierDir;
+use vaekit::config::{Binarize, Likelihood};
 use vaekit::data::Split;
 use vaekit::device::DeviceChoice;
-use vaekit::eval::evaluate_elbo;
-use vaekit::run::RunDir;
+use vaekit::eval::{
+    eval_set, evaluate_elbo, evaluate_generation, evaluate_nll, latent_statistics, GenerationReport, NllReport, EVAL_BATCH,
+};
 
 use crate::cli::EvalArgs;
 use crate::progress::bar;
 
+/// Every figure with the protocol that produced it.
 #[derive(Serialize)]
-struct EvalJson<'a> {
+struct EvalJson {
+    run: String,
+    epoch: usize,
+    split: &'static str,
+    images: usize,
+    binarize: Binarize,
+    seed: u64,
+    /// Negative ELBO with one sampled z per image, and its two terms (nats per image).
     neg_elbo: f64,
     recon: f64,
     kl: f64,
-    images: usize,
-    split: &'a str,
-    binarize: Binarize,
-    seed: u64,
-    epoch: usize,
-    run: String,
+    active_units: usize,
+    kl_per_dim: Vec<f64>,
+    mean_variance: Vec<f64>,
+    recon_mse: f64,
+    #[serde(flatten)]
+    iw: Option<IwJson>,
+    #[serde(flatten)]
+    fid: Option<FidJson>,
+}
+
+#[derive(Serialize)]
+struct IwJson {
+    nll: f64,
+    bits_per_dim: f64,
+    iw_k: usize,
+    iw_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct FidJson {
+    fid: f64,
+    fid_samples: usize,
+    fid_reference_images: usize,
+    classifier: String,
+    classifier_accuracy: f64,
+    recon_accuracy: f64,
 }
 
 pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
-    let device = device.device()?;
-    let run = RunDir::open(&a.run)?;
-    let cfg = run.config()?;
-    let (model, model_cfg, meta) = load_model(&run, &device)?;
-    let data = super::run_data(&cfg, a.data_dir)?;
-    let ds = data.get(Split::from(a.split));
-    let pb = bar(ds.len() as u64, "evaluating", a.json);
-    let r = evaluate_elbo(&model, ds, model_cfg.likelihood, cfg.data.binarize, a.seed, &device, |done, _| {
-        pb.set_position(done as u64)
-    });
-    pb.finish_and_clear();
-    let split = match a.split {
-        crate::cli::SplitArg::Train => "train",
-        crate::cli::SplitArg::Test => "test",
+    if a.iw == Some(0) || a.limit == Some(0) {
+        bail!("--iw and --limit must be at least 1");
+    }
+    if a.fid && a.fid_samples < 2 {
+        bail!("--fid-samples must be at least 2");
+    }
+    let l = super::load_run(&a.run, device)?;
+    let model_cfg = &l.cfg.model;
+    // Check the classifier before the long computations start.
+    let classifier = if a.fid {
+        let dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from(format!("runs/classifier-{}", l.cfg.data.dataset)));
+        let cdir = ClassifierDir::open(&dir).with_context(|| "--fid needs a classifier: `vaekit classifier train` makes one")?;
+        let (c, ccfg) = cdir.load(&l.device)?;
+        if ccfg.image != model_cfg.image {
+            bail!("{}: the classifier takes {:?} images, the model makes {:?}", dir.display(), ccfg.image, model_cfg.image);
+        }
+        Some((c, dir))
+    } else {
+        None
     };
+    let data = super::run_data(&l.cfg, a.data_dir.clone())?;
+    let mut gray = data.get(Split::from(a.split)).clone();
+    if let Some(n) = a.limit {
+        gray.truncate(n);
+    }
+    if gray.is_empty() {
+        bail!("the {} split has no images", super::split_name(a.split));
+    }
+    let binarize = a.binarize.map(Binarize::from).unwrap_or(l.cfg.data.binarize);
+    let ds = eval_set(&gray, binarize, a.seed);
+    let n = ds.len() as u64;
+    let (model, dev) = (&l.model, &l.device);
+
+    let pb = bar(n, "ELBO", a.json);
+    let elbo = evaluate_elbo(model, &ds, model_cfg.likelihood, a.seed, dev, |done, _| pb.set_position(done as u64));
+    pb.finish_and_clear();
+    let pb = bar(n, "latents", a.json);
+    let lat = latent_statistics(model, &ds, EVAL_BATCH, dev, |done, _| pb.set_position(done as u64));
+    pb.finish_and_clear();
+    let iw = a.iw.map(|k| {
+        let pb = bar(n, &format!("log p(x), K = {k}"), a.json);
+        let t0 = Instant::now();
+        let r: NllReport = evaluate_nll(model, &ds, model_cfg.likelihood, k, a.seed, dev, |done, _| pb.set_position(done as u64));
+        pb.finish_and_clear();
+        (r, t0.elapsed().as_secs_f64())
+    });
+    let generation = classifier.as_ref().map(|(c, _)| {
+        let pb = bar(n + a.fid_samples as u64, "Frechet distance", a.json);
+        let r: GenerationReport =
+            evaluate_generation(model, model_cfg.latent_dim, c, &gray, a.fid_samples, a.seed, dev, |done, _| pb.set_position(done as u64));
+        pb.finish_and_clear();
+        r
+    });
+
+    let split = super::split_name(a.split);
     if a.json {
         let j = EvalJson {
-            neg_elbo: r.neg_elbo,
-            recon: r.recon,
-            kl: r.kl,
-            images: r.images,
-            split,
-            binarize: cfg.data.binarize,
-            seed: r.seed,
-            epoch: meta.epoch,
             run: a.run.display().to_string(),
+            epoch: l.meta.epoch,
+            split,
+            images: elbo.images,
+            binarize,
+            seed: a.seed,
+            neg_elbo: elbo.neg_elbo,
+            recon: elbo.recon,
+            kl: elbo.kl,
+            active_units: lat.active_units,
+            kl_per_dim: lat.kl_per_dim.clone(),
+            mean_variance: lat.mean_variance.clone(),
+            recon_mse: lat.recon_mse,
+            iw: iw.as_ref().map(|(r, secs)| IwJson { nll: r.nll, bits_per_dim: r.bits_per_dim, iw_k: r.k, iw_seconds: *secs }),
+            fid: generation.as_ref().zip(classifier.as_ref()).map(|(g, (_, dir))| FidJson {
+                fid: g.fid,
+                fid_samples: g.samples,
+                fid_reference_images: g.reference_images,
+                classifier: dir.display().to_string(),
+                classifier_accuracy: g.classifier_accuracy,
+                recon_accuracy: g.recon_accuracy,
+            }),
         };
         println!("{}", serde_json::to_string(&j)?);
-    } else {
+        return Ok(());
+    }
+    let bin = match binarize {
+        Binarize::None => "gray values".to_string(),
+        _ => format!("binarised once with seed {}", a.seed),
+    };
+    println!("{split} set, {} images ({bin}), epoch {}, seed {}:", elbo.images, l.meta.epoch, a.seed);
+    println!("  neg-ELBO        {:>9.2} nats/image  (reconstruction {:.2} + KL {:.2}; one sampled z per image)", elbo.neg_elbo, elbo.recon, elbo.kl);
+    if let Some((r, secs)) = &iw {
+        let show_bpd = model_cfg.image.channels > 1 || !matches!(model_cfg.likelihood, Likelihood::Bernoulli);
+        let bpd = if show_bpd { format!(", {:.4} bits/dim", r.bits_per_dim) } else { String::new() };
+        println!("  -log p(x)       {:>9.2} nats/image  (importance-sampled, K = {}{bpd}; {:.1} s)", r.nll, r.k, secs);
+    }
+    println!(
+        "  active units    {:>9}  of {} (variance of the posterior mean across images > 0.01)",
+        lat.active_units,
+        lat.kl_per_dim.len()
+    );
+    let kl: Vec<String> = lat.kl_per_dim.iter().map(|v| format!("{v:.2}")).collect();
+    println!("  KL per dim      {}", kl.join(" "));
+    println!("  recon MSE       {:>9.5} per pixel (decoder mean at the posterior mean)", lat.recon_mse);
+    if let (Some(g), Some((_, dir))) = (&generation, &classifier) {
         println!(
-            "{split} set, {} images, epoch {}: neg-ELBO {:.2} nats/image (reconstruction {:.2} + KL {:.2})",
-            r.images, meta.epoch, r.neg_elbo, r.recon, r.kl
+            "  Frechet dist.   {:>9.3}  ({} samples vs {} images, features of {})",
+            g.fid,
+            g.samples,
+            g.reference_images,
+            dir.display()
+        );
+        println!(
+            "  classifier acc. {:>8.2}%  on reconstructions ({:.2}% on the originals)",
+            100.0 * g.recon_accuracy,
+            100.0 * g.classifier_accuracy
         );
     }
     Ok(())

@@ -1,12 +1,17 @@
 //! One file per subcommand.
 
+mod classifier;
+mod codes;
 mod data;
 mod eval;
+mod explore;
+mod plot;
 mod reconstruct;
 mod sample;
 mod train;
 
-use crate::cli::{Cli, Command, DataCommand, SplitArg};
+use crate::cli::{BinarizeArg, Cli, ClassifierCommand, Command, DataCommand, SplitArg};
+use vaekit::config::Binarize;
 use vaekit::data::Split;
 
 /// Dispatches to the subcommand.
@@ -16,6 +21,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(a) => sample::run(a, cli.device),
         Command::Reconstruct(a) => reconstruct::run(a, cli.device),
         Command::Eval(a) => eval::run(a, cli.device),
+        Command::Interpolate(a) => explore::interpolate(a, cli.device),
+        Command::Traverse(a) => explore::traverse(a, cli.device),
+        Command::Manifold(a) => explore::manifold(a, cli.device),
+        Command::Scatter(a) => plot::scatter(a, cli.device),
+        Command::Encode(a) => codes::encode(a, cli.device),
+        Command::Decode(a) => codes::decode(a, cli.device),
+        Command::Plot(a) => plot::curves(a),
+        Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),
         Command::Data(DataCommand::Download(a)) => data::download(a),
     }
 }
@@ -29,12 +42,63 @@ impl From<SplitArg> for Split {
     }
 }
 
-/// Loads the data a run was trained on (or `data_dir` instead), shaped for its model.
+impl From<BinarizeArg> for Binarize {
+    fn from(b: BinarizeArg) -> Binarize {
+        match b {
+            BinarizeArg::None => Binarize::None,
+            BinarizeArg::Dynamic => Binarize::Dynamic,
+            BinarizeArg::Static => Binarize::Static,
+        }
+    }
+}
+
+/// The split's name as users type it.
+fn split_name(s: SplitArg) -> &'static str {
+    match s {
+        SplitArg::Train => "train",
+        SplitArg::Test => "test",
+    }
+}
+
+/// Loads the data a run was trained on (or `data_dir` instead), shaped for its model, as gray
+/// values (commands that score binary images binarise their own copy).
 fn run_data(cfg: &vaekit::config::TrainConfig, data_dir: Option<std::path::PathBuf>) -> anyhow::Result<vaekit::data::Splits> {
     let mut data_cfg = cfg.data.clone();
     if let Some(d) = data_dir {
         data_cfg.dir = Some(d);
     }
     data_cfg.limit = None;
+    data_cfg.binarize = Binarize::None;
     Ok(vaekit::data::load_data(&data_cfg, Some(cfg.model.image), cfg.seed)?)
+}
+
+/// Everything an inspection command needs from a run: model, configs, progress, device.
+struct Loaded {
+    model: vaekit::model::Vae,
+    cfg: vaekit::config::TrainConfig,
+    meta: vaekit::run::Meta,
+    device: vaekit::burn::tensor::Device,
+}
+
+/// Opens a run and loads its current checkpoint on `device`.
+fn load_run(run: &std::path::Path, device: vaekit::device::DeviceChoice) -> anyhow::Result<Loaded> {
+    let device = device.device()?;
+    let dir = vaekit::run::RunDir::open(run)?;
+    let cfg = dir.config()?;
+    let (model, _, meta) = vaekit::checkpoint::load_model(&dir, &device)?;
+    Ok(Loaded { model, cfg, meta, device })
+}
+
+/// Image `i` of a split, with a clear error when out of range.
+fn check_index(i: usize, ds: &vaekit::data::Dataset, split: SplitArg, flag: &str) -> anyhow::Result<()> {
+    if i >= ds.len() {
+        anyhow::bail!("{flag} {i} is out of range: the {} split has {} images (0..{})", split_name(split), ds.len(), ds.len().saturating_sub(1));
+    }
+    Ok(())
+}
+
+/// Applies the border and label options to a grid.
+fn style_grid(grid: vaekit::image::Grid, opts: &crate::cli::GridArgs, labels: Vec<String>) -> vaekit::image::Grid {
+    let g = grid.with_border(opts.border);
+    if opts.no_labels { g } else { g.with_row_labels(labels) }
 }

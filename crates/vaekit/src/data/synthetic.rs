@@ -7,7 +7,9 @@ use std::path::Path;
 
 use rand::Rng;
 
+use crate::config::ImageShape;
 use crate::data::idx::encode_idx;
+use crate::data::{Dataset, Splits};
 use crate::error::{Error, Result};
 use crate::rng::{stream_rng, Stream};
 
@@ -33,6 +35,20 @@ pub fn bars(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
         }
     }
     (pixels, labels)
+}
+
+/// A bars dataset in memory: `n_train` training and `n_test` test images, labelled "0".."9".
+pub fn bars_splits(n_train: usize, n_test: usize, seed: u64) -> Splits {
+    let make = |n: usize, s: u64| {
+        let (pixels, labels) = bars(n, s);
+        Dataset {
+            shape: ImageShape::MNIST,
+            pixels,
+            labels: labels.into_iter().map(u32::from).collect(),
+            classes: (0..10).map(|c| c.to_string()).collect(),
+        }
+    };
+    Splits { train: make(n_train, seed), test: make(n_test, seed.wrapping_add(1)), source: "synthetic bars".into() }
 }
 
 /// Writes the four MNIST-style IDX files (gzip-compressed) of a bars dataset into `dir`.

@@ -1,9 +1,9 @@
-//! Evaluation: the negative ELBO of a dataset, in nats per image.
+//! The negative ELBO of a dataset, in nats per image.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Binarize, Likelihood};
+use crate::config::Likelihood;
 use crate::data::{batch_tensor, Dataset};
 use crate::loss::reconstruction_nll;
 use crate::model::Vae;
@@ -20,7 +20,7 @@ pub struct ElboReport {
     pub kl: f64,
     /// Images evaluated.
     pub images: usize,
-    /// Seed of the noise (and of binarisation under `dynamic`).
+    /// Seed of the noise.
     pub seed: u64,
 }
 
@@ -28,13 +28,12 @@ pub struct ElboReport {
 pub const EVAL_BATCH: usize = 500;
 
 /// The negative ELBO of every image of `ds`, with one sampled z per image (with z = mean it
-/// would not be a bound). Noise and, under dynamic binarisation, the binary draw of each image
-/// come from `seed`, so the same model and seed always give the same figure.
+/// would not be a bound). The noise comes from `seed`, so the same model, data and seed always
+/// give the same figure. Binarise `ds` first with [`super::eval_set`] where the model expects it.
 pub fn evaluate_elbo(
     model: &Vae,
     ds: &Dataset,
     likelihood: Likelihood,
-    binarize: Binarize,
     seed: u64,
     device: &Device,
     mut progress: impl FnMut(usize, usize),
@@ -44,8 +43,7 @@ pub fn evaluate_elbo(
     let mut done = 0;
     for (b, start) in (0..n).step_by(EVAL_BATCH).enumerate() {
         let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(n)).collect();
-        let mut bin_rng = stream_rng(seed, Stream::EvalBinarize, b as u64);
-        let x = batch_tensor(ds, &idx, (binarize == Binarize::Dynamic).then_some(&mut bin_rng), device);
+        let x = batch_tensor(ds, &idx, None, device);
         let posterior = model.encode(x.clone());
         let latent = posterior.mean.dims()[1];
         let eps = normals(&mut stream_rng(seed, Stream::EvalNoise, b as u64), idx.len() * latent);

@@ -1,0 +1,37 @@
+//! `vaekit encode` and `vaekit decode`: latent codes as CSV, in and out.
+
+use anyhow::{bail, Result};
+use vaekit::data::Split;
+use vaekit::device::DeviceChoice;
+use vaekit::eval::EVAL_BATCH;
+use vaekit::image::Grid;
+use vaekit::inspect::{decode_codes, encode_dataset, read_codes_csv, write_codes_csv};
+
+use crate::cli::{DecodeArgs, EncodeArgs};
+
+pub fn encode(a: EncodeArgs, device: DeviceChoice) -> Result<()> {
+    let l = super::load_run(&a.run, device)?;
+    let data = super::run_data(&l.cfg, None)?;
+    let ds = data.get(Split::from(a.split));
+    let n = a.limit.unwrap_or(ds.len()).min(ds.len());
+    let idx: Vec<usize> = (0..n).collect();
+    let codes = encode_dataset(&l.model, ds, Some(&idx), EVAL_BATCH, &l.device);
+    write_codes_csv(&a.out, &codes, &idx, &ds.classes)?;
+    println!("wrote the posterior of {n} {} images ({} dimensions) to {}", super::split_name(a.split), codes.latent, a.out.display());
+    Ok(())
+}
+
+pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
+    let l = super::load_run(&a.run, device)?;
+    let (codes, dims) = read_codes_csv(&a.codes)?;
+    let latent = l.cfg.model.latent_dim;
+    if dims != latent {
+        bail!("{}: codes have {dims} dimensions, the model's latent has {latent}", a.codes.display());
+    }
+    let n = codes.len() / latent;
+    let columns = a.columns.unwrap_or_else(|| (n as f64).sqrt().ceil() as usize).max(1);
+    let grid = Grid::from_tensor(decode_codes(&l.model, &codes, latent, &l.device), columns);
+    super::style_grid(grid, &a.grid, Vec::new()).save_png(&a.out)?;
+    println!("wrote {n} decoded codes from {} to {}", a.codes.display(), a.out.display());
+    Ok(())
+}

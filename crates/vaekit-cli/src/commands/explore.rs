@@ -1,0 +1,115 @@
+//! `vaekit interpolate`, `traverse` and `manifold`: decoded paths through the latent space.
+
+use anyhow::{bail, Result};
+use vaekit::burn::tensor::Tensor;
+use vaekit::data::{batch_tensor, Split};
+use vaekit::device::DeviceChoice;
+use vaekit::image::Grid;
+use vaekit::inspect::{decode_codes, encode_dataset, interpolate as path, manifold_codes, normal_quantiles, traverse as sweep};
+
+use crate::cli::{InterpolateArgs, ManifoldArgs, TraverseArgs};
+
+/// Decodes codes (each `latent` long) into a grid of `columns` per row.
+fn decode_grid(l: &super::Loaded, codes: &[Vec<f32>], columns: usize) -> Grid {
+    let flat: Vec<f32> = codes.iter().flatten().copied().collect();
+    Grid::from_tensor(decode_codes(&l.model, &flat, l.cfg.model.latent_dim, &l.device), columns)
+}
+
+pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
+    if a.steps < 2 {
+        bail!("--steps must be at least 2");
+    }
+    let l = super::load_run(&a.run, device)?;
+    let data = super::run_data(&l.cfg, None)?;
+    let ds = data.get(Split::from(a.split));
+    super::check_index(a.from, ds, a.split, "--from")?;
+    super::check_index(a.to, ds, a.split, "--to")?;
+    // Posterior means, not samples: the path between what the encoder believes of each image.
+    let codes = encode_dataset(&l.model, ds, Some(&[a.from, a.to]), 2, &l.device);
+    let codes_path = path(codes.mean_of(0), codes.mean_of(1), a.steps, a.slerp);
+    let decoded = decode_grid(&l, &codes_path, a.steps + 2);
+    let originals: Tensor<4> = batch_tensor(ds, &[a.from, a.to], None, &l.device);
+    let mut both = Grid::from_tensor(originals, a.steps + 2);
+    let mut grid = Grid { images: Vec::new(), ..both.clone() };
+    grid.images.push(both.images.remove(0));
+    grid.extend(decoded);
+    grid.images.push(both.images.remove(0));
+    let kind = if a.slerp { "slerp" } else { "lerp" };
+    let grid = super::style_grid(grid, &a.grid, vec![format!("{} {kind} {}", a.from, a.to)]);
+    grid.save_png(&a.out)?;
+    println!(
+        "wrote image {} (left), {} decoded codes on the {} path between their posterior means, and image {} (right) to {}",
+        a.from,
+        a.steps,
+        if a.slerp { "spherical" } else { "straight" },
+        a.to,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Parses `all` or a comma-separated list of dimensions below `latent`.
+fn parse_dims(s: &str, latent: usize) -> Result<Vec<usize>> {
+    if s.trim() == "all" {
+        return Ok((0..latent).collect());
+    }
+    let mut dims = Vec::new();
+    for part in s.split(',') {
+        let d: usize = part.trim().parse().map_err(|_| anyhow::anyhow!("--dims: '{}' is not a dimension number (use `all` or e.g. 0,3,5)", part.trim()))?;
+        if d >= latent {
+            bail!("--dims: dimension {d} is out of range: the latent has {latent} dimensions (0..{})", latent - 1);
+        }
+        dims.push(d);
+    }
+    Ok(dims)
+}
+
+pub fn traverse(a: TraverseArgs, device: DeviceChoice) -> Result<()> {
+    if a.steps == 0 || !(a.range > 0.0 && a.range.is_finite()) {
+        bail!("--steps must be at least 1 and --range a positive number");
+    }
+    let l = super::load_run(&a.run, device)?;
+    let latent = l.cfg.model.latent_dim;
+    let dims = parse_dims(&a.dims, latent)?;
+    let data = super::run_data(&l.cfg, None)?;
+    let ds = data.get(Split::from(a.split));
+    super::check_index(a.image, ds, a.split, "--image")?;
+    let codes = encode_dataset(&l.model, ds, Some(&[a.image]), 1, &l.device);
+    let rows = sweep(codes.mean_of(0), &dims, a.range, a.steps);
+    let grid = decode_grid(&l, &rows, a.steps);
+    let labels = dims.iter().map(|d| format!("z{d}")).collect();
+    super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
+    println!(
+        "wrote {} rows (dimensions {}) of {} values from -{r} to +{r} around image {}'s code to {}",
+        dims.len(),
+        a.dims,
+        a.steps,
+        a.image,
+        a.out.display(),
+        r = a.range
+    );
+    Ok(())
+}
+
+pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let l = super::load_run(&a.run, device)?;
+    if l.cfg.model.latent_dim != 2 {
+        bail!(
+            "{}: manifold needs a model with a 2-D latent, this one has {} dimensions (train with --latent 2, or use traverse/scatter)",
+            a.run.display(),
+            l.cfg.model.latent_dim
+        );
+    }
+    let grid = decode_grid(&l, &manifold_codes(a.steps), a.steps);
+    let labels = normal_quantiles(a.steps).iter().rev().map(|z| format!("z1 {z:+.2}")).collect();
+    super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
+    println!(
+        "wrote a {0}x{0} grid of decoded codes at the N(0, 1) quantiles (z0 along rows, z1 down the columns) to {1}",
+        a.steps,
+        a.out.display()
+    );
+    Ok(())
+}

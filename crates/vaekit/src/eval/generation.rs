@@ -1,0 +1,76 @@
+//! Generation quality with the dataset's own classifier: the Frechet distance between the
+//! classifier features of model samples and of real test images, and the classifier's accuracy
+//! on reconstructions.
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::frechet::{frechet_distance, FeatureStats};
+use crate::classifier::{features, predict, Classifier};
+use crate::data::{batch_tensor, Dataset};
+use crate::inspect::{reconstruct, sample_batch};
+use crate::model::Vae;
+
+/// Images per batch of [`evaluate_generation`].
+const BATCH: usize = 500;
+
+/// Frechet distance and classifier accuracies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerationReport {
+    /// Frechet distance between the features of `samples` prior samples (decoder mean images)
+    /// and of the real images.
+    pub fid: f64,
+    /// Model samples used.
+    pub samples: usize,
+    /// Real images used.
+    pub reference_images: usize,
+    /// The classifier's accuracy on the real images.
+    pub classifier_accuracy: f64,
+    /// Its accuracy on their reconstructions (decoder mean at the posterior mean).
+    pub recon_accuracy: f64,
+}
+
+/// Scores `model` against the real images `real` (gray values, as the classifier was trained)
+/// with `samples` draws from the prior, seeded by `seed`. `progress(done, total)` counts images.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_generation(
+    model: &Vae,
+    latent: usize,
+    classifier: &Classifier,
+    real: &Dataset,
+    samples: usize,
+    seed: u64,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> GenerationReport {
+    let n = real.len();
+    let total = n + samples;
+    let (mut real_feats, mut fake_feats) = (Vec::new(), Vec::new());
+    let (mut right, mut recon_right) = (0usize, 0usize);
+    let mut dims = 0;
+    for start in (0..n).step_by(BATCH) {
+        let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
+        let x = batch_tensor(real, &idx, None, device);
+        let f = classifier.features(x.clone());
+        dims = f.dims()[1];
+        real_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
+        let labels = idx.iter().map(|&i| real.labels[i]);
+        right += labels.clone().zip(predict(classifier, x.clone())).filter(|(a, b)| a == b).count();
+        recon_right += labels.zip(predict(classifier, reconstruct(model, x))).filter(|(a, b)| a == b).count();
+        progress(start + idx.len(), total);
+    }
+    for (b, start) in (0..samples).step_by(BATCH).enumerate() {
+        let m = BATCH.min(samples - start);
+        let x = sample_batch(model, m, latent, seed, b as u64, device);
+        fake_feats.extend(features(classifier, x));
+        progress(n + start + m, total);
+    }
+    let fid = frechet_distance(&FeatureStats::from_rows(&real_feats, dims), &FeatureStats::from_rows(&fake_feats, dims));
+    GenerationReport {
+        fid,
+        samples,
+        reference_images: n,
+        classifier_accuracy: right as f64 / n.max(1) as f64,
+        recon_accuracy: recon_right as f64 / n.max(1) as f64,
+    }
+}

@@ -1,0 +1,33 @@
+//! Evaluation: the ELBO, the importance-sampled log-likelihood, latent statistics and the
+//! Frechet distance of generated images.
+//!
+//! Every function takes the dataset as it should be scored; [`eval_set`] prepares it the way the
+//! literature does (a binarised test set is binarised once, with a fixed seed).
+
+pub mod elbo;
+pub mod frechet;
+pub mod generation;
+pub mod importance;
+pub mod latents;
+pub mod nll;
+
+pub use elbo::{evaluate_elbo, ElboReport, EVAL_BATCH};
+pub use frechet::{frechet_distance, FeatureStats};
+pub use generation::{evaluate_generation, GenerationReport};
+pub use latents::{latent_statistics, LatentReport, ACTIVE_THRESHOLD};
+pub use nll::{bits_per_dim, evaluate_nll, NllReport, IW_BATCH, IW_ROWS};
+
+use crate::config::Binarize;
+use crate::data::Dataset;
+
+/// The evaluation copy of `ds`: as it is for `Binarize::None`; for `Dynamic` and `Static`,
+/// every pixel binarised once (255 with probability pixel/255) from `seed`, so a model is
+/// always scored on the same binary images (the standard MNIST protocol: train with dynamic
+/// binarisation, test on one fixed draw). Pixels already 0 or 255 stay as they are.
+pub fn eval_set(ds: &Dataset, binarize: Binarize, seed: u64) -> Dataset {
+    let mut out = ds.clone();
+    if binarize != Binarize::None {
+        out.binarize_static(seed);
+    }
+    out
+}

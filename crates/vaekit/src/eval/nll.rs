@@ -1,0 +1,75 @@
+//! The importance-sampled negative log-likelihood of a dataset (Burda et al. 2016).
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::importance::log_likelihood_batch;
+use crate::config::Likelihood;
+use crate::data::{batch_tensor, Dataset};
+use crate::loss::reconstruction_nll;
+use crate::model::Vae;
+
+/// An importance-sampled estimate of -log p(x), averaged over images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NllReport {
+    /// -log p(x) estimated with `k` importance samples, nats per image.
+    pub nll: f64,
+    /// The same in bits per dimension (see [`bits_per_dim`]).
+    pub bits_per_dim: f64,
+    /// Importance samples per image.
+    pub k: usize,
+    /// Images evaluated.
+    pub images: usize,
+    /// Seed of the importance samples.
+    pub seed: u64,
+}
+
+/// Image x sample rows decoded at once by [`evaluate_nll`]: bounds memory for any K.
+pub const IW_ROWS: usize = 5000;
+/// Images per batch of [`evaluate_nll`]; each batch is encoded once for all its K samples.
+pub const IW_BATCH: usize = 100;
+
+/// Nats per image to bits per dimension, `dims` values per image.
+///
+/// Bernoulli: nll / (dims ln 2), the probability of the binary image in bits. Gaussian: the
+/// density is of pixels scaled to [0, 1]; on the 8-bit scale [0, 255] it is 255^dims times
+/// smaller, so bits/dim = nll / (dims ln 2) + log2 255, the convention of the literature for
+/// continuous models of 8-bit images.
+pub fn bits_per_dim(nll: f64, dims: usize, likelihood: Likelihood) -> f64 {
+    let bits = nll / (dims as f64 * std::f64::consts::LN_2);
+    match likelihood {
+        Likelihood::Bernoulli => bits,
+        Likelihood::Gaussian { .. } => bits + 255f64.log2(),
+    }
+}
+
+/// -log p(x) of every image of `ds`, estimated with `k` importance samples per image (see
+/// [`super::importance`]). Images go through the encoder once per batch of [`IW_BATCH`]; their
+/// samples are decoded [`IW_ROWS`] rows at a time. Binarise `ds` first with [`super::eval_set`]
+/// where the model expects it. `progress(done, total)` is called after every batch.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_nll(
+    model: &Vae,
+    ds: &Dataset,
+    likelihood: Likelihood,
+    k: usize,
+    seed: u64,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> NllReport {
+    let log_lik = |z: Tensor<2>, x: Tensor<4>| reconstruction_nll(model.decode(z), x, likelihood).neg();
+    let n = ds.len();
+    let (mut total, mut done) = (0.0f64, 0usize);
+    for (b, start) in (0..n).step_by(IW_BATCH).enumerate() {
+        let idx: Vec<usize> = (start..(start + IW_BATCH).min(n)).collect();
+        let x = batch_tensor(ds, &idx, None, device);
+        let posterior = model.encode(x.clone());
+        let chunk = (IW_ROWS / idx.len()).max(1);
+        let lp = log_likelihood_batch(&posterior, &x, k, chunk, seed, b as u64, device, &log_lik);
+        total -= lp.iter().sum::<f64>();
+        done += idx.len();
+        progress(done, n);
+    }
+    let nll = total / n.max(1) as f64;
+    NllReport { nll, bits_per_dim: bits_per_dim(nll, ds.shape.numel(), likelihood), k, images: n, seed }
+}
