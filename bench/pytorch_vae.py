@@ -8,11 +8,16 @@ conv: the article's network (kvfrans/variational-autoencoder) as vaekit builds i
 mlp: pytorch/examples' VAE, 784-400-20-400-784 with ReLU.
 
 Protocol: Adam (lr 1e-3, eps 1e-8), shuffled batches, loss = BCE-with-logits summed over pixels
-+ KL summed over z, averaged over the batch; pixels in [0, 1] (no binarisation); test neg-ELBO
-with one sampled z per image, nats per image. Prints one JSON line per epoch and a summary.
++ KL summed over z, averaged over the batch; pixels in [0, 1] (default), or with
+--binarize dynamic a new Bernoulli draw of every training batch and a test set binarised once
+with a fixed seed; test neg-ELBO with one sampled z per image, nats per image. With --iw K...,
+after training, the importance-sampled -log p(x) of the test set (Burda et al. 2016) for each K,
+on the first --iw-limit images. Prints one JSON line per epoch / estimate and a summary.
 
   python3 bench/pytorch_vae.py --model conv --epochs 10 --data /usr/share/datasets/fashion-mnist
+  python3 bench/pytorch_vae.py --binarize dynamic --iw 1000 5000 --iw-limit 1000 200
 """
+import math
 import argparse
 import gzip
 import json
@@ -91,6 +96,33 @@ def neg_elbo_terms(model, x):
     return recon, kl
 
 
+@torch.no_grad()
+def iw_nll(model, x, k, rows=5000):
+    """-log p(x) per image, estimated with k importance samples: the encoder runs once per
+    batch, samples are decoded `rows` (image, sample) pairs at a time, and the log weights are
+    reduced with a running log-sum-exp."""
+    b = x.shape[0]
+    mu, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    acc = torch.full((b,), -math.inf, dtype=torch.float64)
+    chunk = max(1, rows // b)
+    done = 0
+    log2pi = math.log(2 * math.pi)
+    while done < k:
+        kk = min(chunk, k - done)
+        eps = torch.randn(kk, b, mu.shape[1])
+        z = mu + std * eps  # [kk, b, latent]
+        logits = model.decode(z.reshape(kk * b, -1))
+        xs = x.unsqueeze(0).expand(kk, *x.shape).reshape(kk * b, *x.shape[1:])
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, xs, reduction="none").flatten(1).sum(1).view(kk, b)
+        log_pz = (-0.5 * (z.pow(2) + log2pi)).sum(2)
+        log_qz = (-0.5 * (eps.pow(2) + log2pi) - 0.5 * logvar).sum(2)
+        lw = (log_px_z + log_pz - log_qz).double()
+        acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+        done += kk
+    return -(acc - math.log(k))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=["conv", "mlp"], default="conv")
@@ -102,6 +134,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--no-eval", action="store_true", help="skip the per-epoch test ELBO")
+    ap.add_argument("--binarize", choices=["none", "dynamic"], default="none")
+    ap.add_argument("--iw", type=int, nargs="*", default=[], help="importance sample counts K")
+    ap.add_argument("--iw-limit", type=int, nargs="*", default=[],
+                    help="first N test images for each K of --iw (one value: for all)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -110,6 +146,9 @@ def main():
     xte = torch.from_numpy(read_idx(find(args.data, "t10k-images-idx3-ubyte")).copy()).float().div_(255).unsqueeze(1)
     if args.limit:
         xtr = xtr[: args.limit]
+    dynamic = args.binarize == "dynamic"
+    if dynamic:
+        xte = torch.bernoulli(xte, generator=torch.Generator().manual_seed(args.seed))
     model = ConvVAE() if args.model == "conv" else MlpVAE()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-8)
     n = xtr.shape[0]
@@ -121,6 +160,8 @@ def main():
         tot = 0.0
         for i in range(0, n, args.batch_size):
             x = xtr[perm[i : i + args.batch_size]]
+            if dynamic:
+                x = torch.bernoulli(x)
             recon, kl = neg_elbo_terms(model, x)
             loss = (recon + kl).mean()
             opt.zero_grad(set_to_none=True)
@@ -142,8 +183,18 @@ def main():
             line.update(test_neg_elbo=(r + k) / m, test_recon=r / m, test_kl=k / m)
         results.append(line)
         print(json.dumps(line), flush=True)
+    model.eval()
+    iw = []
+    limits = args.iw_limit if len(args.iw_limit) > 1 else args.iw_limit * len(args.iw)
+    for j, k in enumerate(args.iw):
+        xiw = xte[: limits[j]] if j < len(limits) else xte
+        t0 = time.perf_counter()
+        nll = torch.cat([iw_nll(model, xiw[i : i + 100], k) for i in range(0, xiw.shape[0], 100)]).mean().item()
+        line = {"iw_k": k, "nll": nll, "images": xiw.shape[0], "seconds": time.perf_counter() - t0}
+        iw.append(line)
+        print(json.dumps(line), flush=True)
     summary = {"framework": f"pytorch {torch.__version__}", "model": args.model, "threads": torch.get_num_threads(),
-               "epochs": args.epochs, "final": results[-1],
+               "epochs": args.epochs, "binarize": args.binarize, "final": results[-1], "iw": iw,
                "median_images_per_sec": float(np.median([r["images_per_sec"] for r in results]))}
     print(json.dumps({"summary": summary}))
 

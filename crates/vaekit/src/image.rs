@@ -188,4 +188,25 @@ mod tests {
         let back = image::open(&p).unwrap();
         assert_eq!((back.width(), back.height()), (12, 6));
     }
+
+    #[test]
+    fn row_labels_add_a_margin_with_text_and_borders_are_optional() {
+        let dev = Device::flex();
+        let t = Tensor::<4>::ones([4, 1, 5, 5], &dev);
+        let plain = Grid::from_tensor(t.clone(), 2).with_border(0);
+        assert_eq!(plain.size(), (10, 10));
+        let img = plain.render().to_luma8();
+        assert!(img.pixels().all(|p| p.0[0] == 255), "no border pixels left");
+        let labelled = Grid::from_tensor(t, 2).with_row_labels(vec!["z0".into(), "z12".into()]);
+        let (w, h) = labelled.size();
+        assert_eq!(h, 2 * 7 + 2);
+        assert!(w > 2 * 7 + 2 + 3 * 6, "margin for 3 characters: {w}");
+        let img = labelled.render().to_rgb8();
+        let margin = w as u32 - (2 * 7 + 2);
+        // Dark text pixels in the margin, and the cells unchanged to its right.
+        let dark = (0..margin).flat_map(|x| (0..h as u32).map(move |y| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100).count();
+        assert!(dark > 5, "{dark} text pixels");
+        assert_eq!(img.get_pixel(margin + 2, 2).0, [255, 255, 255]);
+        assert_eq!(img.get_pixel(margin, 0).0, [128, 128, 128]);
+    }
 }
