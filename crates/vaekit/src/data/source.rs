@@ -64,6 +64,10 @@ pub fn locate(name: &str) -> Result<PathBuf> {
     Err(Error::DatasetNotFound { name: name.to_string(), searched, hint })
 }
 
+/// Fashion-MNIST's class names, by label (Xiao et al. 2017). IDX files carry only numbers.
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
 /// Loads the four IDX files in `dir`.
 pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     let need = |stem: &str| {
@@ -108,7 +112,14 @@ pub fn load_source(cfg: &DataConfig, shape: Option<ImageShape>) -> Result<Splits
         }
         None => locate(&cfg.dataset)?,
     };
-    let splits = if is_idx_dir(&dir) { load_idx_dir(&dir)? } else { load_image_folder(&dir, shape)? };
+    let mut splits = if is_idx_dir(&dir) { load_idx_dir(&dir)? } else { load_image_folder(&dir, shape)? };
+    if cfg.dir.is_none() && cfg.dataset == "fashion-mnist" {
+        for ds in [&mut splits.train, &mut splits.test] {
+            if ds.classes.len() == FASHION_MNIST_CLASSES.len() {
+                ds.classes = FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+            }
+        }
+    }
     if let Some(want) = shape
         && splits.train.shape != want
     {

@@ -49,10 +49,11 @@ pub fn render_png(
         draw(&root).map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: format!("plotting failed: {e}") })?;
         root.present().map_err(|e| plot_error(path, e))?;
     }
-    let img = image::RgbImage::from_raw(width, height, buf).expect("buffer matches the size");
+    // Plots are mostly flat colour: the best compression makes them several times smaller.
+    use image::ImageEncoder;
     let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+    image::codecs::png::PngEncoder::new_with_quality(&mut bytes, image::codecs::png::CompressionType::Best, image::codecs::png::FilterType::Adaptive)
+        .write_image(&buf, width, height, image::ExtendedColorType::Rgb8)
         .map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: e.to_string() })?;
     write_atomic(path, &bytes)
 }
