@@ -1,21 +1,16 @@
 //! `vaekit encode` and `vaekit decode`: latent codes as CSV, in and out.
 
 use anyhow::{bail, Result};
-use vaekit::data::Split;
 use vaekit::device::DeviceChoice;
-use vaekit::eval::EVAL_BATCH;
 use vaekit::image::Grid;
-use vaekit::inspect::{decode_codes, encode_dataset, read_codes_csv, write_codes_csv};
+use vaekit::inspect::{decode_codes, read_codes_csv, write_codes_csv};
 
 use crate::cli::{DecodeArgs, EncodeArgs};
 
 pub fn encode(a: EncodeArgs, device: DeviceChoice) -> Result<()> {
-    let l = super::load_run(&a.run, device)?;
-    let data = super::run_data(&l.cfg, None)?;
-    let ds = data.get(Split::from(a.split));
-    let n = a.limit.unwrap_or(ds.len()).min(ds.len());
+    let (ds, codes) = super::encode_split(&a.run, a.split, a.limit, device)?;
+    let n = codes.len();
     let idx: Vec<usize> = (0..n).collect();
-    let codes = encode_dataset(&l.model, ds, Some(&idx), EVAL_BATCH, &l.device);
     write_codes_csv(&a.out, &codes, &idx, &ds.classes)?;
     println!("wrote the posterior of {n} {} images ({} dimensions) to {}", super::split_name(a.split), codes.latent, a.out.display());
     Ok(())

@@ -102,3 +102,18 @@ fn style_grid(grid: vaekit::image::Grid, opts: &crate::cli::GridArgs, labels: Ve
     let g = grid.with_border(opts.border);
     if opts.no_labels { g } else { g.with_row_labels(labels) }
 }
+
+/// The posterior of the first `limit` images (all by default) of a run's split, with the split.
+fn encode_split(
+    run: &std::path::Path,
+    split: SplitArg,
+    limit: Option<usize>,
+    device: vaekit::device::DeviceChoice,
+) -> anyhow::Result<(vaekit::data::Dataset, vaekit::inspect::Codes)> {
+    let l = load_run(run, device)?;
+    let data = run_data(&l.cfg, None)?;
+    let mut ds = data.get(Split::from(split)).clone();
+    ds.truncate(limit.unwrap_or(ds.len()));
+    let codes = vaekit::inspect::encode_dataset(&l.model, &ds, None, vaekit::eval::EVAL_BATCH, &l.device);
+    Ok((ds, codes))
+}

@@ -1,10 +1,8 @@
 //! `vaekit plot` (training curves) and `vaekit scatter` (latent means in 2-D).
 
 use anyhow::Result;
-use vaekit::data::Split;
 use vaekit::device::DeviceChoice;
-use vaekit::eval::EVAL_BATCH;
-use vaekit::inspect::{encode_dataset, Pca};
+use vaekit::inspect::Pca;
 use vaekit::plot::{plot_curves, plot_scatter};
 use vaekit::run::RunDir;
 
@@ -20,13 +18,9 @@ pub fn curves(a: PlotArgs) -> Result<()> {
 }
 
 pub fn scatter(a: ScatterArgs, device: DeviceChoice) -> Result<()> {
-    let l = super::load_run(&a.run, device)?;
-    let data = super::run_data(&l.cfg, None)?;
-    let ds = data.get(Split::from(a.split));
-    let n = a.limit.unwrap_or(ds.len()).min(ds.len());
-    let idx: Vec<usize> = (0..n).collect();
-    let codes = encode_dataset(&l.model, ds, Some(&idx), EVAL_BATCH, &l.device);
-    let latent = codes.latent;
+    let (ds, codes) = super::encode_split(&a.run, a.split, a.limit, device)?;
+    let (n, latent) = (codes.len(), codes.latent);
+    let epoch = vaekit::run::RunDir::open(&a.run)?.require_meta()?.epoch;
     let split = super::split_name(a.split);
     let (points, axes, how): (Vec<(f64, f64)>, (String, String), String) = if latent == 2 {
         let pts = (0..n).map(|i| (codes.mean_of(i)[0] as f64, codes.mean_of(i)[1] as f64)).collect();
@@ -46,7 +40,7 @@ pub fn scatter(a: ScatterArgs, device: DeviceChoice) -> Result<()> {
             format!("PCA of the {latent}-D means"),
         )
     };
-    let title = format!("{split} set posterior means, {n} images, epoch {} ({how})", l.meta.epoch);
+    let title = format!("{split} set posterior means, {n} images, epoch {} ({how})", epoch);
     plot_scatter(&points, &codes.labels, &ds.classes, &title, (&axes.0, &axes.1), &a.out)?;
     println!("wrote the latent means of {n} {split} images ({how}) to {}", a.out.display());
     Ok(())
