@@ -135,9 +135,15 @@ pub struct TrainArgs {
     /// Observation model p(x|z).
     #[arg(long, value_enum)]
     pub likelihood: Option<LikelihoodArg>,
-    /// Weight of the KL term (1 gives the ELBO).
+    /// Weight of the KL term (1 gives the ELBO; above 1 a beta-VAE).
     #[arg(long, value_name = "X")]
     pub beta: Option<f64>,
+    /// Linear KL warm-up: the KL weight grows from 0 to beta over N epochs.
+    #[arg(long, value_name = "N")]
+    pub kl_warmup: Option<usize>,
+    /// Free bits: a floor, in nats, on each latent dimension's batch-averaged KL.
+    #[arg(long, value_name = "X")]
+    pub free_bits: Option<f64>,
     /// The run folder to create (default: runs/DATASET-MODEL, numbered if taken).
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,

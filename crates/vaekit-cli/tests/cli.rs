@@ -427,3 +427,20 @@ fn eval_protocols_inspection_commands_and_fid() {
     let g2 = json(&ok(&["eval", "--run", "z2", "--fid", "--classifier", "cls", "--fid-samples", "200", "--json"], root));
     assert_eq!(g2["fid"], g["fid"]);
 }
+
+#[test]
+fn kl_warmup_and_free_bits_from_the_command_line() {
+    let f = fixture();
+    // 200 images, batch 50: 4 steps per epoch; warm-up over 2 epochs to beta 4.
+    train_small(&f, "w", &["--kl-warmup", "2", "--beta", "4", "--free-bits", "0.1"]);
+    ok(&["train", "--resume", "w", "--epochs", "3"], &f.root);
+    let betas: Vec<f64> = std::fs::read_to_string(f.root.join("w/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["beta"].as_f64().unwrap())
+        .collect();
+    assert_eq!(betas, vec![2.0, 4.0, 4.0]);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("w/config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["kl_warmup_epochs"].as_u64(), cfg["free_bits"].as_f64()), (Some(2), Some(0.1)));
+    assert!(fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--free-bits=-1", "--out", "bad"], &f.root).contains("free_bits"));
+}

@@ -239,8 +239,17 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Seeds initialisation, shuffling, noise and binarisation. Default 0.
     pub seed: u64,
-    /// Weight of the KL term (1 is the ELBO). Default 1.
+    /// Weight of the KL term (1 is the ELBO; above 1 a beta-VAE). Default 1.
     pub beta: f64,
+    /// Linear KL warm-up: the KL weight grows step by step from 0 to `beta` over this many
+    /// epochs, reaching `beta` at the last step of epoch N. Default 0 (no warm-up).
+    #[serde(default)]
+    pub kl_warmup_epochs: usize,
+    /// Free bits (Kingma et al. 2016): a floor, in nats, on the KL of each latent dimension
+    /// averaged over the batch; dimensions under it get no KL gradient, which keeps them from
+    /// collapsing to the prior. Default 0 (off).
+    #[serde(default)]
+    pub free_bits: f64,
     /// Test images shown in the per-epoch reconstruction grid. Default 16.
     pub preview_images: usize,
     /// Prior samples drawn each epoch. Default 64.
@@ -257,6 +266,8 @@ impl Default for TrainConfig {
             batch_size: 100,
             seed: 0,
             beta: 1.0,
+            kl_warmup_epochs: 0,
+            free_bits: 0.0,
             preview_images: 16,
             sample_images: 64,
         }
@@ -277,9 +288,45 @@ impl TrainConfig {
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
             return bad("beta must be a non-negative number");
         }
+        if !(self.free_bits >= 0.0 && self.free_bits.is_finite()) {
+            return bad("free_bits must be a non-negative number");
+        }
         if self.data.limit == Some(0) {
             return bad("limit must be at least 1");
         }
         Ok(())
+    }
+
+    /// The KL weight of optimisation step `step` (1-based, counted over the whole run) with
+    /// `steps_per_epoch` steps per epoch: `beta * min(1, step / (kl_warmup_epochs *
+    /// steps_per_epoch))`, or `beta` without warm-up.
+    pub fn beta_at(&self, step: usize, steps_per_epoch: usize) -> f64 {
+        let ramp = self.kl_warmup_epochs * steps_per_epoch;
+        if ramp == 0 { self.beta } else { self.beta * (step as f64 / ramp as f64).min(1.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_warmup_reaches_beta_at_the_end_of_its_last_epoch() {
+        let cfg = TrainConfig { beta: 4.0, kl_warmup_epochs: 2, ..TrainConfig::default() };
+        // 10 steps per epoch: the weight reaches 4 at step 20, the last step of epoch 2.
+        assert_eq!(cfg.beta_at(1, 10), 0.2);
+        assert_eq!(cfg.beta_at(10, 10), 2.0);
+        assert!(cfg.beta_at(19, 10) < 4.0);
+        assert_eq!(cfg.beta_at(20, 10), 4.0);
+        assert_eq!(cfg.beta_at(35, 10), 4.0);
+        let plain = TrainConfig { beta: 0.5, ..TrainConfig::default() };
+        assert_eq!(plain.beta_at(1, 10), 0.5);
+        // Older config.json files without the new fields still load, with the schedules off.
+        let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
+        v.as_object_mut().unwrap().remove("kl_warmup_epochs");
+        v.as_object_mut().unwrap().remove("free_bits");
+        let back: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!((back.kl_warmup_epochs, back.free_bits), (0, 0.0));
+        assert!(TrainConfig { free_bits: -1.0, ..TrainConfig::default() }.validate().is_err());
     }
 }

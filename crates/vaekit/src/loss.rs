@@ -50,10 +50,22 @@ pub struct NegElbo {
 }
 
 /// recon + beta * KL, averaged over the batch.
-pub fn neg_elbo(logits: Tensor<4>, x: Tensor<4>, posterior: &DiagonalGaussian, likelihood: Likelihood, beta: f64) -> NegElbo {
+///
+/// With `free_bits` > 0 the KL in the loss is sum_d max(free_bits, KL_d), KL_d being dimension
+/// d's KL averaged over the batch (Kingma et al. 2016): dimensions under the floor add a constant
+/// and no gradient. The reported `kl` is always the plain KL.
+pub fn neg_elbo(
+    logits: Tensor<4>,
+    x: Tensor<4>,
+    posterior: &DiagonalGaussian,
+    likelihood: Likelihood,
+    beta: f64,
+    free_bits: f64,
+) -> NegElbo {
     let recon = reconstruction_nll(logits, x, likelihood).mean();
     let kl = posterior.kl_to_standard_normal().mean();
-    let loss = recon.clone() + kl.clone().mul_scalar(beta);
+    let kl_objective = if free_bits > 0.0 { posterior.kl_per_dimension().clamp_min(free_bits).sum() } else { kl.clone() };
+    let loss = recon.clone() + kl_objective.mul_scalar(beta);
     NegElbo { loss, recon, kl }
 }
 
@@ -92,9 +104,45 @@ mod tests {
     fn neg_elbo_adds_beta_times_kl() {
         let dev = Device::flex();
         let q = DiagonalGaussian::new(Tensor::ones([1, 3], &dev), Tensor::zeros([1, 3], &dev));
-        let e = neg_elbo(img(&[0.0], &dev), img(&[1.0], &dev), &q, Likelihood::Bernoulli, 4.0);
+        let e = neg_elbo(img(&[0.0], &dev), img(&[1.0], &dev), &q, Likelihood::Bernoulli, 4.0, 0.0);
         let v = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap()[0] as f64;
         let (l, r, k) = (v(e.loss), v(e.recon), v(e.kl));
         assert!((r - 2f64.ln()).abs() < 1e-5 && (k - 1.5).abs() < 1e-6 && (l - (r + 6.0)).abs() < 1e-5);
+    }
+
+    /// Gradients of the loss with respect to the posterior mean, for a posterior whose two
+    /// dimensions have KL 2.0 (mean 2) and 0.125 (mean 0.5) and logits that do not depend on it.
+    fn mean_grad(beta: f64, free_bits: f64) -> (f64, Vec<f32>) {
+        let dev = Device::flex().autodiff();
+        let mean = Tensor::<1>::from_floats([2.0f32, 0.5], &dev).reshape([1, 2]).require_grad();
+        let q = DiagonalGaussian::new(mean.clone(), Tensor::zeros([1, 2], &dev));
+        let e = neg_elbo(img(&[0.3], &dev), img(&[1.0], &dev), &q, Likelihood::Bernoulli, beta, free_bits);
+        let loss = e.loss.clone().into_scalar::<f32>() as f64;
+        let grads = e.loss.backward();
+        let g = mean.grad(&grads).map(|g| g.into_data().try_into_vec::<f32>().unwrap()).unwrap_or(vec![0.0, 0.0]);
+        (loss, g)
+    }
+
+    #[test]
+    fn beta_zero_removes_the_kl_from_the_gradient() {
+        // d KL / d mean = mean: (2, 0.5) with beta = 1, nothing with beta = 0.
+        assert_eq!(mean_grad(1.0, 0.0).1, vec![2.0, 0.5]);
+        assert_eq!(mean_grad(0.0, 0.0).1, vec![0.0, 0.0]);
+        assert_eq!(mean_grad(4.0, 0.0).1, vec![8.0, 2.0]);
+    }
+
+    #[test]
+    fn free_bits_floor_only_the_dimensions_under_it() {
+        // Floor 0.5: dimension 0 (KL 2.0) is untouched, dimension 1 (KL 0.125) counts as 0.5
+        // and gets no gradient.
+        let recon = (1.0 + 0.3f64.exp()).ln() - 0.3; // softplus(l) - x * l at l = 0.3, x = 1
+        let (loss, g) = mean_grad(1.0, 0.5);
+        assert_eq!(g, vec![2.0, 0.0]);
+        assert!((loss - (recon + 2.0 + 0.5)).abs() < 1e-5, "{loss}");
+        // A floor under every dimension's KL changes nothing.
+        let (plain, g0) = mean_grad(1.0, 0.0);
+        let (low, g1) = mean_grad(1.0, 0.1);
+        assert_eq!(g0, g1);
+        assert!((plain - low).abs() < 1e-6);
     }
 }

@@ -59,6 +59,13 @@ pub struct EpochMetrics {
     pub images_per_sec: f64,
     /// Wall-clock seconds of the epoch's training steps.
     pub seconds: f64,
+    /// KL weight at the epoch's last step (below `beta` during a KL warm-up).
+    #[serde(default = "unit_beta")]
+    pub beta: f64,
+}
+
+fn unit_beta() -> f64 {
+    1.0
 }
 
 /// A run directory on disk.

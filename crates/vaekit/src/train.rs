@@ -127,7 +127,8 @@ pub fn train(
             let eps = normals(&mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64), b * latent);
             let eps = Tensor::from_data(TensorData::new(eps, [b, latent]), &ad);
             let out = model.forward(x.clone(), eps); // logits [b, c, h, w], z [b, latent]
-            let terms = neg_elbo(out.logits, x, &out.posterior, cfg.model.likelihood, cfg.beta);
+            let beta = cfg.beta_at(meta.step + 1, spe);
+            let terms = neg_elbo(out.logits, x, &out.posterior, cfg.model.likelihood, beta, cfg.free_bits);
             let loss = terms.loss.clone().into_scalar::<f32>() as f64;
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss { value: loss, epoch, step: meta.step + 1 });
@@ -173,6 +174,7 @@ pub fn train(
             test_kl: report.kl,
             images_per_sec: images_run as f64 / seconds.max(1e-9),
             seconds,
+            beta: cfg.beta_at(meta.step, spe),
         };
         meta.epoch = epoch;
         meta.epoch_step = 0;

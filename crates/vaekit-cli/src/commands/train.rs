@@ -101,6 +101,8 @@ fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vae
         a.binarize.is_some(),
         a.likelihood.is_some(),
         a.beta.is_some(),
+        a.kl_warmup.is_some(),
+        a.free_bits.is_some(),
         a.out.is_some(),
     ];
     if others.iter().any(|&x| x) {
@@ -206,6 +208,8 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
     set!(lr => optim.lr);
     set!(seed => seed);
     set!(beta => beta);
+    set!(kl_warmup => kl_warmup_epochs);
+    set!(free_bits => free_bits);
     if let Some(l) = a.limit {
         cfg.data.limit = Some(l);
     }
