@@ -61,6 +61,18 @@ pub enum ModelArg {
     Conv,
     /// The pytorch/examples MLP VAE (784-400-z-400-784).
     Mlp,
+    /// An importance-weighted autoencoder (Burda et al. 2016): the network of --arch (conv by
+    /// default) trained on the k-sample bound of --k.
+    Iwae,
+}
+
+/// Networks for `--arch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    /// The article's convolutional encoder and decoder.
+    Conv,
+    /// The MLP encoder and decoder.
+    Mlp,
 }
 
 /// Observation models for `--likelihood`.
@@ -111,6 +123,12 @@ pub struct TrainArgs {
     /// Model family.
     #[arg(long, value_enum)]
     pub model: Option<ModelArg>,
+    /// The network, for families that can use either (--model iwae).
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
+    /// Importance samples per image of the IWAE bound (--model iwae).
+    #[arg(long, value_name = "K")]
+    pub k: Option<usize>,
     /// Dimension of z.
     #[arg(long, value_name = "N")]
     pub latent: Option<usize>,

@@ -444,3 +444,23 @@ fn kl_warmup_and_free_bits_from_the_command_line() {
     assert_eq!((cfg["kl_warmup_epochs"].as_u64(), cfg["free_bits"].as_f64()), (Some(2), Some(0.1)));
     assert!(fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--free-bits=-1", "--out", "bad"], &f.root).contains("free_bits"));
 }
+
+#[test]
+fn iwae_trains_on_its_bound_and_evaluates_like_any_run() {
+    let f = fixture();
+    train_small(&f, "iw", &["--model", "iwae", "--k", "3", "--arch", "mlp", "--latent", "4"]);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("iw/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["objective"], serde_json::json!({"kind": "iwae", "k": 3}));
+    assert_eq!(cfg["model"]["architecture"]["kind"], "mlp");
+    let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(f.root.join("iw/metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(m["objective"], "iwae-3");
+    // The IWAE bound is at most the sampled ELBO on average: its loss is below recon + KL here.
+    let (loss, recon, kl) = (m["train_loss"].as_f64().unwrap(), m["train_recon"].as_f64().unwrap(), m["train_kl"].as_f64().unwrap());
+    assert!(loss.is_finite() && loss < recon + kl + 1.0, "{m}");
+    let e = json(&ok(&["eval", "--run", "iw", "--json", "--iw", "10"], &f.root));
+    assert!(e["nll"].as_f64().unwrap() < e["neg_elbo"].as_f64().unwrap());
+    ok(&["sample", "--run", "iw", "--n", "4", "--out", "s.png"], &f.root);
+    let err = fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--model", "iwae", "--beta", "2", "--out", "bad"], &f.root);
+    assert!(err.contains("IWAE"), "{err}");
+    assert!(!f.root.join("bad").exists());
+}

@@ -223,6 +223,39 @@ impl Default for OptimConfig {
     }
 }
 
+/// What training minimises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Objective {
+    /// The negative ELBO, recon + beta * KL with the KL in closed form (a VAE or beta-VAE).
+    #[default]
+    Elbo,
+    /// The importance-weighted bound of Burda et al. (2016) with `k` samples per image:
+    /// -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). k = 1 is the ELBO with a sampled KL.
+    Iwae {
+        /// Importance samples per image. Default 5.
+        k: usize,
+    },
+}
+
+impl Objective {
+    /// Samples of z drawn per image and step.
+    pub fn samples(&self) -> usize {
+        match self {
+            Objective::Elbo => 1,
+            Objective::Iwae { k } => *k,
+        }
+    }
+
+    /// "elbo" or "iwae-K", as written in metrics and folder names.
+    pub fn label(&self) -> String {
+        match self {
+            Objective::Elbo => "elbo".into(),
+            Objective::Iwae { k } => format!("iwae-{k}"),
+        }
+    }
+}
+
 /// A whole training run. Serialised as the run's `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +272,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Seeds initialisation, shuffling, noise and binarisation. Default 0.
     pub seed: u64,
+    /// The training objective. Default the ELBO.
+    #[serde(default)]
+    pub objective: Objective,
     /// Weight of the KL term (1 is the ELBO; above 1 a beta-VAE). Default 1.
     pub beta: f64,
     /// Linear KL warm-up: the KL weight grows step by step from 0 to `beta` over this many
@@ -265,6 +301,7 @@ impl Default for TrainConfig {
             epochs: 10,
             batch_size: 100,
             seed: 0,
+            objective: Objective::Elbo,
             beta: 1.0,
             kl_warmup_epochs: 0,
             free_bits: 0.0,
@@ -290,6 +327,14 @@ impl TrainConfig {
         }
         if !(self.free_bits >= 0.0 && self.free_bits.is_finite()) {
             return bad("free_bits must be a non-negative number");
+        }
+        if let Objective::Iwae { k } = self.objective {
+            if k == 0 {
+                return bad("the IWAE objective needs k >= 1 samples");
+            }
+            if self.beta != 1.0 || self.kl_warmup_epochs > 0 || self.free_bits > 0.0 {
+                return bad("beta, KL warm-up and free bits weight the ELBO's KL term; the IWAE bound has none");
+            }
         }
         if self.data.limit == Some(0) {
             return bad("limit must be at least 1");

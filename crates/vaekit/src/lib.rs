@@ -31,6 +31,7 @@ pub mod inspect;
 pub mod linalg;
 pub mod loss;
 pub mod model;
+pub mod objective;
 pub mod plot;
 pub mod rng;
 pub mod run;

@@ -43,7 +43,8 @@ pub struct EpochMetrics {
     pub epoch: usize,
     /// Steps taken in all by the end of the epoch.
     pub step: usize,
-    /// Mean training loss (recon + beta * KL) over the epoch's steps.
+    /// Mean training loss over the epoch's steps: recon + beta * KL for the ELBO, the negative
+    /// IWAE bound for `iwae-K` (see `objective`).
     pub train_loss: f64,
     /// Mean training reconstruction term.
     pub train_recon: f64,
@@ -62,6 +63,13 @@ pub struct EpochMetrics {
     /// KL weight at the epoch's last step (below `beta` during a KL warm-up).
     #[serde(default = "unit_beta")]
     pub beta: f64,
+    /// What `train_loss` is: "elbo" or "iwae-K".
+    #[serde(default = "elbo_label")]
+    pub objective: String,
+}
+
+fn elbo_label() -> String {
+    "elbo".into()
 }
 
 fn unit_beta() -> f64 {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::eval::{eval_set, evaluate_elbo, ElboReport};
 use crate::image::{stack_rows, Grid};
 use crate::inspect::{reconstruct, sample};
-use crate::loss::neg_elbo;
+use crate::objective::training_terms;
 use crate::model::Vae;
 use crate::rng::{normals, stream_rng, Stream};
 use crate::run::{EpochMetrics, Meta, RunDir};
@@ -124,11 +124,11 @@ pub fn train(
             let b = idx.len();
             let mut bin_rng = stream_rng(cfg.seed, Stream::TrainBinarize, meta.step as u64);
             let x = batch_tensor(&data.train, idx, (cfg.data.binarize == Binarize::Dynamic).then_some(&mut bin_rng), &ad);
-            let eps = normals(&mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64), b * latent);
-            let eps = Tensor::from_data(TensorData::new(eps, [b, latent]), &ad);
-            let out = model.forward(x.clone(), eps); // logits [b, c, h, w], z [b, latent]
+            let k = cfg.objective.samples();
+            let eps = normals(&mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64), k * b * latent);
+            let eps = Tensor::from_data(TensorData::new(eps, [k * b, latent]), &ad);
             let beta = cfg.beta_at(meta.step + 1, spe);
-            let terms = neg_elbo(out.logits, x, &out.posterior, cfg.model.likelihood, beta, cfg.free_bits);
+            let terms = training_terms(&model, x, eps, cfg.objective, cfg.model.likelihood, beta, cfg.free_bits);
             let loss = terms.loss.clone().into_scalar::<f32>() as f64;
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss { value: loss, epoch, step: meta.step + 1 });
@@ -175,6 +175,7 @@ pub fn train(
             images_per_sec: images_run as f64 / seconds.max(1e-9),
             seconds,
             beta: cfg.beta_at(meta.step, spe),
+            objective: cfg.objective.label(),
         };
         meta.epoch = epoch;
         meta.epoch_step = 0;

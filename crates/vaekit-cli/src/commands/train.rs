@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use vaekit::config::{Architecture, Binarize, Likelihood, TrainConfig};
+use vaekit::config::{Architecture, Binarize, Likelihood, Objective, TrainConfig};
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
 use vaekit::run::{EpochMetrics, RunDir};
 use vaekit::train::{train, Observer, StepStats};
 
-use crate::cli::{BinarizeArg, LikelihoodArg, ModelArg, TrainArgs};
+use crate::cli::{ArchArg, BinarizeArg, LikelihoodArg, ModelArg, TrainArgs};
 use crate::progress::bar;
 
 pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
@@ -75,8 +75,12 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     };
     let run = RunDir::create(&out, &cfg)?;
     println!(
-        "training {} VAE (z = {}) on {} ({} train / {} test images) into {}",
+        "training {} {} (z = {}) on {} ({} train / {} test images) into {}",
         cfg.model.architecture.name(),
+        match cfg.objective {
+            Objective::Elbo => "VAE".to_string(),
+            Objective::Iwae { k } => format!("IWAE (k = {k})"),
+        },
         cfg.model.latent_dim,
         data.source,
         data.train.len(),
@@ -93,6 +97,8 @@ fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vae
         a.dataset.is_some(),
         a.data_dir.is_some(),
         a.model.is_some(),
+        a.arch.is_some(),
+        a.k.is_some(),
         a.latent.is_some(),
         a.batch_size.is_some(),
         a.lr.is_some(),
@@ -171,17 +177,29 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         cfg.data.dir = Some(d.clone());
         cfg.data.dataset = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
     }
-    if let Some(m) = a.model {
-        let same = matches!(
-            (m, &cfg.model.architecture),
-            (ModelArg::Conv, Architecture::Conv { .. }) | (ModelArg::Mlp, Architecture::Mlp { .. })
-        );
+    let arch = match a.model {
+        Some(ModelArg::Conv) => Some(ArchArg::Conv),
+        Some(ModelArg::Mlp) => Some(ArchArg::Mlp),
+        _ => None,
+    };
+    if let Some(m) = a.arch.or(arch) {
+        let same = matches!((m, &cfg.model.architecture), (ArchArg::Conv, Architecture::Conv { .. }) | (ArchArg::Mlp, Architecture::Mlp { .. }));
         if !same {
             cfg.model.architecture = match m {
-                ModelArg::Conv => Architecture::default_conv(),
-                ModelArg::Mlp => Architecture::default_mlp(),
+                ArchArg::Conv => Architecture::default_conv(),
+                ArchArg::Mlp => Architecture::default_mlp(),
             };
         }
+    }
+    if matches!(a.model, Some(ModelArg::Conv | ModelArg::Mlp)) {
+        cfg.objective = Objective::Elbo;
+    }
+    if a.model == Some(ModelArg::Iwae) || a.k.is_some() {
+        let k = a.k.unwrap_or(match cfg.objective {
+            Objective::Iwae { k } => k,
+            Objective::Elbo => 5,
+        });
+        cfg.objective = Objective::Iwae { k };
     }
     if let Some(l) = a.likelihood {
         cfg.model.likelihood = match (l, cfg.model.likelihood) {
@@ -217,7 +235,10 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
 
 /// `runs/DATASET-MODEL`, or `-2`, `-3`, ... if taken.
 fn default_out(cfg: &TrainConfig) -> PathBuf {
-    let base = format!("{}-{}", cfg.data.dataset, cfg.model.architecture.name());
+    let base = match cfg.objective {
+        Objective::Elbo => format!("{}-{}", cfg.data.dataset, cfg.model.architecture.name()),
+        Objective::Iwae { k } => format!("{}-iwae{k}-{}", cfg.data.dataset, cfg.model.architecture.name()),
+    };
     let root = PathBuf::from("runs");
     let mut p = root.join(&base);
     let mut k = 2;
