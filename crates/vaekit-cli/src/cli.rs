@@ -82,6 +82,10 @@ pub enum LikelihoodArg {
     Bernoulli,
     /// Gaussian pixels with a fixed std (squared error), 0.1 unless the config says otherwise.
     Gaussian,
+    /// Gaussian pixels with a learned std per pixel.
+    GaussianLearned,
+    /// The discretised logistic over 256 levels (8-bit images, PixelCNN++).
+    Logistic,
 }
 
 /// Binarisation for `--binarize`.

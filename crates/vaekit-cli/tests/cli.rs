@@ -487,3 +487,22 @@ fn shipped_configs_parse_and_validate() {
     }
     assert!(seen >= 4, "configs found: {seen}");
 }
+
+#[test]
+fn learned_gaussian_and_discretised_logistic_train_and_report_bits_per_dim() {
+    let f = fixture();
+    for (lik, discrete) in [("logistic", true), ("gaussian-learned", false)] {
+        train_small(&f, lik, &["--likelihood", lik, "--latent", "4"]);
+        let e = json(&ok(&["eval", "--run", lik, "--json", "--iw", "5", "--limit", "10"], &f.root));
+        let (nll, bpd) = (e["nll"].as_f64().unwrap(), e["bits_per_dim"].as_f64().unwrap());
+        let bits = nll / (784.0 * std::f64::consts::LN_2);
+        let want = if discrete { bits } else { bits + 255f64.log2() };
+        assert!((bpd - want).abs() < 1e-9, "{lik}: {e}");
+        // A probability of 8-bit images: positive NLL, and at most 8 bits per pixel plus slack.
+        if discrete {
+            assert!(nll > 0.0 && bpd < 9.0, "{lik}: {e}");
+        }
+        ok(&["sample", "--run", lik, "--n", "4", "--out", "s.png"], &f.root);
+        ok(&["reconstruct", "--run", lik, "--n", "4", "--out", "r.png"], &f.root);
+    }
+}

@@ -44,11 +44,33 @@ pub enum Likelihood {
         /// The fixed standard deviation of every pixel.
         std: f64,
     },
+    /// Independent Gaussians with mean sigmoid(a) and a learned standard deviation per pixel:
+    /// the decoder outputs a log-std map beside the mean (clamped to [-7, 2]).
+    #[serde(rename = "gaussian-learned")]
+    GaussianLearned,
+    /// The discretised logistic of PixelCNN++ (Salimans et al. 2017) over the 256 levels of
+    /// 8-bit pixels: the decoder outputs a mean and a log-scale per pixel; the probability of a
+    /// level is the logistic mass of its bin, with the end bins open. A proper probability, so
+    /// the NLL is in nats of the 8-bit image and bits/dim follow directly.
+    Logistic,
 }
 
 impl Likelihood {
     /// Standard deviation used by `--likelihood gaussian` when no config sets one.
     pub const DEFAULT_GAUSSIAN_STD: f64 = 0.1;
+
+    /// Decoder outputs per pixel and channel: 1 (logits or mean), or 2 (mean and log-scale).
+    pub fn params_per_pixel(&self) -> usize {
+        match self {
+            Likelihood::Bernoulli | Likelihood::Gaussian { .. } => 1,
+            Likelihood::GaussianLearned | Likelihood::Logistic => 2,
+        }
+    }
+
+    /// Whether it is a probability of discrete (binary or 8-bit) pixels rather than a density.
+    pub fn is_discrete(&self) -> bool {
+        matches!(self, Likelihood::Bernoulli | Likelihood::Logistic)
+    }
 }
 
 /// Layout of the encoder and decoder networks.

@@ -10,29 +10,79 @@ use burn::tensor::Tensor;
 use crate::config::Likelihood;
 use crate::distribution::DiagonalGaussian;
 
-/// -log p(x | logits) per image, summed over pixels.
+/// -log p(x | decoder output) per image, summed over pixels.
 ///
 /// Bernoulli: binary cross-entropy with logits, softplus(l) - x * l = -log_sigmoid(-l) - x * l,
 /// stable for any logit and valid for targets anywhere in [0, 1].
-/// Gaussian with std s and mean sigmoid(l): 0.5 * ((x - mu) / s)^2 + log s + 0.5 * log 2pi.
+/// Gaussian with std s and mean sigmoid(l): 0.5 * ((x - mu) / s)^2 + log s + 0.5 * log 2pi;
+/// `GaussianLearned` takes log s per pixel from the second half of the channels.
+/// Logistic: see [`discretized_logistic_nll`].
 ///
 /// # Shapes
-/// `logits`, `x`: `[batch, channels, height, width]` -> `[batch]`
-pub fn reconstruction_nll(logits: Tensor<4>, x: Tensor<4>, likelihood: Likelihood) -> Tensor<1> {
+/// `params`: `[batch, channels * params_per_pixel, height, width]`, `x`: `[batch, channels,
+/// height, width]` -> `[batch]`
+pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihood) -> Tensor<1> {
+    let c = x.dims()[1];
     let per_pixel = match likelihood {
-        Likelihood::Bernoulli => log_sigmoid(logits.clone().neg()).neg() - x * logits,
+        Likelihood::Bernoulli => log_sigmoid(params.clone().neg()).neg() - x * params,
         Likelihood::Gaussian { std } => {
-            let d = (x - sigmoid(logits)).div_scalar(std);
+            let d = (x - sigmoid(params)).div_scalar(std);
             (d.clone() * d).mul_scalar(0.5).add_scalar(std.ln() + 0.5 * (2.0 * PI).ln())
         }
+        Likelihood::GaussianLearned => {
+            let log_s = params.clone().narrow(1, c, c).clamp(LOG_SCALE_MIN, 2.0);
+            let d = (x - sigmoid(params.narrow(1, 0, c))) * log_s.clone().neg().exp();
+            (d.clone() * d).mul_scalar(0.5) + log_s.add_scalar(0.5 * (2.0 * PI).ln())
+        }
+        Likelihood::Logistic => discretized_logistic_nll(params.clone().narrow(1, 0, c), params.narrow(1, c, c), x),
     };
     let b = per_pixel.dims()[0];
     per_pixel.reshape([b as i32, -1]).sum_dim(1).squeeze_dim::<1>(1)
 }
 
-/// The decoder's mean image for given logits: sigmoid for both likelihoods.
-pub fn mean_image(logits: Tensor<4>) -> Tensor<4> {
-    sigmoid(logits)
+/// Smallest log-scale of the learned likelihoods: keeps the density finite.
+const LOG_SCALE_MIN: f64 = -7.0;
+
+/// -log P(x) of 8-bit pixels under a logistic with mean `mean` and log-scale `log_scale` on the
+/// [-1, 1] scale, discretised into 256 bins of width 2/255 centred on the levels (Salimans et al.
+/// 2017, PixelCNN++): the bin's mass sigmoid((x' + 1/255 - m) / s) - sigmoid((x' - 1/255 - m) /
+/// s), with the lowest bin open to -inf and the highest to +inf, so the 256 probabilities sum to
+/// one. `x` in [0, 1] is mapped to x' = 2x - 1. Where a bin's mass underflows, the density at
+/// its centre times its width stands in.
+///
+/// # Shapes
+/// all `[batch, channels, height, width]` -> same
+pub fn discretized_logistic_nll(mean: Tensor<4>, log_scale: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
+    let half_bin = 1.0 / 255.0;
+    let xs = x.mul_scalar(2.0).sub_scalar(1.0);
+    let log_s = log_scale.clamp_min(LOG_SCALE_MIN);
+    let inv_s = log_s.clone().neg().exp();
+    let centred = xs.clone() - mean;
+    let plus = (centred.clone().add_scalar(half_bin)) * inv_s.clone();
+    let minus = (centred.clone().sub_scalar(half_bin)) * inv_s.clone();
+    // log sigmoid(plus) for the lowest level, log(1 - sigmoid(minus)) for the highest.
+    let log_cdf_plus = log_sigmoid(plus.clone());
+    let log_one_minus_cdf_min = log_sigmoid(minus.clone().neg());
+    let delta = sigmoid(plus) - sigmoid(minus);
+    let mid = centred * inv_s;
+    // log density of the logistic at the bin centre, times the bin width 2/255.
+    let log_pdf_mid = mid.clone() - log_s + log_sigmoid(mid.neg()).mul_scalar(2.0); // mid - log s - 2 softplus(mid)
+    let log_mid = log_pdf_mid.add_scalar((2.0f64 / 255.0).ln());
+    let log_delta = delta.clone().clamp_min(1e-12).log();
+    let inner = log_mid.mask_where(delta.greater_elem(1e-5), log_delta);
+    let low = xs.clone().lower_elem(-0.999);
+    let high = xs.greater_elem(0.999);
+    inner.mask_where(low, log_cdf_plus).mask_where(high, log_one_minus_cdf_min).neg()
+}
+
+/// The decoder's mean image for its output `params` (`channels` means first): sigmoid of the
+/// logits, or, for the discretised logistic (`logistic`), the mean moved from [-1, 1] to [0, 1].
+///
+/// # Shapes
+/// `params`: `[batch, channels * k, height, width]` -> `[batch, channels, height, width]`
+pub fn mean_image(params: Tensor<4>, channels: usize, logistic: bool) -> Tensor<4> {
+    let m = params.narrow(1, 0, channels);
+    if logistic { m.add_scalar(1.0).mul_scalar(0.5).clamp(0.0, 1.0) } else { sigmoid(m) }
 }
 
 /// The terms of the negative ELBO, each averaged over the batch (nats per image).
@@ -144,5 +194,60 @@ mod tests {
         let (low, g1) = mean_grad(1.0, 0.1);
         assert_eq!(g0, g1);
         assert!((plain - low).abs() < 1e-6);
+    }
+
+    /// The 256 levels of an 8-bit pixel, in [0, 1], as a `[1, 1, 1, 256]` image.
+    fn levels(dev: &Device) -> Tensor<4> {
+        Tensor::<1>::from_floats((0..256).map(|v| v as f32 / 255.0).collect::<Vec<_>>().as_slice(), dev).reshape([1, 1, 1, 256])
+    }
+
+    #[test]
+    fn discretised_logistic_is_a_distribution_over_the_256_levels() {
+        let dev = Device::flex();
+        for (m, ls) in [(0.0f32, -1.0f32), (0.3, -3.0), (-0.95, -2.0), (0.5, -6.5), (0.2, 1.0)] {
+            let nll = discretized_logistic_nll(
+                Tensor::<4>::full([1, 1, 1, 256], m, &dev),
+                Tensor::<4>::full([1, 1, 1, 256], ls, &dev),
+                levels(&dev),
+            );
+            let p: f64 = nll.into_data().try_into_vec::<f32>().unwrap().iter().map(|&v| (-(v as f64)).exp()).sum();
+            assert!((p - 1.0).abs() < 2e-3, "mean {m}, log-scale {ls}: total probability {p}");
+        }
+        // A middle level by hand: sigmoid((x' + 1/255 - m) / s) - sigmoid((x' - 1/255 - m) / s).
+        let (x, m, s) = (100.0f64 / 255.0, 0.1f64, 0.2f64);
+        let xs = 2.0 * x - 1.0;
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let want = -(sig((xs + 1.0 / 255.0 - m) / s) - sig((xs - 1.0 / 255.0 - m) / s)).ln();
+        let one = |v: f64| Tensor::<4>::full([1, 1, 1, 1], v as f32, &dev);
+        let got = discretized_logistic_nll(one(m), one(s.ln()), one(x)).into_scalar::<f32>() as f64;
+        assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+    }
+
+    #[test]
+    fn learned_gaussian_with_log_std_of_0_1_is_the_fixed_gaussian() {
+        let dev = Device::flex();
+        let x = img(&[0.7, 0.5, 0.1], &dev);
+        let logits = img(&[0.0, 1.0, -2.0], &dev);
+        let params = Tensor::cat(vec![logits.clone(), Tensor::<4>::full([1, 1, 1, 3], 0.1f32.ln(), &dev)], 1);
+        let v = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
+        let fixed = v(reconstruction_nll(logits, x.clone(), Likelihood::Gaussian { std: 0.1 }));
+        let learned = v(reconstruction_nll(params, x, Likelihood::GaussianLearned));
+        assert!((fixed - learned).abs() < 1e-3, "{fixed} vs {learned}");
+    }
+
+    #[test]
+    fn two_parameter_likelihoods_double_the_decoder_outputs() {
+        use crate::config::{Architecture, ModelConfig};
+        use crate::model::Vae;
+        let dev = Device::flex();
+        for arch in [Architecture::default_conv(), Architecture::default_mlp()] {
+            let cfg = ModelConfig { likelihood: Likelihood::Logistic, architecture: arch, ..ModelConfig::default() };
+            let m = Vae::init(&cfg, 0, &dev);
+            let z = Tensor::<2>::ones([2, 20], &dev);
+            assert_eq!(m.decode(z.clone()).dims(), [2, 2, 28, 28]);
+            let mean = m.decode_mean(z).into_data().try_into_vec::<f32>().unwrap();
+            assert_eq!(mean.len(), 2 * 784);
+            assert!(mean.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
     }
 }

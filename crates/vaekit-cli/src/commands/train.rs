@@ -206,6 +206,8 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
             (LikelihoodArg::Bernoulli, _) => Likelihood::Bernoulli,
             (LikelihoodArg::Gaussian, g @ Likelihood::Gaussian { .. }) => g,
             (LikelihoodArg::Gaussian, _) => Likelihood::Gaussian { std: Likelihood::DEFAULT_GAUSSIAN_STD },
+            (LikelihoodArg::GaussianLearned, _) => Likelihood::GaussianLearned,
+            (LikelihoodArg::Logistic, _) => Likelihood::Logistic,
         };
     }
     if let Some(b) = a.binarize {

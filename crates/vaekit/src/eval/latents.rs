@@ -5,7 +5,6 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{batch_tensor, Dataset};
-use crate::loss::mean_image;
 use crate::model::Vae;
 
 /// Threshold on Cov_x(E_q[z_d | x]) above which dimension d counts as active (Burda et al. 2016).
@@ -49,7 +48,7 @@ pub fn latent_statistics(
             (sum, sum_sq, kl) = (vec![0.0; latent], vec![0.0; latent], vec![0.0; latent]);
         }
         let kl_batch = q.kl_per_dimension().mul_scalar(idx.len() as f64); // [latent], summed over images
-        let recon = mean_image(model.decode(q.mean.clone()));
+        let recon = model.decode_mean(q.mean.clone());
         let d = recon - x;
         let err: Tensor<1> = (d.clone() * d).sum();
         sq_err += err.into_scalar::<f32>() as f64;

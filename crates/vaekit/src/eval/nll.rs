@@ -31,16 +31,13 @@ pub const IW_BATCH: usize = 100;
 
 /// Nats per image to bits per dimension, `dims` values per image.
 ///
-/// Bernoulli: nll / (dims ln 2), the probability of the binary image in bits. Gaussian: the
-/// density is of pixels scaled to [0, 1]; on the 8-bit scale [0, 255] it is 255^dims times
-/// smaller, so bits/dim = nll / (dims ln 2) + log2 255, the convention of the literature for
-/// continuous models of 8-bit images.
+/// Bernoulli and discretised logistic: nll / (dims ln 2), the probability of the binary or
+/// 8-bit image in bits. Gaussians: the density is of pixels scaled to [0, 1]; on the 8-bit scale
+/// [0, 255] it is 255^dims times smaller, so bits/dim = nll / (dims ln 2) + log2 255, the
+/// convention of the literature for continuous models of 8-bit images.
 pub fn bits_per_dim(nll: f64, dims: usize, likelihood: Likelihood) -> f64 {
     let bits = nll / (dims as f64 * std::f64::consts::LN_2);
-    match likelihood {
-        Likelihood::Bernoulli => bits,
-        Likelihood::Gaussian { .. } => bits + 255f64.log2(),
-    }
+    if likelihood.is_discrete() { bits } else { bits + 255f64.log2() }
 }
 
 /// -log p(x) of every image of `ds`, estimated with `k` importance samples per image (see

@@ -15,7 +15,6 @@ pub use traverse::traverse;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::loss::mean_image;
 use crate::model::Vae;
 use crate::rng::{normals, stream_rng, Stream};
 
@@ -41,7 +40,7 @@ pub fn prior_z_at(n: usize, latent: usize, seed: u64, index: u64, device: &Devic
 /// # Shapes
 /// returns `[n, channels, height, width]`
 pub fn sample_batch(model: &Vae, n: usize, latent: usize, seed: u64, index: u64, device: &Device) -> Tensor<4> {
-    mean_image(model.decode(prior_z_at(n, latent, seed, index, device)))
+    model.decode_mean(prior_z_at(n, latent, seed, index, device))
 }
 
 /// Decodes latent codes given on the host, `latent` values per code, into mean images.
@@ -50,7 +49,7 @@ pub fn sample_batch(model: &Vae, n: usize, latent: usize, seed: u64, index: u64,
 /// `codes`: `n * latent` values -> `[n, channels, height, width]`
 pub fn decode_codes(model: &Vae, codes: &[f32], latent: usize, device: &Device) -> Tensor<4> {
     let n = codes.len() / latent.max(1);
-    mean_image(model.decode(Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device)))
+    model.decode_mean(Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device))
 }
 
 /// Decodes `n` draws from the prior into mean images in [0, 1].
@@ -58,7 +57,7 @@ pub fn decode_codes(model: &Vae, codes: &[f32], latent: usize, device: &Device) 
 /// # Shapes
 /// returns `[n, channels, height, width]`
 pub fn sample(model: &Vae, n: usize, latent: usize, seed: u64, device: &Device) -> Tensor<4> {
-    mean_image(model.decode(prior_z(n, latent, seed, device)))
+    model.decode_mean(prior_z(n, latent, seed, device))
 }
 
 /// Encodes images and decodes their posterior means: the model's reconstruction.
@@ -66,5 +65,5 @@ pub fn sample(model: &Vae, n: usize, latent: usize, seed: u64, device: &Device) 
 /// # Shapes
 /// `x`: `[n, channels, height, width]` -> same
 pub fn reconstruct(model: &Vae, x: Tensor<4>) -> Tensor<4> {
-    mean_image(model.decode(model.encode(x).mean))
+    model.decode_mean(model.encode(x).mean)
 }

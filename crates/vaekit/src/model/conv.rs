@@ -25,11 +25,28 @@ pub struct ConvVae {
     /// [channels, height, width] of the smallest feature map, between encoder and decoder.
     bottleneck: [usize; 3],
     leaky_slope: f64,
+    /// Channels of the images; the decoder outputs `image_channels * params` maps.
+    image_channels: usize,
+    /// Whether the means are on the [-1, 1] scale of the discretised logistic (else logits).
+    logistic: bool,
 }
 
 impl ConvVae {
     /// Builds the network with burn's default (PyTorch-like) initialisation.
-    pub fn new(image: ImageShape, latent: usize, channels: &[usize], kernel: usize, leaky_slope: f64, device: &Device) -> Self {
+    ///
+    /// The decoder outputs `params` maps per image channel (see
+    /// [`crate::config::Likelihood::params_per_pixel`]), the means first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        image: ImageShape,
+        latent: usize,
+        channels: &[usize],
+        kernel: usize,
+        leaky_slope: f64,
+        params: usize,
+        logistic: bool,
+        device: &Device,
+    ) -> Self {
         let pad = kernel / 2;
         let mut enc_convs = Vec::new();
         let mut c_in = image.channels;
@@ -50,7 +67,7 @@ impl ConvVae {
         let dec_dense = LinearConfig::new(latent, flat).init(device);
         // Mirror: [32 -> 16], [16 -> image channels]. Each doubles the side exactly.
         let mut outs: Vec<usize> = channels.iter().rev().skip(1).copied().collect();
-        outs.push(image.channels);
+        outs.push(image.channels * params);
         let mut dec_convs = Vec::new();
         let mut c_in = bottleneck[0];
         for c in outs {
@@ -63,7 +80,15 @@ impl ConvVae {
             );
             c_in = c;
         }
-        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope }
+        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope, image_channels: image.channels, logistic }
+    }
+
+    /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    pub fn decode_mean(&self, z: Tensor<2>) -> Tensor<4> {
+        crate::loss::mean_image(self.decode(z), self.image_channels, self.logistic)
     }
 
     /// q(z|x).
@@ -79,10 +104,10 @@ impl ConvVae {
         DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
     }
 
-    /// Logits of p(x|z).
+    /// Parameters of p(x|z): logits or means, then any log-scales.
     ///
     /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
     pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
         let b = z.dims()[0];
         let [c, h, w] = self.bottleneck;

@@ -18,11 +18,17 @@ pub struct MlpVae {
     dec_out: Linear,
     /// [channels, height, width] of the images.
     image: [usize; 3],
+    /// Decoder outputs per pixel and channel.
+    params: usize,
+    /// Whether the means are on the [-1, 1] scale of the discretised logistic (else logits).
+    logistic: bool,
 }
 
 impl MlpVae {
     /// Builds the network with burn's default (PyTorch-like) initialisation.
-    pub fn new(image: ImageShape, latent: usize, hidden: &[usize], device: &Device) -> Self {
+    ///
+    /// The decoder outputs `params` values per pixel and channel (means first).
+    pub fn new(image: ImageShape, latent: usize, hidden: &[usize], params: usize, logistic: bool, device: &Device) -> Self {
         let d = image.numel();
         let mut enc_hidden = Vec::new();
         let mut w_in = d;
@@ -38,8 +44,8 @@ impl MlpVae {
             dec_hidden.push(LinearConfig::new(w_in, w).init(device));
             w_in = w;
         }
-        let dec_out = LinearConfig::new(w_in, d).init(device);
-        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width] }
+        let dec_out = LinearConfig::new(w_in, d * params).init(device);
+        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width], params, logistic }
     }
 
     /// q(z|x).
@@ -54,10 +60,18 @@ impl MlpVae {
         DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
     }
 
-    /// Logits of p(x|z).
+    /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
     ///
     /// # Shapes
     /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    pub fn decode_mean(&self, z: Tensor<2>) -> Tensor<4> {
+        crate::loss::mean_image(self.decode(z), self.image[0], self.logistic)
+    }
+
+    /// Parameters of p(x|z): logits or means, then any log-scales.
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
     pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
         let b = z.dims()[0];
         let mut h = z;
@@ -65,6 +79,6 @@ impl MlpVae {
             h = relu(l.forward(h)); // [batch, 400]
         }
         let [c, hh, w] = self.image;
-        self.dec_out.forward(h).reshape([b, c, hh, w])
+        self.dec_out.forward(h).reshape([b, c * self.params, hh, w])
     }
 }

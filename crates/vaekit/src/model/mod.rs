@@ -58,11 +58,13 @@ impl Vae {
     pub fn init(cfg: &ModelConfig, seed: u64, device: &Device) -> Vae {
         let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(seed);
+        let p = cfg.likelihood.params_per_pixel();
+        let logistic = cfg.likelihood == crate::config::Likelihood::Logistic;
         let model = match &cfg.architecture {
             Architecture::Conv { channels, kernel, leaky_slope } => {
-                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, device))
+                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, p, logistic, device))
             }
-            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, device)),
+            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, p, logistic, device)),
         };
         // Mapping materialises every lazily initialised parameter while the lock is held.
         model.map(&mut PositionalIds(0))
@@ -79,14 +81,26 @@ impl Vae {
         }
     }
 
-    /// Logits of p(x|z).
+    /// Parameters of p(x|z) (see [`crate::loss::reconstruction_nll`]): logits or means, then
+    /// log-scales for likelihoods with two parameters per pixel.
     ///
     /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
     pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
         match self {
             Vae::Conv(m) => m.decode(z),
             Vae::Mlp(m) => m.decode(z),
+        }
+    }
+
+    /// The decoder's mean image, pixels in [0, 1].
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
+    pub fn decode_mean(&self, z: Tensor<2>) -> Tensor<4> {
+        match self {
+            Vae::Conv(m) => m.decode_mean(z),
+            Vae::Mlp(m) => m.decode_mean(z),
         }
     }
 
