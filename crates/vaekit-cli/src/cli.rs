@@ -84,6 +84,8 @@ pub enum LikelihoodArg {
     Gaussian,
     /// Gaussian pixels with a learned std per pixel.
     GaussianLearned,
+    /// Gaussian pixels with one learned std per channel.
+    GaussianGlobal,
     /// The discretised logistic over 256 levels (8-bit images, PixelCNN++).
     Logistic,
 }

@@ -491,7 +491,7 @@ fn shipped_configs_parse_and_validate() {
 #[test]
 fn learned_gaussian_and_discretised_logistic_train_and_report_bits_per_dim() {
     let f = fixture();
-    for (lik, discrete) in [("logistic", true), ("gaussian-learned", false)] {
+    for (lik, discrete) in [("logistic", true), ("gaussian-learned", false), ("gaussian-global", false)] {
         train_small(&f, lik, &["--likelihood", lik, "--latent", "4"]);
         let e = json(&ok(&["eval", "--run", lik, "--json", "--iw", "5", "--limit", "10"], &f.root));
         let (nll, bpd) = (e["nll"].as_f64().unwrap(), e["bits_per_dim"].as_f64().unwrap());

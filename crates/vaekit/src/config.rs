@@ -48,6 +48,10 @@ pub enum Likelihood {
     /// the decoder outputs a log-std map beside the mean (clamped to [-7, 2]).
     #[serde(rename = "gaussian-learned")]
     GaussianLearned,
+    /// Independent Gaussians with mean sigmoid(a) and one learned standard deviation per image
+    /// channel, shared by all pixels (a model parameter, not a decoder output).
+    #[serde(rename = "gaussian-global")]
+    GaussianGlobal,
     /// The discretised logistic of PixelCNN++ (Salimans et al. 2017) over the 256 levels of
     /// 8-bit pixels: the decoder outputs a mean and a log-scale per pixel; the probability of a
     /// level is the logistic mass of its bin, with the end bins open. A proper probability, so
@@ -59,12 +63,18 @@ impl Likelihood {
     /// Standard deviation used by `--likelihood gaussian` when no config sets one.
     pub const DEFAULT_GAUSSIAN_STD: f64 = 0.1;
 
-    /// Decoder outputs per pixel and channel: 1 (logits or mean), or 2 (mean and log-scale).
+    /// Parameters per pixel and channel that [`crate::model::Vae::decode`] returns: 1 (logits
+    /// or mean), or 2 (mean and log-scale).
     pub fn params_per_pixel(&self) -> usize {
         match self {
             Likelihood::Bernoulli | Likelihood::Gaussian { .. } => 1,
-            Likelihood::GaussianLearned | Likelihood::Logistic => 2,
+            Likelihood::GaussianLearned | Likelihood::GaussianGlobal | Likelihood::Logistic => 2,
         }
+    }
+
+    /// Maps per channel the network's last layer computes: the global scale is a parameter.
+    pub fn network_maps(&self) -> usize {
+        if *self == Likelihood::GaussianGlobal { 1 } else { self.params_per_pixel() }
     }
 
     /// Whether it is a probability of discrete (binary or 8-bit) pixels rather than a density.

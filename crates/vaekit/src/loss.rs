@@ -15,7 +15,8 @@ use crate::distribution::DiagonalGaussian;
 /// Bernoulli: binary cross-entropy with logits, softplus(l) - x * l = -log_sigmoid(-l) - x * l,
 /// stable for any logit and valid for targets anywhere in [0, 1].
 /// Gaussian with std s and mean sigmoid(l): 0.5 * ((x - mu) / s)^2 + log s + 0.5 * log 2pi;
-/// `GaussianLearned` takes log s per pixel from the second half of the channels.
+/// `GaussianLearned` and `GaussianGlobal` take log s per pixel from the second half of the
+/// channels (a map from the decoder, or the global parameter repeated).
 /// Logistic: see [`discretized_logistic_nll`].
 ///
 /// # Shapes
@@ -29,7 +30,7 @@ pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihoo
             let d = (x - sigmoid(params)).div_scalar(std);
             (d.clone() * d).mul_scalar(0.5).add_scalar(std.ln() + 0.5 * (2.0 * PI).ln())
         }
-        Likelihood::GaussianLearned => {
+        Likelihood::GaussianLearned | Likelihood::GaussianGlobal => {
             let log_s = params.clone().narrow(1, c, c).clamp(LOG_SCALE_MIN, 2.0);
             let d = (x - sigmoid(params.narrow(1, 0, c))) * log_s.clone().neg().exp();
             (d.clone() * d).mul_scalar(0.5) + log_s.add_scalar(0.5 * (2.0 * PI).ln())
@@ -249,5 +250,33 @@ mod tests {
             assert_eq!(mean.len(), 2 * 784);
             assert!(mean.iter().all(|v| (0.0..=1.0).contains(v)));
         }
+    }
+
+    #[test]
+    fn the_global_scale_is_one_learned_parameter_per_channel() {
+        use crate::config::{ModelConfig, OptimConfig};
+        use crate::model::Vae;
+        use burn::module::Module;
+        use burn::optim::GradientsParams;
+        let dev = Device::flex().autodiff();
+        let cfg = ModelConfig { likelihood: Likelihood::GaussianGlobal, architecture: crate::config::Architecture::default_mlp(), ..ModelConfig::default() };
+        let mut m = Vae::init(&cfg, 0, &dev);
+        let z = Tensor::<2>::zeros([2, 20], &dev);
+        let out = m.decode(z.clone());
+        assert_eq!(out.dims(), [2, 2, 28, 28]);
+        let log_std = |m: &Vae| m.decode(Tensor::<2>::zeros([1, 20], &dev)).narrow(1, 1, 1).into_data().try_into_vec::<f32>().unwrap();
+        assert!(log_std(&m).iter().all(|&v| v == 0.0), "starts at sigma = 1");
+        // Images at their decoded mean +- 0.05: the likelihood wants sigma near 0.05, far below 1,
+        // and a few Adam steps move the one parameter down, the same at every pixel.
+        let target = crate::loss::mean_image(out.clone(), 1, false).add_scalar(0.05).clamp(0.0, 1.0).detach();
+        let mut optim = crate::train::adam(&OptimConfig::default());
+        for _ in 0..5 {
+            let loss = reconstruction_nll(m.decode(z.clone()), target.clone(), Likelihood::GaussianGlobal).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            m = optim.step(0.05, m, grads);
+        }
+        let after = log_std(&m);
+        assert!(after[0] < -0.1 && after.iter().all(|&v| v == after[0]), "{:?}", &after[..3]);
+        assert_eq!(m.num_params(), Vae::init(&ModelConfig { architecture: crate::config::Architecture::default_mlp(), ..ModelConfig::default() }, 0, &Device::flex()).num_params() + 1);
     }
 }

@@ -207,6 +207,7 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
             (LikelihoodArg::Gaussian, g @ Likelihood::Gaussian { .. }) => g,
             (LikelihoodArg::Gaussian, _) => Likelihood::Gaussian { std: Likelihood::DEFAULT_GAUSSIAN_STD },
             (LikelihoodArg::GaussianLearned, _) => Likelihood::GaussianLearned,
+            (LikelihoodArg::GaussianGlobal, _) => Likelihood::GaussianGlobal,
             (LikelihoodArg::Logistic, _) => Likelihood::Logistic,
         };
     }

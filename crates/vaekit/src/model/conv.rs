@@ -29,6 +29,8 @@ pub struct ConvVae {
     image_channels: usize,
     /// Whether the means are on the [-1, 1] scale of the discretised logistic (else logits).
     logistic: bool,
+    /// The learned per-channel scale of the `gaussian-global` likelihood.
+    global_scale: Option<super::GlobalLogStd>,
 }
 
 impl ConvVae {
@@ -45,6 +47,7 @@ impl ConvVae {
         leaky_slope: f64,
         params: usize,
         logistic: bool,
+        global_scale: Option<super::GlobalLogStd>,
         device: &Device,
     ) -> Self {
         let pad = kernel / 2;
@@ -80,7 +83,7 @@ impl ConvVae {
             );
             c_in = c;
         }
-        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope, image_channels: image.channels, logistic }
+        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope, image_channels: image.channels, logistic, global_scale }
     }
 
     /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
@@ -119,6 +122,9 @@ impl ConvVae {
                 x = relu(x);
             }
         }
-        x
+        match &self.global_scale {
+            Some(g) => g.append_to(x),
+            None => x,
+        }
     }
 }

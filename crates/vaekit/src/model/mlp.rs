@@ -22,13 +22,15 @@ pub struct MlpVae {
     params: usize,
     /// Whether the means are on the [-1, 1] scale of the discretised logistic (else logits).
     logistic: bool,
+    /// The learned per-channel scale of the `gaussian-global` likelihood.
+    global_scale: Option<super::GlobalLogStd>,
 }
 
 impl MlpVae {
     /// Builds the network with burn's default (PyTorch-like) initialisation.
     ///
     /// The decoder outputs `params` values per pixel and channel (means first).
-    pub fn new(image: ImageShape, latent: usize, hidden: &[usize], params: usize, logistic: bool, device: &Device) -> Self {
+    pub fn new(image: ImageShape, latent: usize, hidden: &[usize], params: usize, logistic: bool, global_scale: Option<super::GlobalLogStd>, device: &Device) -> Self {
         let d = image.numel();
         let mut enc_hidden = Vec::new();
         let mut w_in = d;
@@ -45,7 +47,7 @@ impl MlpVae {
             w_in = w;
         }
         let dec_out = LinearConfig::new(w_in, d * params).init(device);
-        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width], params, logistic }
+        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width], params, logistic, global_scale }
     }
 
     /// q(z|x).
@@ -79,6 +81,10 @@ impl MlpVae {
             h = relu(l.forward(h)); // [batch, 400]
         }
         let [c, hh, w] = self.image;
-        self.dec_out.forward(h).reshape([b, c * self.params, hh, w])
+        let out = self.dec_out.forward(h).reshape([b, c * self.params, hh, w]);
+        match &self.global_scale {
+            Some(g) => g.append_to(out),
+            None => out,
+        }
     }
 }

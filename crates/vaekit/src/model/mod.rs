@@ -10,7 +10,10 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{Architecture, ModelConfig};
 use crate::distribution::DiagonalGaussian;
+pub mod global_scale;
+
 pub use conv::ConvVae;
+pub use global_scale::GlobalLogStd;
 pub use mlp::MlpVae;
 
 /// Any vaekit model; built from a [`ModelConfig`] with [`Vae::init`].
@@ -58,13 +61,14 @@ impl Vae {
     pub fn init(cfg: &ModelConfig, seed: u64, device: &Device) -> Vae {
         let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(seed);
-        let p = cfg.likelihood.params_per_pixel();
+        let p = cfg.likelihood.network_maps();
         let logistic = cfg.likelihood == crate::config::Likelihood::Logistic;
+        let global = (cfg.likelihood == crate::config::Likelihood::GaussianGlobal).then(|| GlobalLogStd::new(cfg.image.channels, device));
         let model = match &cfg.architecture {
             Architecture::Conv { channels, kernel, leaky_slope } => {
-                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, p, logistic, device))
+                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, p, logistic, global, device))
             }
-            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, p, logistic, device)),
+            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, p, logistic, global, device)),
         };
         // Mapping materialises every lazily initialised parameter while the lock is held.
         model.map(&mut PositionalIds(0))
