@@ -264,10 +264,17 @@ fn wgpu_device_trains_samples_and_evaluates_like_cpu() {
     ok(&["--device", "wgpu", "sample", "--run", "g", "--n", "4", "--out", "g.png"], &f.root);
     assert_eq!(png_size(&f.root.join("g.png")), (62, 62));
     // The same checkpoint evaluated on both devices gives the same bound.
-    let gpu = json(&ok(&["--device", "wgpu", "eval", "--run", "g", "--json"], &f.root));
-    let cpu = json(&ok(&["eval", "--run", "g", "--json"], &f.root));
-    let (a, b) = (gpu["neg_elbo"].as_f64().unwrap(), cpu["neg_elbo"].as_f64().unwrap());
-    assert!((a - b).abs() < 1e-3 * b, "wgpu {a} vs cpu {b}");
+    // So do the importance-sampled estimate and the latent statistics (same host-side noise).
+    let args = ["eval", "--run", "g", "--json", "--iw", "4", "--limit", "10"];
+    let gpu = json(&ok(&[&["--device", "wgpu"][..], &args[..]].concat(), &f.root));
+    let cpu = json(&ok(&args, &f.root));
+    for key in ["neg_elbo", "nll", "recon_mse"] {
+        let (a, b) = (gpu[key].as_f64().unwrap(), cpu[key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-3 * b.abs(), "{key}: wgpu {a} vs cpu {b}");
+    }
+    assert_eq!(gpu["active_units"], cpu["active_units"]);
+    // An inspection command on the GPU path too.
+    ok(&["--device", "wgpu", "interpolate", "--run", "g", "--from", "0", "--to", "1", "--steps", "4", "--slerp", "--out", "gi.png"], &f.root);
 }
 
 #[test]
