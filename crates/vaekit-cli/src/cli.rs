@@ -64,6 +64,9 @@ pub enum ModelArg {
     /// An importance-weighted autoencoder (Burda et al. 2016): the network of --arch (conv by
     /// default) trained on the k-sample bound of --k.
     Iwae,
+    /// A conditional VAE: the one-hot label enters encoder and decoder (network of --arch), so
+    /// `sample --class C` draws that class.
+    Cvae,
 }
 
 /// Networks for `--arch`.
@@ -188,6 +191,9 @@ pub struct SampleArgs {
     /// Seed of z ~ N(0, I).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// For a conditional model: draw this class only (default: every class in turn).
+    #[arg(long, value_name = "C")]
+    pub class: Option<u32>,
 }
 
 /// `vaekit reconstruct`.
@@ -329,6 +335,9 @@ pub struct ManifoldArgs {
     /// Codes per side of the grid.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// For a conditional model: the class to decode with (default 0).
+    #[arg(long, value_name = "C")]
+    pub class: Option<u32>,
     /// The PNG to write.
     #[arg(long, value_name = "FILE.png")]
     pub out: PathBuf,
@@ -383,6 +392,10 @@ pub struct DecodeArgs {
     /// Images per row of the grid (default: a square grid).
     #[arg(long, value_name = "N")]
     pub columns: Option<usize>,
+    /// For a conditional model: decode every code with this class (default: the file's
+    /// `label` column).
+    #[arg(long, value_name = "C")]
+    pub class: Option<u32>,
     /// The PNG to write.
     #[arg(long, value_name = "FILE.png")]
     pub out: PathBuf,

@@ -513,3 +513,54 @@ fn learned_gaussian_and_discretised_logistic_train_and_report_bits_per_dim() {
         ok(&["reconstruct", "--run", lik, "--n", "4", "--out", "r.png"], &f.root);
     }
 }
+
+#[test]
+fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    ok(&["train", "--data-dir", d, "--model", "cvae", "--arch", "mlp", "--latent", "2", "--epochs", "20", "--batch-size", "25", "--lr", "0.003", "--out", "c"], &f.root);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("c/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"]["classes"], 10);
+    // Samples of a class are nearer that class's mean training image than the other's (a
+    // nearest-centroid check), for class 0 (a vertical bar) and class 9 (a horizontal one).
+    let (pixels, labels) = vaekit::data::synthetic::bars(200, 3);
+    let centroid = |c: u8| {
+        let rows: Vec<&[u8]> = pixels.chunks(784).zip(&labels).filter(|(_, l)| **l == c).map(|(p, _)| p).collect();
+        (0..784).map(|k| rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / rows.len() as f64).collect::<Vec<f64>>()
+    };
+    let (m0, m9) = (centroid(0), centroid(9));
+    for (class, own, other) in [(0, &m0, &m9), (9, &m9, &m0)] {
+        let name = format!("c{class}.png");
+        ok(&["sample", "--run", "c", "--n", "4", "--class", &class.to_string(), "--out", &name], &f.root);
+        let im = image::open(f.root.join(&name)).unwrap().to_luma8();
+        for cell in 0..4u32 {
+            let (x0, y0) = (2 + (cell % 2) * 30, 2 + (cell / 2) * 30);
+            let px = |k: usize| im.get_pixel(x0 + (k % 28) as u32, y0 + (k / 28) as u32).0[0] as f64 / 255.0;
+            let dist = |m: &Vec<f64>| (0..784).map(|k| (px(k) - m[k]).powi(2)).sum::<f64>();
+            assert!(dist(own) < dist(other), "class {class}, sample {cell}: {} vs {}", dist(own), dist(other));
+        }
+    }
+    let err = fails(&["sample", "--run", "c", "--class", "10", "--out", "x.png"], &f.root);
+    assert!(err.contains("--class 10"), "{err}");
+    // Every other command runs on the conditional model.
+    let e = json(&ok(&["eval", "--run", "c", "--json", "--iw", "5", "--limit", "20"], &f.root));
+    assert!(e["nll"].as_f64().unwrap() < e["neg_elbo"].as_f64().unwrap());
+    ok(&["reconstruct", "--run", "c", "--n", "4", "--out", "r.png"], &f.root);
+    // Class-conditional samples scored by the evaluation classifier, one figure per class.
+    ok(&["classifier", "train", "--data-dir", d, "--epochs", "2", "--out", "cls"], &f.root);
+    let g = json(&ok(&["eval", "--run", "c", "--fid", "--classifier", "cls", "--fid-samples", "100", "--json"], &f.root));
+    let acc: Vec<f64> = g["class_accuracy"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(acc.len(), 10);
+    assert!(acc.iter().all(|a| (0.0..=1.0).contains(a)), "{g}");
+    assert!(acc.iter().sum::<f64>() / 10.0 > 0.3, "class samples should mostly look like their class: {acc:?}");
+    ok(&["interpolate", "--run", "c", "--from", "0", "--to", "9", "--steps", "4", "--out", "i.png"], &f.root);
+    ok(&["traverse", "--run", "c", "--dims", "0", "--out", "t.png"], &f.root);
+    ok(&["encode", "--run", "c", "--limit", "5", "--out", "codes.csv"], &f.root);
+    ok(&["decode", "--run", "c", "--codes", "codes.csv", "--out", "d.png"], &f.root);
+    std::fs::write(f.root.join("plain.csv"), "0,0\n0.5,-1\n").unwrap();
+    assert!(fails(&["decode", "--run", "c", "--codes", "plain.csv", "--out", "x.png"], &f.root).contains("label"));
+    ok(&["decode", "--run", "c", "--codes", "plain.csv", "--class", "2", "--out", "d2.png"], &f.root);
+    // An unconditional model refuses --class.
+    train_small(&f, "u", &[]);
+    assert!(fails(&["sample", "--run", "u", "--class", "1", "--out", "x.png"], &f.root).contains("conditional"));
+}

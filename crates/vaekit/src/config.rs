@@ -139,6 +139,10 @@ pub struct ModelConfig {
     pub architecture: Architecture,
     /// Observation model.
     pub likelihood: Likelihood,
+    /// Classes the model is conditioned on (a conditional VAE: the one-hot label enters the
+    /// encoder beside the image features and the decoder beside z). Default 0: unconditional.
+    #[serde(default)]
+    pub classes: usize,
 }
 
 impl Default for ModelConfig {
@@ -148,6 +152,7 @@ impl Default for ModelConfig {
             latent_dim: 20,
             architecture: Architecture::default_conv(),
             likelihood: Likelihood::Bernoulli,
+            classes: 0,
         }
     }
 }

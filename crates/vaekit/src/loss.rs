@@ -245,8 +245,8 @@ mod tests {
             let cfg = ModelConfig { likelihood: Likelihood::Logistic, architecture: arch, ..ModelConfig::default() };
             let m = Vae::init(&cfg, 0, &dev);
             let z = Tensor::<2>::ones([2, 20], &dev);
-            assert_eq!(m.decode(z.clone()).dims(), [2, 2, 28, 28]);
-            let mean = m.decode_mean(z).into_data().try_into_vec::<f32>().unwrap();
+            assert_eq!(m.decode(z.clone(), None).dims(), [2, 2, 28, 28]);
+            let mean = m.decode_mean(z, None).into_data().try_into_vec::<f32>().unwrap();
             assert_eq!(mean.len(), 2 * 784);
             assert!(mean.iter().all(|v| (0.0..=1.0).contains(v)));
         }
@@ -262,16 +262,16 @@ mod tests {
         let cfg = ModelConfig { likelihood: Likelihood::GaussianGlobal, architecture: crate::config::Architecture::default_mlp(), ..ModelConfig::default() };
         let mut m = Vae::init(&cfg, 0, &dev);
         let z = Tensor::<2>::zeros([2, 20], &dev);
-        let out = m.decode(z.clone());
+        let out = m.decode(z.clone(), None);
         assert_eq!(out.dims(), [2, 2, 28, 28]);
-        let log_std = |m: &Vae| m.decode(Tensor::<2>::zeros([1, 20], &dev)).narrow(1, 1, 1).into_data().try_into_vec::<f32>().unwrap();
+        let log_std = |m: &Vae| m.decode(Tensor::<2>::zeros([1, 20], &dev), None).narrow(1, 1, 1).into_data().try_into_vec::<f32>().unwrap();
         assert!(log_std(&m).iter().all(|&v| v == 0.0), "starts at sigma = 1");
         // Images at their decoded mean +- 0.05: the likelihood wants sigma near 0.05, far below 1,
         // and a few Adam steps move the one parameter down, the same at every pixel.
         let target = crate::loss::mean_image(out.clone(), 1, false).add_scalar(0.05).clamp(0.0, 1.0).detach();
         let mut optim = crate::train::adam(&OptimConfig::default());
         for _ in 0..5 {
-            let loss = reconstruction_nll(m.decode(z.clone()), target.clone(), Likelihood::GaussianGlobal).mean();
+            let loss = reconstruction_nll(m.decode(z.clone(), None), target.clone(), Likelihood::GaussianGlobal).mean();
             let grads = GradientsParams::from_grads(loss.backward(), &m);
             m = optim.step(0.05, m, grads);
         }

@@ -26,15 +26,26 @@ pub fn iwae_loss(log_weights: Tensor<1>, k: usize) -> Tensor<1> {
 /// The terms of one training step for `objective`: the loss to minimise and, for reporting,
 /// the mean reconstruction term over all samples and the closed-form KL.
 ///
-/// `eps` holds `objective.samples()` standard normal draws per image, sample-major.
+/// `eps` holds `objective.samples()` standard normal draws per image, sample-major; `y` is the
+/// one-hot condition of a conditional model.
 ///
 /// # Shapes
-/// `x`: `[b, c, h, w]`, `eps`: `[k * b, latent]`
-pub fn training_terms(model: &Vae, x: Tensor<4>, eps: Tensor<2>, objective: Objective, likelihood: Likelihood, beta: f64, free_bits: f64) -> NegElbo {
-    let posterior = model.encode(x.clone());
+/// `x`: `[b, c, h, w]`, `y`: `[b, classes]`, `eps`: `[k * b, latent]`
+#[allow(clippy::too_many_arguments)]
+pub fn training_terms(
+    model: &Vae,
+    x: Tensor<4>,
+    y: Option<Tensor<2>>,
+    eps: Tensor<2>,
+    objective: Objective,
+    likelihood: Likelihood,
+    beta: f64,
+    free_bits: f64,
+) -> NegElbo {
+    let posterior = model.encode(x.clone(), y.clone());
     match objective {
         Objective::Elbo => {
-            let logits = model.decode(posterior.rsample(eps));
+            let logits = model.decode(posterior.rsample(eps), y);
             neg_elbo(logits, x, &posterior, likelihood, beta, free_bits)
         }
         Objective::Iwae { k } => {
@@ -44,7 +55,11 @@ pub fn training_terms(model: &Vae, x: Tensor<4>, eps: Tensor<2>, objective: Obje
             let q = DiagonalGaussian::new(tile(&posterior.mean), tile(&posterior.logvar)); // [k * b, latent]
             let xs = x.unsqueeze_dim::<5>(0).repeat_dim(0, k).reshape([k * b, c, h, w]);
             let z = q.rsample(eps);
-            let nll = reconstruction_nll(model.decode(z.clone()), xs, likelihood); // [k * b]
+            let yk = y.map(|y| {
+                let classes = y.dims()[1];
+                y.unsqueeze_dim::<3>(0).repeat_dim(0, k).reshape([k * b, classes])
+            });
+            let nll = reconstruction_nll(model.decode(z.clone(), yk), xs, likelihood); // [k * b]
             let log_w = nll.clone().neg() + standard_normal_log_prob(z.clone()) - q.log_prob(z);
             NegElbo { loss: iwae_loss(log_w, k), recon: nll.mean(), kl: posterior.kl_to_standard_normal().mean() }
         }
@@ -87,17 +102,17 @@ mod tests {
         };
         let v = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
         // k = 1: recon + log q(z|x) - log p(z) at the same z, i.e. the ELBO with the KL sampled.
-        let one = training_terms(&model, x.clone(), eps(1, 0), Objective::Iwae { k: 1 }, Likelihood::Bernoulli, 1.0, 0.0);
-        let q = model.encode(x.clone());
+        let one = training_terms(&model, x.clone(), None, eps(1, 0), Objective::Iwae { k: 1 }, Likelihood::Bernoulli, 1.0, 0.0);
+        let q = model.encode(x.clone(), None);
         let z = q.rsample(eps(1, 0));
-        let sampled = reconstruction_nll(model.decode(z.clone()), x.clone(), Likelihood::Bernoulli)
+        let sampled = reconstruction_nll(model.decode(z.clone(), None), x.clone(), Likelihood::Bernoulli)
             + q.log_prob(z.clone())
             - standard_normal_log_prob(z);
         assert!((v(one.loss) - v(sampled.mean())).abs() < 1e-3);
         // Averaged over noise, the k = 1 loss is the VAE objective (closed-form KL) ...
-        let elbo = |seed| v(training_terms(&model, x.clone(), eps(1, seed), Objective::Elbo, Likelihood::Bernoulli, 1.0, 0.0).loss);
-        let iw1 = |seed| v(training_terms(&model, x.clone(), eps(1, seed), Objective::Iwae { k: 1 }, Likelihood::Bernoulli, 1.0, 0.0).loss);
-        let iw20 = |seed| v(training_terms(&model, x.clone(), eps(20, seed), Objective::Iwae { k: 20 }, Likelihood::Bernoulli, 1.0, 0.0).loss);
+        let elbo = |seed| v(training_terms(&model, x.clone(), None, eps(1, seed), Objective::Elbo, Likelihood::Bernoulli, 1.0, 0.0).loss);
+        let iw1 = |seed| v(training_terms(&model, x.clone(), None, eps(1, seed), Objective::Iwae { k: 1 }, Likelihood::Bernoulli, 1.0, 0.0).loss);
+        let iw20 = |seed| v(training_terms(&model, x.clone(), None, eps(20, seed), Objective::Iwae { k: 20 }, Likelihood::Bernoulli, 1.0, 0.0).loss);
         let mean = |f: &dyn Fn(u64) -> f64| (0..200).map(f).sum::<f64>() / 200.0;
         let (m_elbo, m_iw1, m_iw20) = (mean(&elbo), mean(&iw1), mean(&iw20));
         assert!((m_elbo - m_iw1).abs() < 0.02 * m_elbo.abs(), "{m_elbo} vs {m_iw1}");

@@ -90,6 +90,13 @@ pub fn train(
     if data.train.is_empty() || data.test.is_empty() {
         return Err(Error::BadDataset { path: data.source.clone().into(), reason: "no training or no test images".into() });
     }
+    let classes = cfg.model.classes;
+    if let Some(&l) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| classes > 0 && l as usize >= classes) {
+        return Err(Error::BadDataset {
+            path: data.source.clone().into(),
+            reason: format!("label {l} is outside the conditional model's {classes} classes"),
+        });
+    }
     let ad = device.clone().autodiff();
     let mut model = Vae::init(&cfg.model, cfg.seed, &ad);
     let mut optim = adam(&cfg.optim);
@@ -128,7 +135,8 @@ pub fn train(
             let eps = normals(&mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64), k * b * latent);
             let eps = Tensor::from_data(TensorData::new(eps, [k * b, latent]), &ad);
             let beta = cfg.beta_at(meta.step + 1, spe);
-            let terms = training_terms(&model, x, eps, cfg.objective, cfg.model.likelihood, beta, cfg.free_bits);
+            let y = model.condition(&data.train.labels_of(idx), &ad);
+            let terms = training_terms(&model, x, y, eps, cfg.objective, cfg.model.likelihood, beta, cfg.free_bits);
             let loss = terms.loss.clone().into_scalar::<f32>() as f64;
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss { value: loss, epoch, step: meta.step + 1 });
@@ -205,7 +213,7 @@ fn write_epoch_pictures(
     if !preview.is_empty() {
         let x = batch_tensor(&data.test, preview, None, device);
         let mut grid = Grid::from_tensor(x.clone(), preview.len());
-        grid.extend(Grid::from_tensor(reconstruct(model, x), preview.len()));
+        grid.extend(Grid::from_tensor(reconstruct(model, x, &data.test.labels_of(preview)), preview.len()));
         grid.save_png(&images.join(format!("recon_epoch_{epoch:03}.png")))?;
         let mut files: Vec<_> = (1..=epoch)
             .map(|e| images.join(format!("recon_epoch_{e:03}.png")))
@@ -215,7 +223,7 @@ fn write_epoch_pictures(
         stack_rows(&files, grid.height, &run.root().join("reconstructions.png"))?;
     }
     if cfg.sample_images > 0 {
-        let samples = sample(model, cfg.sample_images, cfg.model.latent_dim, cfg.seed, device);
+        let samples = sample(model, cfg.sample_images, cfg.model.latent_dim, cfg.seed, None, device);
         let cols = (cfg.sample_images as f64).sqrt().ceil() as usize;
         let grid = Grid::from_tensor(samples, cols);
         grid.save_png(&images.join(format!("samples_epoch_{epoch:03}.png")))?;

@@ -67,7 +67,7 @@ fn save_load_is_bitwise_and_outputs_identical() {
         assert!(weights_to_bytes(&b) == bytes, "reloaded weights differ");
         let x = Tensor::<4>::ones([2, 1, 28, 28], &dev).mul_scalar(0.3);
         let eps = Tensor::<2>::ones([2, 20], &dev).mul_scalar(-0.5);
-        let (oa, ob) = (a.forward(x.clone(), eps.clone()), b.forward(x, eps));
+        let (oa, ob) = (a.forward(x.clone(), None, eps.clone()), b.forward(x, None, eps));
         assert_eq!(oa.logits.into_data(), ob.logits.into_data());
     }
 }
@@ -77,9 +77,9 @@ fn same_seed_same_samples() {
     let dev = Device::flex();
     let cfg = ModelConfig::default();
     let m = Vae::init(&cfg, 0, &dev);
-    let a = sample(&m, 8, 20, 11, &dev);
-    let b = sample(&m, 8, 20, 11, &dev);
-    let c = sample(&m, 8, 20, 12, &dev);
+    let a = sample(&m, 8, 20, 11, None, &dev);
+    let b = sample(&m, 8, 20, 11, None, &dev);
+    let c = sample(&m, 8, 20, 12, None, &dev);
     assert_eq!(max_abs_diff(a.clone(), b), 0.0);
     assert!(max_abs_diff(a, c) > 1e-4);
 }

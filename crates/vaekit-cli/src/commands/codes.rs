@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
-use vaekit::inspect::{decode_codes, read_codes_csv, write_codes_csv};
+use vaekit::inspect::{decode_codes, read_codes_csv, read_label_column, write_codes_csv};
 
 use crate::cli::{DecodeArgs, EncodeArgs};
 
@@ -25,7 +25,19 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
     }
     let n = codes.len() / latent;
     let columns = a.columns.unwrap_or_else(|| (n as f64).sqrt().ceil() as usize).max(1);
-    let grid = Grid::from_tensor(decode_codes(&l.model, &codes, latent, &l.device), columns);
+    // A conditional model needs a label per code: --class, or the file's `label` column.
+    let classes = l.model.classes();
+    let labels = match (a.class, classes) {
+        (_, 0) => Vec::new(),
+        (Some(c), k) if (c as usize) < k => vec![c; n],
+        (Some(c), k) => bail!("--class {c} is out of range: the model knows {k} classes"),
+        (None, k) => match read_label_column(&a.codes)? {
+            Some(l) if l.iter().all(|&c| (c as usize) < k) => l,
+            Some(_) => bail!("{}: a label is out of range for the model's {k} classes", a.codes.display()),
+            None => bail!("{}: a conditional model needs a `label` column or --class", a.codes.display()),
+        },
+    };
+    let grid = Grid::from_tensor(decode_codes(&l.model, &codes, latent, &labels, &l.device), columns);
     super::style_grid(grid, &a.grid, Vec::new()).save_png(&a.out)?;
     println!("wrote {n} decoded codes from {} to {}", a.codes.display(), a.out.display());
     Ok(())

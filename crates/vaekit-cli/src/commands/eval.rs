@@ -56,6 +56,8 @@ struct FidJson {
     classifier: String,
     classifier_accuracy: f64,
     recon_accuracy: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_accuracy: Option<Vec<f64>>,
 }
 
 pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
@@ -137,6 +139,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                 classifier: dir.display().to_string(),
                 classifier_accuracy: g.classifier_accuracy,
                 recon_accuracy: g.recon_accuracy,
+                class_accuracy: g.class_accuracy.clone(),
             }),
         };
         println!("{}", serde_json::to_string(&j)?);
@@ -174,6 +177,10 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             100.0 * g.recon_accuracy,
             100.0 * g.classifier_accuracy
         );
+        if let Some(acc) = &g.class_accuracy {
+            let per: Vec<String> = acc.iter().map(|a| format!("{:.1}", 100.0 * a)).collect();
+            println!("  class samples   {}  (% of each class's samples classified as that class)", per.join(" "));
+        }
     }
     Ok(())
 }

@@ -5,14 +5,29 @@ use vaekit::burn::tensor::Tensor;
 use vaekit::data::{batch_tensor, Split};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
-use vaekit::inspect::{decode_codes, encode_dataset, interpolate as path, manifold_codes, normal_quantiles, traverse as sweep};
+use vaekit::inspect::{
+    decode_codes, decode_codes_soft, encode_dataset, interpolate as path, lerp, manifold_codes, normal_quantiles, traverse as sweep,
+};
 
 use crate::cli::{InterpolateArgs, ManifoldArgs, TraverseArgs};
 
-/// Decodes codes (each `latent` long) into a grid of `columns` per row.
-fn decode_grid(l: &super::Loaded, codes: &[Vec<f32>], columns: usize) -> Grid {
+/// Decodes codes (each `latent` long) into a grid of `columns` per row; a conditional model
+/// decodes every code with `class`.
+fn decode_grid(l: &super::Loaded, codes: &[Vec<f32>], class: u32, columns: usize) -> Grid {
     let flat: Vec<f32> = codes.iter().flatten().copied().collect();
-    Grid::from_tensor(decode_codes(&l.model, &flat, l.cfg.model.latent_dim, &l.device), columns)
+    let labels = vec![class; codes.len()];
+    Grid::from_tensor(decode_codes(&l.model, &flat, l.cfg.model.latent_dim, &labels, &l.device), columns)
+}
+
+/// A valid class for a conditional model (`--class`, default `fallback`).
+fn class_for(l: &super::Loaded, class: Option<u32>, fallback: u32) -> Result<u32> {
+    let c = l.model.classes();
+    match class {
+        Some(_) if c == 0 => bail!("--class needs a conditional model (train with --model cvae)"),
+        Some(k) if k as usize >= c => bail!("--class {k} is out of range: the model knows {c} classes (0..{})", c - 1),
+        Some(k) => Ok(k),
+        None => Ok(fallback),
+    }
 }
 
 pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
@@ -27,7 +42,13 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     // Posterior means, not samples: the path between what the encoder believes of each image.
     let codes = encode_dataset(&l.model, ds, Some(&[a.from, a.to]), 2, &l.device);
     let codes_path = path(codes.mean_of(0), codes.mean_of(1), a.steps, a.slerp);
-    let decoded = decode_grid(&l, &codes_path, a.steps + 2);
+    // A conditional model also moves from one image's label to the other's (mixed one-hots).
+    let classes = l.model.classes();
+    let one_hot = |label: u32| (0..classes).map(|c| if c == label as usize { 1.0f32 } else { 0.0 }).collect::<Vec<_>>();
+    let (ya, yb) = (one_hot(ds.labels[a.from]), one_hot(ds.labels[a.to]));
+    let weights: Vec<f32> = (0..a.steps).flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64)).collect();
+    let flat: Vec<f32> = codes_path.iter().flatten().copied().collect();
+    let decoded = Grid::from_tensor(decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device), a.steps + 2);
     let originals: Tensor<4> = batch_tensor(ds, &[a.from, a.to], None, &l.device);
     let mut both = Grid::from_tensor(originals, a.steps + 2);
     let mut grid = Grid { images: Vec::new(), ..both.clone() };
@@ -76,7 +97,7 @@ pub fn traverse(a: TraverseArgs, device: DeviceChoice) -> Result<()> {
     super::check_index(a.image, ds, a.split, "--image")?;
     let codes = encode_dataset(&l.model, ds, Some(&[a.image]), 1, &l.device);
     let rows = sweep(codes.mean_of(0), &dims, a.range, a.steps);
-    let grid = decode_grid(&l, &rows, a.steps);
+    let grid = decode_grid(&l, &rows, ds.labels[a.image], a.steps);
     let labels = dims.iter().map(|d| format!("z{d}")).collect();
     super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
     println!(
@@ -103,7 +124,8 @@ pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
             l.cfg.model.latent_dim
         );
     }
-    let grid = decode_grid(&l, &manifold_codes(a.steps), a.steps);
+    let class = class_for(&l, a.class, 0)?;
+    let grid = decode_grid(&l, &manifold_codes(a.steps), class, a.steps);
     let labels = normal_quantiles(a.steps).iter().rev().map(|z| format!("z1 {z:+.2}")).collect();
     super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
     println!(

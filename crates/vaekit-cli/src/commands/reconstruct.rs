@@ -28,7 +28,7 @@ pub fn run(a: ReconstructArgs, device: DeviceChoice) -> Result<()> {
     for start in (0..n).step_by(COLUMNS) {
         let idx: Vec<usize> = (start..(start + COLUMNS).min(n)).collect();
         let x = batch_tensor(ds, &idx, None, &device);
-        let recon = reconstruct(&model, x.clone());
+        let recon = reconstruct(&model, x.clone(), &ds.labels_of(&idx));
         let mut originals = Grid::from_tensor(x, COLUMNS);
         let mut recon = Grid::from_tensor(recon, COLUMNS);
         // Pad a short last row so the reconstructions start on their own row.

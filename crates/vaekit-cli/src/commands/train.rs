@@ -68,6 +68,9 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     if !image_given {
         cfg.model.image = data.train.shape;
     }
+    if a.model == Some(ModelArg::Cvae) {
+        cfg.model.classes = data.train.classes.len().max(data.test.classes.len());
+    }
     cfg.validate()?;
     let out = match &a.out {
         Some(o) => o.clone(),
@@ -77,9 +80,10 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     println!(
         "training {} {} (z = {}) on {} ({} train / {} test images) into {}",
         cfg.model.architecture.name(),
-        match cfg.objective {
-            Objective::Elbo => "VAE".to_string(),
-            Objective::Iwae { k } => format!("IWAE (k = {k})"),
+        match (cfg.objective, cfg.model.classes) {
+            (Objective::Iwae { k }, _) => format!("IWAE (k = {k})"),
+            (Objective::Elbo, 0) => "VAE".to_string(),
+            (Objective::Elbo, c) => format!("conditional VAE ({c} classes)"),
         },
         cfg.model.latent_dim,
         data.source,
@@ -193,6 +197,7 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
     }
     if matches!(a.model, Some(ModelArg::Conv | ModelArg::Mlp)) {
         cfg.objective = Objective::Elbo;
+        cfg.model.classes = 0;
     }
     if a.model == Some(ModelArg::Iwae) || a.k.is_some() {
         let k = a.k.unwrap_or(match cfg.objective {
@@ -238,10 +243,12 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
 
 /// `runs/DATASET-MODEL`, or `-2`, `-3`, ... if taken.
 fn default_out(cfg: &TrainConfig) -> PathBuf {
-    let base = match cfg.objective {
-        Objective::Elbo => format!("{}-{}", cfg.data.dataset, cfg.model.architecture.name()),
-        Objective::Iwae { k } => format!("{}-iwae{k}-{}", cfg.data.dataset, cfg.model.architecture.name()),
+    let family = match (cfg.objective, cfg.model.classes) {
+        (Objective::Iwae { k }, _) => format!("iwae{k}-"),
+        (Objective::Elbo, 0) => String::new(),
+        (Objective::Elbo, _) => "cvae-".into(),
     };
+    let base = format!("{}-{family}{}", cfg.data.dataset, cfg.model.architecture.name());
     let root = PathBuf::from("runs");
     let mut p = root.join(&base);
     let mut k = 2;

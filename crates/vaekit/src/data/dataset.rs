@@ -35,6 +35,11 @@ impl Dataset {
         &self.pixels[i * n..(i + 1) * n]
     }
 
+    /// The labels of images `indices`.
+    pub fn labels_of(&self, indices: &[usize]) -> Vec<u32> {
+        indices.iter().map(|&i| self.labels[i]).collect()
+    }
+
     /// Keeps only the first `n` images.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {

@@ -44,11 +44,12 @@ pub fn evaluate_elbo(
     for (b, start) in (0..n).step_by(EVAL_BATCH).enumerate() {
         let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(n)).collect();
         let x = batch_tensor(ds, &idx, None, device);
-        let posterior = model.encode(x.clone());
+        let y = model.condition(&ds.labels_of(&idx), device);
+        let posterior = model.encode(x.clone(), y.clone());
         let latent = posterior.mean.dims()[1];
         let eps = normals(&mut stream_rng(seed, Stream::EvalNoise, b as u64), idx.len() * latent);
         let eps = Tensor::from_data(TensorData::new(eps, [idx.len(), latent]), device);
-        let logits = model.decode(posterior.rsample(eps));
+        let logits = model.decode(posterior.rsample(eps), y);
         let r: Tensor<1> = reconstruction_nll(logits, x, likelihood).sum();
         let k: Tensor<1> = posterior.kl_to_standard_normal().sum();
         recon += r.into_scalar::<f32>() as f64;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::frechet::{frechet_distance, FeatureStats};
 use crate::classifier::{features, predict, Classifier};
 use crate::data::{batch_tensor, Dataset};
-use crate::inspect::{reconstruct, sample_batch};
+use crate::inspect::{reconstruct, sample_batch, sample_labels};
 use crate::model::Vae;
 
 /// Images per batch of [`evaluate_generation`].
@@ -28,6 +28,9 @@ pub struct GenerationReport {
     pub classifier_accuracy: f64,
     /// Its accuracy on their reconstructions (decoder mean at the posterior mean).
     pub recon_accuracy: f64,
+    /// For a conditional model: per class, the fraction of the samples drawn for that class
+    /// that the classifier assigns to it (samples cycle through the classes).
+    pub class_accuracy: Option<Vec<f64>>,
 }
 
 /// Scores `model` against the real images `real` (gray values, as the classifier was trained)
@@ -56,12 +59,21 @@ pub fn evaluate_generation(
         real_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
         let labels = idx.iter().map(|&i| real.labels[i]);
         right += labels.clone().zip(predict(classifier, x.clone())).filter(|(a, b)| a == b).count();
-        recon_right += labels.zip(predict(classifier, reconstruct(model, x))).filter(|(a, b)| a == b).count();
+        recon_right += labels.zip(predict(classifier, reconstruct(model, x, &real.labels_of(&idx)))).filter(|(a, b)| a == b).count();
         progress(start + idx.len(), total);
     }
+    let classes = model.classes();
+    let (mut hits, mut drawn) = (vec![0usize; classes], vec![0usize; classes]);
     for (b, start) in (0..samples).step_by(BATCH).enumerate() {
         let m = BATCH.min(samples - start);
-        let x = sample_batch(model, m, latent, seed, b as u64, device);
+        let x = sample_batch(model, m, latent, seed, b as u64, None, device);
+        if classes > 0 {
+            let want = sample_labels(model, m, None, b * m);
+            for (w, p) in want.iter().zip(predict(classifier, x.clone())) {
+                drawn[*w as usize] += 1;
+                hits[*w as usize] += usize::from(*w == p);
+            }
+        }
         fake_feats.extend(features(classifier, x));
         progress(n + start + m, total);
     }
@@ -72,5 +84,6 @@ pub fn evaluate_generation(
         reference_images: n,
         classifier_accuracy: right as f64 / n.max(1) as f64,
         recon_accuracy: recon_right as f64 / n.max(1) as f64,
+        class_accuracy: (classes > 0).then(|| hits.iter().zip(&drawn).map(|(h, d)| *h as f64 / (*d).max(1) as f64).collect()),
     }
 }

@@ -42,13 +42,14 @@ pub fn latent_statistics(
     for start in (0..n).step_by(batch.max(1)) {
         let idx: Vec<usize> = (start..(start + batch.max(1)).min(n)).collect();
         let x = batch_tensor(ds, &idx, None, device);
-        let q = model.encode(x.clone());
+        let y = model.condition(&ds.labels_of(&idx), device);
+        let q = model.encode(x.clone(), y.clone());
         let latent = q.mean.dims()[1];
         if sum.is_empty() {
             (sum, sum_sq, kl) = (vec![0.0; latent], vec![0.0; latent], vec![0.0; latent]);
         }
         let kl_batch = q.kl_per_dimension().mul_scalar(idx.len() as f64); // [latent], summed over images
-        let recon = model.decode_mean(q.mean.clone());
+        let recon = model.decode_mean(q.mean.clone(), y);
         let d = recon - x;
         let err: Tensor<1> = (d.clone() * d).sum();
         sq_err += err.into_scalar::<f32>() as f64;

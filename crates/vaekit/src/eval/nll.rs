@@ -54,13 +54,20 @@ pub fn evaluate_nll(
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> NllReport {
-    let log_lik = |z: Tensor<2>, x: Tensor<4>| reconstruction_nll(model.decode(z), x, likelihood).neg();
     let n = ds.len();
     let (mut total, mut done) = (0.0f64, 0usize);
     for (b, start) in (0..n).step_by(IW_BATCH).enumerate() {
         let idx: Vec<usize> = (start..(start + IW_BATCH).min(n)).collect();
         let x = batch_tensor(ds, &idx, None, device);
-        let posterior = model.encode(x.clone());
+        let y = model.condition(&ds.labels_of(&idx), device);
+        let posterior = model.encode(x.clone(), y.clone());
+        let b_images = idx.len();
+        // Rows are sample-major, so the labels repeat once per sample.
+        let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
+            let k = z.dims()[0] / b_images;
+            let yk = y.as_ref().map(|y| y.clone().unsqueeze_dim::<3>(0).repeat_dim(0, k).reshape([k * b_images, y.dims()[1]]));
+            reconstruction_nll(model.decode(z, yk), xs, likelihood).neg()
+        };
         let chunk = (IW_ROWS / idx.len()).max(1);
         let lp = log_likelihood_batch(&posterior, &x, k, chunk, seed, b as u64, device, &log_lik);
         total -= lp.iter().sum::<f64>();

@@ -56,7 +56,7 @@ pub fn encode_dataset(model: &Vae, ds: &Dataset, indices: Option<&[usize]>, batc
     };
     let mut codes = Codes { latent: 0, mean: Vec::new(), logvar: Vec::new(), labels: Vec::new() };
     for chunk in idx.chunks(batch.max(1)) {
-        let q = model.encode(batch_tensor(ds, chunk, None, device));
+        let q = model.encode(batch_tensor(ds, chunk, None, device), model.condition(&ds.labels_of(chunk), device));
         codes.latent = q.mean.dims()[1];
         codes.mean.extend(q.mean.into_data().try_into_vec::<f32>().expect("f32 means"));
         codes.logvar.extend(q.logvar.into_data().try_into_vec::<f32>().expect("f32 logvars"));
@@ -161,6 +161,25 @@ pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
         return Err(bad("no codes in the file".into()));
     }
     Ok((codes, columns.len()))
+}
+
+/// The `label` column of a codes file with a header, if it has one.
+pub fn read_label_column(path: &Path) -> Result<Option<Vec<u32>>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else { return Ok(None) };
+    let Some(col) = csv_split(header).iter().position(|h| h == "label") else { return Ok(None) };
+    let mut labels = Vec::new();
+    for (i, line) in lines {
+        let fields = csv_split(line);
+        let cell = fields.get(col).map(String::as_str).unwrap_or("");
+        let v = cell.parse::<u32>().map_err(|_| Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("line {}: label '{cell}' is not a class number", i + 1),
+        })?;
+        labels.push(v);
+    }
+    Ok(Some(labels))
 }
 
 #[cfg(test)]

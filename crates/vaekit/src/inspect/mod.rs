@@ -7,7 +7,7 @@ pub mod manifold;
 pub mod pca;
 pub mod traverse;
 
-pub use codes::{encode_dataset, read_codes_csv, write_codes_csv, Codes};
+pub use codes::{encode_dataset, read_codes_csv, read_label_column, write_codes_csv, Codes};
 pub use interpolate::{interpolate, lerp, slerp};
 pub use manifold::{manifold_codes, normal_quantiles};
 pub use pca::Pca;
@@ -39,31 +39,63 @@ pub fn prior_z_at(n: usize, latent: usize, seed: u64, index: u64, device: &Devic
 ///
 /// # Shapes
 /// returns `[n, channels, height, width]`
-pub fn sample_batch(model: &Vae, n: usize, latent: usize, seed: u64, index: u64, device: &Device) -> Tensor<4> {
-    model.decode_mean(prior_z_at(n, latent, seed, index, device))
+pub fn sample_batch(model: &Vae, n: usize, latent: usize, seed: u64, index: u64, class: Option<u32>, device: &Device) -> Tensor<4> {
+    let labels = sample_labels(model, n, class, index as usize * n);
+    model.decode_mean(prior_z_at(n, latent, seed, index, device), model.condition(&labels, device))
 }
 
-/// Decodes latent codes given on the host, `latent` values per code, into mean images.
+/// Labels for `n` samples of a conditional model: all `class`, or the classes in turn starting
+/// at `offset` (balanced); empty for an unconditional model.
+pub fn sample_labels(model: &Vae, n: usize, class: Option<u32>, offset: usize) -> Vec<u32> {
+    let c = model.classes();
+    if c == 0 {
+        return Vec::new();
+    }
+    (0..n).map(|i| class.unwrap_or(((offset + i) % c) as u32)).collect()
+}
+
+/// Decodes latent codes given on the host, `latent` values per code, into mean images; a
+/// conditional model takes one label per code from `labels` (ignored otherwise).
 ///
 /// # Shapes
 /// `codes`: `n * latent` values -> `[n, channels, height, width]`
-pub fn decode_codes(model: &Vae, codes: &[f32], latent: usize, device: &Device) -> Tensor<4> {
+pub fn decode_codes(model: &Vae, codes: &[f32], latent: usize, labels: &[u32], device: &Device) -> Tensor<4> {
     let n = codes.len() / latent.max(1);
-    model.decode_mean(Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device))
+    let z = Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device);
+    model.decode_mean(z, model.condition(labels, device))
+}
+
+/// Decodes codes under soft conditions (rows of class weights, e.g. a path between two one-hot
+/// labels); the plain decoder for an unconditional model.
+///
+/// # Shapes
+/// `codes`: `n * latent` values, `weights`: `n * classes` values -> `[n, channels, height, width]`
+pub fn decode_codes_soft(model: &Vae, codes: &[f32], latent: usize, weights: &[f32], device: &Device) -> Tensor<4> {
+    let n = codes.len() / latent.max(1);
+    let z = Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device);
+    let c = model.classes();
+    let y = (c > 0).then(|| Tensor::from_data(TensorData::new(weights.to_vec(), [n, c]), device));
+    model.decode_mean(z, y)
 }
 
 /// Decodes `n` draws from the prior into mean images in [0, 1].
 ///
 /// # Shapes
 /// returns `[n, channels, height, width]`
-pub fn sample(model: &Vae, n: usize, latent: usize, seed: u64, device: &Device) -> Tensor<4> {
-    model.decode_mean(prior_z(n, latent, seed, device))
+///
+/// A conditional model draws `class` only, or every class in turn when `class` is `None`.
+pub fn sample(model: &Vae, n: usize, latent: usize, seed: u64, class: Option<u32>, device: &Device) -> Tensor<4> {
+    let labels = sample_labels(model, n, class, 0);
+    model.decode_mean(prior_z(n, latent, seed, device), model.condition(&labels, device))
 }
 
 /// Encodes images and decodes their posterior means: the model's reconstruction.
 ///
 /// # Shapes
 /// `x`: `[n, channels, height, width]` -> same
-pub fn reconstruct(model: &Vae, x: Tensor<4>) -> Tensor<4> {
-    model.decode_mean(model.encode(x).mean)
+///
+/// `labels` (one per image) condition a conditional model and are ignored otherwise.
+pub fn reconstruct(model: &Vae, x: Tensor<4>, labels: &[u32]) -> Tensor<4> {
+    let y = model.condition(labels, &x.device());
+    model.decode_mean(model.encode(x, y.clone()).mean, y)
 }

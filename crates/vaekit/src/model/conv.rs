@@ -31,6 +31,8 @@ pub struct ConvVae {
     logistic: bool,
     /// The learned per-channel scale of the `gaussian-global` likelihood.
     global_scale: Option<super::GlobalLogStd>,
+    /// Classes of the one-hot condition (0: unconditional).
+    classes: usize,
 }
 
 impl ConvVae {
@@ -48,6 +50,7 @@ impl ConvVae {
         params: usize,
         logistic: bool,
         global_scale: Option<super::GlobalLogStd>,
+        classes: usize,
         device: &Device,
     ) -> Self {
         let pad = kernel / 2;
@@ -65,9 +68,9 @@ impl ConvVae {
         let f = 1 << channels.len();
         let bottleneck = [c_in, image.height / f, image.width / f];
         let flat = bottleneck.iter().product();
-        let enc_mean = LinearConfig::new(flat, latent).init(device);
-        let enc_logvar = LinearConfig::new(flat, latent).init(device);
-        let dec_dense = LinearConfig::new(latent, flat).init(device);
+        let enc_mean = LinearConfig::new(flat + classes, latent).init(device);
+        let enc_logvar = LinearConfig::new(flat + classes, latent).init(device);
+        let dec_dense = LinearConfig::new(latent + classes, flat).init(device);
         // Mirror: [32 -> 16], [16 -> image channels]. Each doubles the side exactly.
         let mut outs: Vec<usize> = channels.iter().rev().skip(1).copied().collect();
         outs.push(image.channels * params);
@@ -83,27 +86,32 @@ impl ConvVae {
             );
             c_in = c;
         }
-        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope, image_channels: image.channels, logistic, global_scale }
+        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope, image_channels: image.channels, logistic, global_scale, classes }
     }
 
     /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
     ///
     /// # Shapes
     /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
-    pub fn decode_mean(&self, z: Tensor<2>) -> Tensor<4> {
-        crate::loss::mean_image(self.decode(z), self.image_channels, self.logistic)
+    pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+        crate::loss::mean_image(self.decode(z, y), self.image_channels, self.logistic)
+    }
+
+    /// Classes of the one-hot condition (0: unconditional).
+    pub fn classes(&self) -> usize {
+        self.classes
     }
 
     /// q(z|x).
     ///
     /// # Shapes
     /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
-    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
+    pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
         let mut h = x;
         for conv in &self.enc_convs {
             h = leaky_relu(conv.forward(h), self.leaky_slope); // [batch, c_i, h / 2^i, w / 2^i]
         }
-        let h: Tensor<2> = h.flatten(1, 3); // [batch, c * h * w]
+        let h = super::with_condition(h.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
         DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
     }
 
@@ -111,10 +119,10 @@ impl ConvVae {
     ///
     /// # Shapes
     /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
-    pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
+    pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
         let [c, h, w] = self.bottleneck;
-        let mut x = relu(self.dec_dense.forward(z)).reshape([b, c, h, w]); // [batch, 32, 7, 7]
+        let mut x = relu(self.dec_dense.forward(super::with_condition(z, y))).reshape([b, c, h, w]); // [batch, 32, 7, 7]
         let last = self.dec_convs.len() - 1;
         for (i, conv) in self.dec_convs.iter().enumerate() {
             x = conv.forward(x); // side doubles

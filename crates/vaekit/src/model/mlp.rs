@@ -24,16 +24,28 @@ pub struct MlpVae {
     logistic: bool,
     /// The learned per-channel scale of the `gaussian-global` likelihood.
     global_scale: Option<super::GlobalLogStd>,
+    /// Classes of the one-hot condition (0: unconditional).
+    classes: usize,
 }
 
 impl MlpVae {
     /// Builds the network with burn's default (PyTorch-like) initialisation.
     ///
     /// The decoder outputs `params` values per pixel and channel (means first).
-    pub fn new(image: ImageShape, latent: usize, hidden: &[usize], params: usize, logistic: bool, global_scale: Option<super::GlobalLogStd>, device: &Device) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        image: ImageShape,
+        latent: usize,
+        hidden: &[usize],
+        params: usize,
+        logistic: bool,
+        global_scale: Option<super::GlobalLogStd>,
+        classes: usize,
+        device: &Device,
+    ) -> Self {
         let d = image.numel();
         let mut enc_hidden = Vec::new();
-        let mut w_in = d;
+        let mut w_in = d + classes;
         for &w in hidden {
             enc_hidden.push(LinearConfig::new(w_in, w).init(device));
             w_in = w;
@@ -41,21 +53,26 @@ impl MlpVae {
         let enc_mean = LinearConfig::new(w_in, latent).init(device);
         let enc_logvar = LinearConfig::new(w_in, latent).init(device);
         let mut dec_hidden = Vec::new();
-        let mut w_in = latent;
+        let mut w_in = latent + classes;
         for &w in hidden.iter().rev() {
             dec_hidden.push(LinearConfig::new(w_in, w).init(device));
             w_in = w;
         }
         let dec_out = LinearConfig::new(w_in, d * params).init(device);
-        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width], params, logistic, global_scale }
+        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width], params, logistic, global_scale, classes }
+    }
+
+    /// Classes of the one-hot condition (0: unconditional).
+    pub fn classes(&self) -> usize {
+        self.classes
     }
 
     /// q(z|x).
     ///
     /// # Shapes
     /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
-    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
-        let mut h: Tensor<2> = x.flatten(1, 3); // [batch, c * h * w]
+    pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
+        let mut h = super::with_condition(x.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
         for l in &self.enc_hidden {
             h = relu(l.forward(h)); // [batch, 400]
         }
@@ -66,17 +83,17 @@ impl MlpVae {
     ///
     /// # Shapes
     /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
-    pub fn decode_mean(&self, z: Tensor<2>) -> Tensor<4> {
-        crate::loss::mean_image(self.decode(z), self.image[0], self.logistic)
+    pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+        crate::loss::mean_image(self.decode(z, y), self.image[0], self.logistic)
     }
 
     /// Parameters of p(x|z): logits or means, then any log-scales.
     ///
     /// # Shapes
     /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
-    pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
+    pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
-        let mut h = z;
+        let mut h = super::with_condition(z, y);
         for l in &self.dec_hidden {
             h = relu(l.forward(h)); // [batch, 400]
         }

@@ -66,45 +66,72 @@ impl Vae {
         let global = (cfg.likelihood == crate::config::Likelihood::GaussianGlobal).then(|| GlobalLogStd::new(cfg.image.channels, device));
         let model = match &cfg.architecture {
             Architecture::Conv { channels, kernel, leaky_slope } => {
-                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, p, logistic, global, device))
+                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, p, logistic, global, cfg.classes, device))
             }
-            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, p, logistic, global, device)),
+            Architecture::Mlp { hidden } => {
+                Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, p, logistic, global, cfg.classes, device))
+            }
         };
         // Mapping materialises every lazily initialised parameter while the lock is held.
         model.map(&mut PositionalIds(0))
     }
 
-    /// q(z|x).
-    ///
-    /// # Shapes
-    /// `x`: `[batch, channels, height, width]` -> `[batch, latent]`
-    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussian {
+    /// Classes of the condition: 0 for an unconditional model, else a conditional VAE.
+    pub fn classes(&self) -> usize {
         match self {
-            Vae::Conv(m) => m.encode(x),
-            Vae::Mlp(m) => m.encode(x),
+            Vae::Conv(m) => m.classes(),
+            Vae::Mlp(m) => m.classes(),
         }
     }
 
-    /// Parameters of p(x|z) (see [`crate::loss::reconstruction_nll`]): logits or means, then
-    /// log-scales for likelihoods with two parameters per pixel.
+    /// The condition for images with these labels: one-hot rows for a conditional model, none
+    /// for an unconditional one.
     ///
     /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
-    pub fn decode(&self, z: Tensor<2>) -> Tensor<4> {
+    /// returns `[labels.len(), classes]`
+    pub fn condition(&self, labels: &[u32], device: &Device) -> Option<Tensor<2>> {
+        let c = self.classes();
+        (c > 0).then(|| {
+            let mut v = vec![0.0f32; labels.len() * c];
+            for (i, &l) in labels.iter().enumerate() {
+                v[i * c + (l as usize).min(c - 1)] = 1.0;
+            }
+            Tensor::from_data(burn::tensor::TensorData::new(v, [labels.len(), c]), device)
+        })
+    }
+
+    /// q(z|x) (q(z|x, y) for a conditional model, `y` one-hot).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, channels, height, width]`, `y`: `[batch, classes]` -> `[batch, latent]`
+    pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
         match self {
-            Vae::Conv(m) => m.decode(z),
-            Vae::Mlp(m) => m.decode(z),
+            Vae::Conv(m) => m.encode(x, y),
+            Vae::Mlp(m) => m.encode(x, y),
+        }
+    }
+
+    /// Parameters of p(x|z) (p(x|z, y) for a conditional model; see
+    /// [`crate::loss::reconstruction_nll`]): logits or means, then log-scales for likelihoods
+    /// with two parameters per pixel.
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels * params, height, width]`
+    pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+        match self {
+            Vae::Conv(m) => m.decode(z, y),
+            Vae::Mlp(m) => m.decode(z, y),
         }
     }
 
     /// The decoder's mean image, pixels in [0, 1].
     ///
     /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
-    pub fn decode_mean(&self, z: Tensor<2>) -> Tensor<4> {
+    /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels, height, width]`
+    pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         match self {
-            Vae::Conv(m) => m.decode_mean(z),
-            Vae::Mlp(m) => m.decode_mean(z),
+            Vae::Conv(m) => m.decode_mean(z, y),
+            Vae::Mlp(m) => m.decode_mean(z, y),
         }
     }
 
@@ -112,11 +139,22 @@ impl Vae {
     ///
     /// # Shapes
     /// `x`: `[batch, channels, height, width]`, `eps`: `[batch, latent]`
-    pub fn forward(&self, x: Tensor<4>, eps: Tensor<2>) -> VaeOutput {
-        let posterior = self.encode(x);
+    pub fn forward(&self, x: Tensor<4>, y: Option<Tensor<2>>, eps: Tensor<2>) -> VaeOutput {
+        let posterior = self.encode(x, y.clone());
         let z = posterior.rsample(eps);
-        let logits = self.decode(z.clone());
+        let logits = self.decode(z.clone(), y);
         VaeOutput { logits, posterior, z }
+    }
+}
+
+/// Appends the one-hot condition to a batch of feature rows (nothing without one).
+///
+/// # Shapes
+/// `h`: `[batch, features]`, `y`: `[batch, classes]` -> `[batch, features + classes]`
+pub(crate) fn with_condition(h: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<2> {
+    match y {
+        Some(y) => Tensor::cat(vec![h, y], 1),
+        None => h,
     }
 }
 
@@ -130,7 +168,7 @@ mod tests {
         let m = Vae::init(cfg, 0, &dev);
         let s = cfg.image;
         let x = Tensor::zeros([3, s.channels, s.height, s.width], &dev);
-        let out = m.forward(x, Tensor::zeros([3, cfg.latent_dim], &dev));
+        let out = m.forward(x, None, Tensor::zeros([3, cfg.latent_dim], &dev));
         (out.z.dims(), out.logits.dims())
     }
 
@@ -163,10 +201,33 @@ mod tests {
         let cfg = ModelConfig::default();
         let dev = Device::flex();
         let z = Tensor::<2>::ones([2, 20], &dev);
-        let a = Vae::init(&cfg, 7, &dev).decode(z.clone()).into_data();
-        let b = Vae::init(&cfg, 7, &dev).decode(z.clone()).into_data();
-        let c = Vae::init(&cfg, 8, &dev).decode(z).into_data();
+        let a = Vae::init(&cfg, 7, &dev).decode(z.clone(), None).into_data();
+        let b = Vae::init(&cfg, 7, &dev).decode(z.clone(), None).into_data();
+        let c = Vae::init(&cfg, 8, &dev).decode(z, None).into_data();
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_conditional_decoder_changes_with_the_label_for_a_fixed_z() {
+        let dev = Device::flex();
+        for arch in [Architecture::default_conv(), Architecture::default_mlp()] {
+            let cfg = ModelConfig { classes: 10, architecture: arch, ..ModelConfig::default() };
+            let m = Vae::init(&cfg, 0, &dev);
+            assert_eq!(m.classes(), 10);
+            let z = Tensor::<2>::ones([2, 20], &dev);
+            let a = m.decode(z.clone(), m.condition(&[3, 3], &dev)).into_data();
+            let b = m.decode(z.clone(), m.condition(&[7, 7], &dev)).into_data();
+            let a2 = m.decode(z, m.condition(&[3, 3], &dev)).into_data();
+            assert_ne!(a, b);
+            assert_eq!(a, a2);
+            // The encoder sees the label too.
+            let x = Tensor::<4>::ones([1, 1, 28, 28], &dev);
+            let qa = m.encode(x.clone(), m.condition(&[0], &dev)).mean.into_data();
+            let qb = m.encode(x, m.condition(&[9], &dev)).mean.into_data();
+            assert_ne!(qa, qb);
+        }
+        // An unconditional model takes no condition.
+        assert!(Vae::init(&ModelConfig::default(), 0, &dev).condition(&[1], &dev).is_none());
     }
 }
