@@ -564,3 +564,25 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
     train_small(&f, "u", &[]);
     assert!(fails(&["sample", "--run", "u", "--class", "1", "--out", "x.png"], &f.root).contains("conditional"));
 }
+
+#[test]
+fn a_conditional_model_refuses_data_with_labels_it_does_not_know() {
+    let f = fixture();
+    // Two classes of 28x28 gray pictures: dark and light.
+    for (class, v) in [("dark", 40u8), ("light", 210u8)] {
+        let dir = f.root.join("two").join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..10u8 {
+            image::GrayImage::from_pixel(28, 28, image::Luma([v + i])).save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    ok(&["train", "--data-dir", "two", "--model", "cvae", "--arch", "mlp", "--latent", "2", "--batch-size", "6", "--out", "c2"], &f.root);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("c2/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"]["classes"], 2);
+    // The bars have labels 0..9: one line naming the data and the label, nothing written.
+    let err = fails(&["eval", "--run", "c2", "--data-dir", f.data.to_str().unwrap()], &f.root);
+    assert!(err.contains("bars") && err.contains("label") && err.contains("2 classes"), "{err}");
+    let err = fails(&["reconstruct", "--run", "c2", "--data-dir", f.data.to_str().unwrap(), "--out", "r.png"], &f.root);
+    assert!(err.contains("label"), "{err}");
+    assert!(!f.root.join("r.png").exists());
+}

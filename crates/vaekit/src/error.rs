@@ -75,6 +75,14 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
+    /// A folder is not a trained evaluation classifier.
+    #[error("{}: not a vaekit classifier ({reason})", path.display())]
+    NotAClassifier {
+        /// The folder.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
     /// A download failed or its checksum did not match.
     #[error("{url}: {reason}")]
     Download {

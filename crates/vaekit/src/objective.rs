@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 
 use crate::config::{Likelihood, Objective};
-use crate::distribution::{standard_normal_log_prob, DiagonalGaussian};
+use crate::eval::importance::log_weights;
 use crate::loss::{neg_elbo, reconstruction_nll, NegElbo};
 use crate::model::Vae;
 
@@ -49,19 +49,10 @@ pub fn training_terms(
             neg_elbo(logits, x, &posterior, likelihood, beta, free_bits)
         }
         Objective::Iwae { k } => {
-            let [b, latent] = posterior.mean.dims();
-            let [_, c, h, w] = x.dims();
-            let tile = |t: &Tensor<2>| t.clone().unsqueeze_dim::<3>(0).repeat_dim(0, k).reshape([k * b, latent]);
-            let q = DiagonalGaussian::new(tile(&posterior.mean), tile(&posterior.logvar)); // [k * b, latent]
-            let xs = x.unsqueeze_dim::<5>(0).repeat_dim(0, k).reshape([k * b, c, h, w]);
-            let z = q.rsample(eps);
-            let yk = y.map(|y| {
-                let classes = y.dims()[1];
-                y.unsqueeze_dim::<3>(0).repeat_dim(0, k).reshape([k * b, classes])
-            });
-            let nll = reconstruction_nll(model.decode(z.clone(), yk), xs, likelihood); // [k * b]
-            let log_w = nll.clone().neg() + standard_normal_log_prob(z.clone()) - q.log_prob(z);
-            NegElbo { loss: iwae_loss(log_w, k), recon: nll.mean(), kl: posterior.kl_to_standard_normal().mean() }
+            let yk = y.map(|y| y.repeat_dim(0, k)); // labels of the sample-major rows
+            let log_lik = |z: Tensor<2>, xs: Tensor<4>| reconstruction_nll(model.decode(z, yk.clone()), xs, likelihood).neg();
+            let (log_w, log_lik) = log_weights(&posterior, &x, eps, k, &log_lik); // [k * b] each
+            NegElbo { loss: iwae_loss(log_w, k), recon: log_lik.mean().neg(), kl: posterior.kl_to_standard_normal().mean() }
         }
     }
 }
@@ -70,6 +61,7 @@ pub fn training_terms(
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use crate::distribution::standard_normal_log_prob;
     use crate::eval::importance::LogSumExp;
     use crate::rng::{normals, stream_rng, Stream};
     use burn::tensor::{Device, TensorData};

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use vaekit::burn::tensor::Tensor;
-use vaekit::data::{batch_tensor, Split};
+use vaekit::data::{batch_tensor, one_hot, Split};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
 use vaekit::inspect::{
@@ -44,8 +44,10 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     let codes_path = path(codes.mean_of(0), codes.mean_of(1), a.steps, a.slerp);
     // A conditional model also moves from one image's label to the other's (mixed one-hots).
     let classes = l.model.classes();
-    let one_hot = |label: u32| (0..classes).map(|c| if c == label as usize { 1.0f32 } else { 0.0 }).collect::<Vec<_>>();
-    let (ya, yb) = (one_hot(ds.labels[a.from]), one_hot(ds.labels[a.to]));
+    let (ya, yb) = match classes {
+        0 => (Vec::new(), Vec::new()),
+        _ => (one_hot(&[ds.labels[a.from]], classes), one_hot(&[ds.labels[a.to]], classes)),
+    };
     let weights: Vec<f32> = (0..a.steps).flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64)).collect();
     let flat: Vec<f32> = codes_path.iter().flatten().copied().collect();
     let decoded = Grid::from_tensor(decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device), a.steps + 2);

@@ -69,7 +69,12 @@ fn run_data(cfg: &vaekit::config::TrainConfig, data_dir: Option<std::path::PathB
     }
     data_cfg.limit = None;
     data_cfg.binarize = Binarize::None;
-    Ok(vaekit::data::load_data(&data_cfg, Some(cfg.model.image), cfg.seed)?)
+    let data = vaekit::data::load_data(&data_cfg, Some(cfg.model.image), cfg.seed)?;
+    let classes = cfg.model.classes;
+    if let Some(l) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| classes > 0 && l as usize >= classes) {
+        anyhow::bail!("{}: label {l} is outside the conditional model's {classes} classes", data.source);
+    }
+    Ok(data)
 }
 
 /// Everything an inspection command needs from a run: model, configs, progress, device.

@@ -22,7 +22,7 @@ use crate::config::{DataConfig, ImageShape, OptimConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_json_atomic};
 pub use model::Classifier;
-pub use train::{accuracy, features, predict, train_classifier, ClassifierEpoch};
+pub use train::{accuracy, argmax_rows, features, predict, train_classifier, ClassifierEpoch};
 
 /// File name of the classifier's config.
 pub const CONFIG_FILE: &str = "classifier.json";
@@ -121,7 +121,7 @@ impl ClassifierDir {
             None
         };
         match reason {
-            Some(r) => Err(Error::NotARun { path: root.to_path_buf(), reason: r.into() }),
+            Some(r) => Err(Error::NotAClassifier { path: root.to_path_buf(), reason: r.into() }),
             None => Ok(ClassifierDir { root: root.to_path_buf() }),
         }
     }

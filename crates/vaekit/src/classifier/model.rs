@@ -59,6 +59,14 @@ impl Classifier {
     /// # Shapes
     /// `x`: `[batch, channels, height, width]` -> `[batch, classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.out.forward(self.features(x))
+        self.logits(self.features(x))
+    }
+
+    /// Class logits from already computed features.
+    ///
+    /// # Shapes
+    /// `features`: `[batch, features]` -> `[batch, classes]`
+    pub fn logits(&self, features: Tensor<2>) -> Tensor<2> {
+        self.out.forward(features)
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Classifier, ClassifierDir, WEIGHTS_FILE};
 use crate::checkpoint::save_weights;
-use crate::data::{batch_tensor, epoch_order, Dataset, Splits};
+use crate::data::{batch_tensor, epoch_order, one_hot, Dataset, Splits};
 use crate::error::{Error, Result};
 
 /// Images per batch when only predicting.
@@ -25,18 +25,6 @@ pub struct ClassifierEpoch {
     pub train_loss: f64,
     /// Fraction of the test set classified correctly after the epoch.
     pub test_accuracy: f64,
-}
-
-/// One-hot rows for `labels`.
-///
-/// # Shapes
-/// returns `[labels.len(), classes]`
-fn one_hot(labels: &[u32], classes: usize, device: &Device) -> Tensor<2> {
-    let mut v = vec![0.0f32; labels.len() * classes];
-    for (i, &l) in labels.iter().enumerate() {
-        v[i * classes + l as usize] = 1.0;
-    }
-    Tensor::from_data(TensorData::new(v, [labels.len(), classes]), device)
 }
 
 /// Trains the classifier `dir` was created with on `data.train` (gray values), writing its
@@ -61,7 +49,7 @@ pub fn train_classifier(
         return Err(Error::InvalidConfig(format!("the data's images are {:?}, the classifier expects {:?}", data.train.shape, cfg.image)));
     }
     let ad = device.clone().autodiff();
-    device.seed(cfg.seed);
+    ad.seed(cfg.seed);
     let mut model = Classifier::new(&cfg, &ad);
     let mut optim = crate::train::adam(&cfg.optim);
     let n = data.train.len();
@@ -74,7 +62,7 @@ pub fn train_classifier(
         for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
             let x = batch_tensor(&data.train, idx, None, &ad);
             let labels: Vec<u32> = idx.iter().map(|&i| data.train.labels[i]).collect();
-            let target = one_hot(&labels, cfg.classes, &ad);
+            let target = Tensor::from_data(TensorData::new(one_hot(&labels, cfg.classes), [labels.len(), cfg.classes]), &ad);
             let loss = (log_softmax(model.forward(x), 1) * target).sum_dim(1).mean().neg(); // [1]
             let value = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
@@ -107,7 +95,14 @@ pub fn train_classifier(
 /// # Shapes
 /// `images`: `[n, channels, height, width]`
 pub fn predict(model: &Classifier, images: Tensor<4>) -> Vec<u32> {
-    let logits = model.forward(images);
+    argmax_rows(model.forward(images))
+}
+
+/// The index of the largest value of each row.
+///
+/// # Shapes
+/// `logits`: `[n, classes]`
+pub fn argmax_rows(logits: Tensor<2>) -> Vec<u32> {
     let classes = logits.dims()[1];
     let v = logits.into_data().try_into_vec::<f32>().expect("f32 logits");
     v.chunks(classes)

@@ -35,6 +35,16 @@ pub fn batch_tensor(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCh
     Tensor::from_data(TensorData::new(values, [indices.len(), s.channels, s.height, s.width]), device)
 }
 
+/// One-hot rows for `labels` over `classes` classes, row-major `[labels.len(), classes]`.
+/// Callers check the labels against `classes` first.
+pub fn one_hot(labels: &[u32], classes: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * classes + l as usize] = 1.0;
+    }
+    v
+}
+
 /// The order of the training images in `epoch` (1-based): a permutation that depends only on
 /// the seed and the epoch, so a resumed run visits images exactly as an uninterrupted one.
 pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {

@@ -8,6 +8,6 @@ pub mod image_folder;
 pub mod source;
 pub mod synthetic;
 
-pub use batch::{batch_tensor, epoch_order};
+pub use batch::{batch_tensor, epoch_order, one_hot};
 pub use dataset::{Dataset, Split, Splits};
 pub use source::{load_data, load_source, locate};

@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::frechet::{frechet_distance, FeatureStats};
-use crate::classifier::{features, predict, Classifier};
+use crate::classifier::{argmax_rows, predict, Classifier};
 use crate::data::{batch_tensor, Dataset};
 use crate::inspect::{reconstruct, sample_batch, sample_labels};
 use crate::model::Vae;
@@ -56,9 +56,9 @@ pub fn evaluate_generation(
         let x = batch_tensor(real, &idx, None, device);
         let f = classifier.features(x.clone());
         dims = f.dims()[1];
-        real_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
         let labels = idx.iter().map(|&i| real.labels[i]);
-        right += labels.clone().zip(predict(classifier, x.clone())).filter(|(a, b)| a == b).count();
+        right += labels.clone().zip(argmax_rows(classifier.logits(f.clone()))).filter(|(a, b)| a == b).count();
+        real_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
         recon_right += labels.zip(predict(classifier, reconstruct(model, x, &real.labels_of(&idx)))).filter(|(a, b)| a == b).count();
         progress(start + idx.len(), total);
     }
@@ -67,14 +67,15 @@ pub fn evaluate_generation(
     for (b, start) in (0..samples).step_by(BATCH).enumerate() {
         let m = BATCH.min(samples - start);
         let x = sample_batch(model, m, latent, seed, b as u64, None, device);
+        let f = classifier.features(x);
         if classes > 0 {
             let want = sample_labels(model, m, None, b * m);
-            for (w, p) in want.iter().zip(predict(classifier, x.clone())) {
+            for (w, p) in want.iter().zip(argmax_rows(classifier.logits(f.clone()))) {
                 drawn[*w as usize] += 1;
                 hits[*w as usize] += usize::from(*w == p);
             }
         }
-        fake_feats.extend(features(classifier, x));
+        fake_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
         progress(n + start + m, total);
     }
     let fid = frechet_distance(&FeatureStats::from_rows(&real_feats, dims), &FeatureStats::from_rows(&fake_feats, dims));

@@ -43,27 +43,26 @@ impl LogSumExp {
     }
 }
 
-/// log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for `k` samples per image.
+/// log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for `k` samples per image, and the
+/// log p(x|z_k) term alone.
 ///
 /// `log_likelihood(z, x)` returns log p(x|z) per row. Rows are sample-major: row `s * b + i` is
-/// sample `s` of image `i`.
+/// sample `s` of image `i`, which is how `repeat_dim(0, k)` tiles a batch (use it for anything
+/// else that goes with the rows, such as labels).
 ///
 /// # Shapes
-/// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]`, `eps`: `[k * b, latent]` -> `[k * b]`
+/// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]`, `eps`: `[k * b, latent]` -> both `[k * b]`
 pub fn log_weights(
     posterior: &DiagonalGaussian,
     x: &Tensor<4>,
     eps: Tensor<2>,
     k: usize,
     log_likelihood: &dyn Fn(Tensor<2>, Tensor<4>) -> Tensor<1>,
-) -> Tensor<1> {
-    let [b, latent] = posterior.mean.dims();
-    let [_, c, h, w] = x.dims();
-    let tile2 = |t: &Tensor<2>| t.clone().unsqueeze_dim::<3>(0).repeat_dim(0, k).reshape([k * b, latent]);
-    let q = DiagonalGaussian::new(tile2(&posterior.mean), tile2(&posterior.logvar)); // [k * b, latent]
-    let xs = x.clone().unsqueeze_dim::<5>(0).repeat_dim(0, k).reshape([k * b, c, h, w]);
+) -> (Tensor<1>, Tensor<1>) {
+    let q = DiagonalGaussian::new(posterior.mean.clone().repeat_dim(0, k), posterior.logvar.clone().repeat_dim(0, k)); // [k * b, latent]
     let z = q.rsample(eps);
-    log_likelihood(z.clone(), xs) + standard_normal_log_prob(z.clone()) - q.log_prob(z)
+    let log_lik = log_likelihood(z.clone(), x.clone().repeat_dim(0, k));
+    (log_lik.clone() + standard_normal_log_prob(z.clone()) - q.log_prob(z), log_lik)
 }
 
 /// The IS estimate of log p(x) for each image of a batch, with `k` samples drawn `chunk` at a
@@ -89,7 +88,7 @@ pub fn log_likelihood_batch(
     while done < k {
         let kk = chunk.max(1).min(k - done);
         let eps = Tensor::from_data(TensorData::new(normals(&mut rng, kk * b * latent), [kk * b, latent]), device);
-        let lw = log_weights(posterior, x, eps, kk, log_likelihood).into_data().try_into_vec::<f32>().expect("f32");
+        let lw = log_weights(posterior, x, eps, kk, log_likelihood).0.into_data().try_into_vec::<f32>().expect("f32");
         for (row, v) in lw.iter().enumerate() {
             acc[row % b].push(*v as f64);
         }
@@ -174,7 +173,7 @@ mod tests {
         }
         // Same K samples: log of the mean weight >= mean of the log weights.
         let eps = Tensor::from_data(TensorData::new(normals(&mut stream_rng(1, Stream::ImportanceNoise, 5), 50 * 2), [100, 1]), &dev);
-        let lw = log_weights(&q, &x, eps, 50, &f).into_data().try_into_vec::<f32>().unwrap();
+        let lw = log_weights(&q, &x, eps, 50, &f).0.into_data().try_into_vec::<f32>().unwrap();
         for i in 0..2 {
             let mut acc = LogSumExp::default();
             let mut mean = 0.0;

@@ -62,10 +62,9 @@ pub fn evaluate_nll(
         let y = model.condition(&ds.labels_of(&idx), device);
         let posterior = model.encode(x.clone(), y.clone());
         let b_images = idx.len();
-        // Rows are sample-major, so the labels repeat once per sample.
+        // Rows are sample-major, so the labels repeat once per sample (see `log_weights`).
         let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
-            let k = z.dims()[0] / b_images;
-            let yk = y.as_ref().map(|y| y.clone().unsqueeze_dim::<3>(0).repeat_dim(0, k).reshape([k * b_images, y.dims()[1]]));
+            let yk = y.as_ref().map(|y| y.clone().repeat_dim(0, z.dims()[0] / b_images));
             reconstruction_nll(model.decode(z, yk), xs, likelihood).neg()
         };
         let chunk = (IW_ROWS / idx.len()).max(1);

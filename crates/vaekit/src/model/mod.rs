@@ -91,13 +91,7 @@ impl Vae {
     /// returns `[labels.len(), classes]`
     pub fn condition(&self, labels: &[u32], device: &Device) -> Option<Tensor<2>> {
         let c = self.classes();
-        (c > 0).then(|| {
-            let mut v = vec![0.0f32; labels.len() * c];
-            for (i, &l) in labels.iter().enumerate() {
-                v[i * c + (l as usize).min(c - 1)] = 1.0;
-            }
-            Tensor::from_data(burn::tensor::TensorData::new(v, [labels.len(), c]), device)
-        })
+        (c > 0).then(|| Tensor::from_data(burn::tensor::TensorData::new(crate::data::one_hot(labels, c), [labels.len(), c]), device))
     }
 
     /// q(z|x) (q(z|x, y) for a conditional model, `y` one-hot).
