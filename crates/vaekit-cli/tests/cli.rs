@@ -6,7 +6,11 @@ use std::process::{Command, Output};
 use vaekit::data::synthetic::write_bars_idx;
 
 fn vaekit(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vaekit")).args(args).current_dir(cwd).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_vaekit"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
 }
 
 fn ok(args: &[&str], cwd: &Path) -> String {
@@ -25,8 +29,15 @@ fn fails(args: &[&str], cwd: &Path) -> String {
     let out = vaekit(args, cwd);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "vaekit {args:?} should have failed");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "expected one line, got:\n{err}"
+    );
     err
 }
 
@@ -51,12 +62,26 @@ fn fixture() -> Fixture {
     let root = tmp.path().to_path_buf();
     let data = root.join("bars");
     write_bars_idx(&data, 200, 50, 3).unwrap();
-    Fixture { _tmp: tmp, root, data }
+    Fixture {
+        _tmp: tmp,
+        root,
+        data,
+    }
 }
 
 fn train_small(f: &Fixture, out: &str, extra: &[&str]) {
     let d = f.data.to_str().unwrap();
-    let mut args = vec!["train", "--data-dir", d, "--epochs", "1", "--batch-size", "50", "--out", out];
+    let mut args = vec![
+        "train",
+        "--data-dir",
+        d,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--out",
+        out,
+    ];
     args.extend_from_slice(extra);
     ok(&args, &f.root);
 }
@@ -66,55 +91,134 @@ fn train_sample_reconstruct_eval_and_resume() {
     let f = fixture();
     train_small(&f, "run", &["--limit", "150", "--latent", "8"]);
     let run = f.root.join("run");
-    for file in ["config.json", "meta.json", "metrics.jsonl", "reconstructions.png", "samples.png", "images/recon_epoch_001.png"] {
+    for file in [
+        "config.json",
+        "meta.json",
+        "metrics.jsonl",
+        "reconstructions.png",
+        "samples.png",
+        "images/recon_epoch_001.png",
+    ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"]["latent_dim"], 8);
     assert_eq!(cfg["data"]["limit"], 150);
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
-    assert_eq!((meta["epoch"].as_u64(), meta["step"].as_u64()), (Some(1), Some(3)));
-    assert!(run.join(meta["checkpoint"].as_str().unwrap()).join("model.safetensors").is_file());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        (meta["epoch"].as_u64(), meta["step"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert!(
+        run.join(meta["checkpoint"].as_str().unwrap())
+            .join("model.safetensors")
+            .is_file()
+    );
 
     // sample: 9 images of 28x28 in a 3x3 grid with 2-pixel borders.
-    ok(&["sample", "--run", "run", "--n", "9", "--out", "s.png", "--seed", "4"], &f.root);
+    ok(
+        &[
+            "sample", "--run", "run", "--n", "9", "--out", "s.png", "--seed", "4",
+        ],
+        &f.root,
+    );
     assert_eq!(png_size(&f.root.join("s.png")), (3 * 30 + 2, 3 * 30 + 2));
     // Same seed, same picture; another seed, another.
-    ok(&["sample", "--run", "run", "--n", "9", "--out", "s2.png", "--seed", "4"], &f.root);
-    ok(&["sample", "--run", "run", "--n", "9", "--out", "s3.png", "--seed", "5"], &f.root);
+    ok(
+        &[
+            "sample", "--run", "run", "--n", "9", "--out", "s2.png", "--seed", "4",
+        ],
+        &f.root,
+    );
+    ok(
+        &[
+            "sample", "--run", "run", "--n", "9", "--out", "s3.png", "--seed", "5",
+        ],
+        &f.root,
+    );
     let read = |n: &str| std::fs::read(f.root.join(n)).unwrap();
     assert_eq!(read("s.png"), read("s2.png"));
     assert_ne!(read("s.png"), read("s3.png"));
 
     // reconstruct: 20 images -> rows of 16: originals, reconstructions, originals, reconstructions.
-    ok(&["reconstruct", "--run", "run", "--split", "test", "--n", "20", "--out", "r.png"], &f.root);
+    ok(
+        &[
+            "reconstruct",
+            "--run",
+            "run",
+            "--split",
+            "test",
+            "--n",
+            "20",
+            "--out",
+            "r.png",
+        ],
+        &f.root,
+    );
     assert_eq!(png_size(&f.root.join("r.png")), (16 * 30 + 2, 4 * 30 + 2));
 
     // eval --json: positive terms that add up, on the 50 test images.
-    let e = json(&ok(&["eval", "--run", "run", "--split", "test", "--json"], &f.root));
-    let (n, r, k) = (e["neg_elbo"].as_f64().unwrap(), e["recon"].as_f64().unwrap(), e["kl"].as_f64().unwrap());
+    let e = json(&ok(
+        &["eval", "--run", "run", "--split", "test", "--json"],
+        &f.root,
+    ));
+    let (n, r, k) = (
+        e["neg_elbo"].as_f64().unwrap(),
+        e["recon"].as_f64().unwrap(),
+        e["kl"].as_f64().unwrap(),
+    );
     assert_eq!(e["images"], 50);
     assert!(r > 0.0 && k > 0.0 && (n - (r + k)).abs() < 1e-6 * n, "{e}");
     // Deterministic for a given seed.
-    assert_eq!(json(&ok(&["eval", "--run", "run", "--json"], &f.root))["neg_elbo"], e["neg_elbo"]);
+    assert_eq!(
+        json(&ok(&["eval", "--run", "run", "--json"], &f.root))["neg_elbo"],
+        e["neg_elbo"]
+    );
     // eval --data-dir with other data of the same shape.
     let other = f.root.join("other");
     write_bars_idx(&other, 20, 30, 9).unwrap();
-    let e2 = json(&ok(&["eval", "--run", "run", "--json", "--data-dir", other.to_str().unwrap()], &f.root));
+    let e2 = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "run",
+            "--json",
+            "--data-dir",
+            other.to_str().unwrap(),
+        ],
+        &f.root,
+    ));
     assert_eq!(e2["images"], 30);
 
     // eval --iw: an importance-sampled -log p(x) that is a tighter bound than the ELBO.
-    let e3 = json(&ok(&["eval", "--run", "run", "--json", "--iw", "20", "--limit", "25"], &f.root));
-    let (nll, elbo) = (e3["nll"].as_f64().unwrap(), e3["neg_elbo"].as_f64().unwrap());
-    assert_eq!((e3["images"].as_u64(), e3["iw_k"].as_u64()), (Some(25), Some(20)));
+    let e3 = json(&ok(
+        &[
+            "eval", "--run", "run", "--json", "--iw", "20", "--limit", "25",
+        ],
+        &f.root,
+    ));
+    let (nll, elbo) = (
+        e3["nll"].as_f64().unwrap(),
+        e3["neg_elbo"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        (e3["images"].as_u64(), e3["iw_k"].as_u64()),
+        (Some(25), Some(20))
+    );
     assert!(nll > 0.0 && nll < elbo, "nll {nll} vs neg-ELBO {elbo}");
     let bpd = e3["bits_per_dim"].as_f64().unwrap();
     assert!((bpd - nll / (784.0 * std::f64::consts::LN_2)).abs() < 1e-9);
 
     // resume for one more epoch: same config, two metric lines, step count continues.
     ok(&["train", "--resume", "run", "--epochs", "2"], &f.root);
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
-    assert_eq!((meta["epoch"].as_u64(), meta["step"].as_u64()), (Some(2), Some(6)));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        (meta["epoch"].as_u64(), meta["step"].as_u64()),
+        (Some(2), Some(6))
+    );
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2);
     // The article's picture: originals + one row per epoch.
@@ -131,16 +235,48 @@ fn mlp_model_and_toml_config_with_flag_override() {
     )
     .unwrap();
     let d = f.data.to_str().unwrap();
-    ok(&["train", "--config", "c.toml", "--data-dir", d, "--epochs", "1", "--out", "m"], &f.root);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("m/config.json")).unwrap()).unwrap();
+    ok(
+        &[
+            "train",
+            "--config",
+            "c.toml",
+            "--data-dir",
+            d,
+            "--epochs",
+            "1",
+            "--out",
+            "m",
+        ],
+        &f.root,
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("m/config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg["epochs"], 1); // the flag wins
     assert_eq!(cfg["batch_size"], 40); // the file sets it
     assert_eq!(cfg["model"]["architecture"]["kind"], "mlp");
-    assert_eq!(cfg["model"]["architecture"]["hidden"], serde_json::json!([64]));
-    ok(&["sample", "--run", "m", "--n", "4", "--out", "s.png"], &f.root);
+    assert_eq!(
+        cfg["model"]["architecture"]["hidden"],
+        serde_json::json!([64])
+    );
+    ok(
+        &["sample", "--run", "m", "--n", "4", "--out", "s.png"],
+        &f.root,
+    );
     // An unknown key in the file is an error naming the file.
     std::fs::write(f.root.join("bad.toml"), "epochz = 3\n").unwrap();
-    let err = fails(&["train", "--config", "bad.toml", "--data-dir", d, "--out", "x"], &f.root);
+    let err = fails(
+        &[
+            "train",
+            "--config",
+            "bad.toml",
+            "--data-dir",
+            d,
+            "--out",
+            "x",
+        ],
+        &f.root,
+    );
     assert!(err.contains("bad.toml") && err.contains("epochz"), "{err}");
 }
 
@@ -149,7 +285,11 @@ fn bad_input_gives_one_line_and_keeps_results() {
     let f = fixture();
     train_small(&f, "run", &["--limit", "100"]);
     let snapshot = |p: &str| std::fs::read(f.root.join("run").join(p)).unwrap();
-    let (config, meta, metrics) = (snapshot("config.json"), snapshot("meta.json"), snapshot("metrics.jsonl"));
+    let (config, meta, metrics) = (
+        snapshot("config.json"),
+        snapshot("meta.json"),
+        snapshot("metrics.jsonl"),
+    );
 
     // A corrupt IDX file (wrong magic number), and a truncated one.
     let bad = f.root.join("bad");
@@ -159,15 +299,37 @@ fn bad_input_gives_one_line_and_keeps_results() {
     let mut raw = vaekit::data::idx::encode_idx(&[20, 28, 28], &[0u8; 20 * 784]);
     raw[2] = 0x0B;
     std::fs::write(bad.join("train-images-idx3-ubyte"), &raw).unwrap();
-    let err = fails(&["train", "--data-dir", bad.to_str().unwrap(), "--out", "x"], &f.root);
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains("0x0b"), "{err}");
-    std::fs::write(bad.join("train-images-idx3-ubyte"), &vaekit::data::idx::encode_idx(&[20, 28, 28], &[0u8; 20 * 784])[..5000]).unwrap();
-    let err = fails(&["train", "--data-dir", bad.to_str().unwrap(), "--out", "x"], &f.root);
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
-    assert!(!f.root.join("x").exists(), "a failed start must not leave a run folder");
+    let err = fails(
+        &["train", "--data-dir", bad.to_str().unwrap(), "--out", "x"],
+        &f.root,
+    );
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("0x0b"),
+        "{err}"
+    );
+    std::fs::write(
+        bad.join("train-images-idx3-ubyte"),
+        &vaekit::data::idx::encode_idx(&[20, 28, 28], &[0u8; 20 * 784])[..5000],
+    )
+    .unwrap();
+    let err = fails(
+        &["train", "--data-dir", bad.to_str().unwrap(), "--out", "x"],
+        &f.root,
+    );
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(
+        !f.root.join("x").exists(),
+        "a failed start must not leave a run folder"
+    );
 
     // Wrong paths.
-    let err = fails(&["train", "--data-dir", "/no/such/dir", "--out", "x"], &f.root);
+    let err = fails(
+        &["train", "--data-dir", "/no/such/dir", "--out", "x"],
+        &f.root,
+    );
     assert!(err.contains("/no/such/dir"), "{err}");
     let err = fails(&["sample", "--run", "nope", "--out", "s.png"], &f.root);
     assert!(err.contains("nope"), "{err}");
@@ -181,17 +343,43 @@ fn bad_input_gives_one_line_and_keeps_results() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if !Path::new("/usr/share/datasets/mnist/train-images-idx3-ubyte.gz").exists() {
-        assert!(!out.status.success() && err.contains("vaekit data download mnist"), "{err}");
+        assert!(
+            !out.status.success() && err.contains("vaekit data download mnist"),
+            "{err}"
+        );
     }
 
     // Unknown option and bad values: clap's usage error, non-zero.
     assert!(!vaekit(&["train", "--frobnicate"], &f.root).status.success());
-    assert_eq!(vaekit(&["train", "--device", "tpu"], &f.root).status.code(), Some(2));
-    let err = fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--batch-size", "0", "--out", "y"], &f.root);
+    assert_eq!(
+        vaekit(&["train", "--device", "tpu"], &f.root).status.code(),
+        Some(2)
+    );
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--batch-size",
+            "0",
+            "--out",
+            "y",
+        ],
+        &f.root,
+    );
     assert!(err.contains("batch_size"), "{err}");
 
     // Training into an existing run refuses and leaves it intact.
-    let err = fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--out", "run"], &f.root);
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--out",
+            "run",
+        ],
+        &f.root,
+    );
     assert!(err.contains("already holds a run"), "{err}");
     let err = fails(&["train", "--resume", "run", "--lr", "0.1"], &f.root);
     assert!(err.contains("only --epochs"), "{err}");
@@ -200,13 +388,29 @@ fn bad_input_gives_one_line_and_keeps_results() {
 
     // A checkpoint from another model: an mlp run's weights put into the conv run's place.
     train_small(&f, "mlp", &["--limit", "50", "--model", "mlp"]);
-    let mlp_meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("mlp/meta.json")).unwrap()).unwrap();
+    let mlp_meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("mlp/meta.json")).unwrap())
+            .unwrap();
     let conv_meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
-    let conv_weights = f.root.join("run").join(conv_meta["checkpoint"].as_str().unwrap()).join("model.safetensors");
+    let conv_weights = f
+        .root
+        .join("run")
+        .join(conv_meta["checkpoint"].as_str().unwrap())
+        .join("model.safetensors");
     let good = std::fs::read(&conv_weights).unwrap();
-    std::fs::copy(f.root.join("mlp").join(mlp_meta["checkpoint"].as_str().unwrap()).join("model.safetensors"), &conv_weights).unwrap();
+    std::fs::copy(
+        f.root
+            .join("mlp")
+            .join(mlp_meta["checkpoint"].as_str().unwrap())
+            .join("model.safetensors"),
+        &conv_weights,
+    )
+    .unwrap();
     let err = fails(&["eval", "--run", "run"], &f.root);
-    assert!(err.contains("model.safetensors") && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("does not match"),
+        "{err}"
+    );
     std::fs::write(&conv_weights, good).unwrap();
 
     // A corrupt config.json names the file.
@@ -227,7 +431,17 @@ fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
     let f = fixture();
     let d = f.data.to_str().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
-        .args(["train", "--data-dir", d, "--epochs", "500", "--batch-size", "20", "--out", "run"])
+        .args([
+            "train",
+            "--data-dir",
+            d,
+            "--epochs",
+            "500",
+            "--batch-size",
+            "20",
+            "--out",
+            "run",
+        ])
         .current_dir(&f.root)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -237,20 +451,42 @@ fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
     let meta = f.root.join("run/meta.json");
     let t0 = std::time::Instant::now();
     while !meta.exists() {
-        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
     let (epoch, step) = (m["epoch"].as_u64().unwrap(), m["step"].as_u64().unwrap());
     assert!(epoch < 500 && step >= 10, "{m}");
     // Resume, training only a little longer.
-    ok(&["train", "--resume", "run", "--epochs", &(epoch + 1).to_string()], &f.root);
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    ok(
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--epochs",
+            &(epoch + 1).to_string(),
+        ],
+        &f.root,
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
     assert_eq!(m["epoch"].as_u64().unwrap(), epoch + 1);
     assert_eq!(m["step"].as_u64().unwrap(), (epoch + 1) * 10);
 }
@@ -260,13 +496,38 @@ fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
 fn wgpu_device_trains_samples_and_evaluates_like_cpu() {
     let f = fixture();
     let d = f.data.to_str().unwrap();
-    ok(&["--device", "wgpu", "train", "--data-dir", d, "--epochs", "1", "--batch-size", "50", "--limit", "100", "--out", "g"], &f.root);
-    ok(&["--device", "wgpu", "sample", "--run", "g", "--n", "4", "--out", "g.png"], &f.root);
+    ok(
+        &[
+            "--device",
+            "wgpu",
+            "train",
+            "--data-dir",
+            d,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--limit",
+            "100",
+            "--out",
+            "g",
+        ],
+        &f.root,
+    );
+    ok(
+        &[
+            "--device", "wgpu", "sample", "--run", "g", "--n", "4", "--out", "g.png",
+        ],
+        &f.root,
+    );
     assert_eq!(png_size(&f.root.join("g.png")), (62, 62));
     // The same checkpoint evaluated on both devices gives the same bound.
     // So do the importance-sampled estimate and the latent statistics (same host-side noise).
     let args = ["eval", "--run", "g", "--json", "--iw", "4", "--limit", "10"];
-    let gpu = json(&ok(&[&["--device", "wgpu"][..], &args[..]].concat(), &f.root));
+    let gpu = json(&ok(
+        &[&["--device", "wgpu"][..], &args[..]].concat(),
+        &f.root,
+    ));
     let cpu = json(&ok(&args, &f.root));
     for key in ["neg_elbo", "nll", "recon_mse"] {
         let (a, b) = (gpu[key].as_f64().unwrap(), cpu[key].as_f64().unwrap());
@@ -274,7 +535,25 @@ fn wgpu_device_trains_samples_and_evaluates_like_cpu() {
     }
     assert_eq!(gpu["active_units"], cpu["active_units"]);
     // An inspection command on the GPU path too.
-    ok(&["--device", "wgpu", "interpolate", "--run", "g", "--from", "0", "--to", "1", "--steps", "4", "--slerp", "--out", "gi.png"], &f.root);
+    ok(
+        &[
+            "--device",
+            "wgpu",
+            "interpolate",
+            "--run",
+            "g",
+            "--from",
+            "0",
+            "--to",
+            "1",
+            "--steps",
+            "4",
+            "--slerp",
+            "--out",
+            "gi.png",
+        ],
+        &f.root,
+    );
 }
 
 #[test]
@@ -291,14 +570,33 @@ fn data_download_verifies_checksums_against_a_local_server() {
             let mut line = String::new();
             while r.read_line(&mut line).unwrap() > 2 && !line.ends_with("\r\n\r\n") {}
             let body = b"corrupted bytes";
-            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
             s.write_all(body).unwrap();
         }
     });
     let f = fixture();
     let url = format!("http://{addr}/");
-    let err = fails(&["data", "download", "fashion-mnist", "--dir", "dl", "--base-url", &url], &f.root);
-    assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("SHA-256 mismatch"), "{err}");
+    let err = fails(
+        &[
+            "data",
+            "download",
+            "fashion-mnist",
+            "--dir",
+            "dl",
+            "--base-url",
+            &url,
+        ],
+        &f.root,
+    );
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("SHA-256 mismatch"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(f.root.join("dl")).unwrap().count(), 0);
     let err = fails(&["data", "download", "cifar"], &f.root);
     assert!(err.contains("unknown dataset"), "{err}");
@@ -313,7 +611,8 @@ fn colour_image_folder_trains_with_a_config_shape() {
         std::fs::create_dir_all(root.join("pics").join(class)).unwrap();
         for i in 0..10u8 {
             let img = image_of(40, 30, [rgb[0], rgb[1].saturating_add(i * 3), rgb[2]]);
-            img.save(root.join("pics").join(class).join(format!("{i}.png"))).unwrap();
+            img.save(root.join("pics").join(class).join(format!("{i}.png")))
+                .unwrap();
         }
     }
     std::fs::write(
@@ -322,17 +621,43 @@ fn colour_image_folder_trains_with_a_config_shape() {
          [model.architecture]\nkind = \"conv\"\nchannels = [8, 16]\nkernel = 3\nleaky_slope = 0.2\n",
     )
     .unwrap();
-    ok(&["train", "--data-dir", "pics", "--config", "rgb.toml", "--epochs", "2", "--batch-size", "6", "--out", "c"], root);
+    ok(
+        &[
+            "train",
+            "--data-dir",
+            "pics",
+            "--config",
+            "rgb.toml",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "6",
+            "--out",
+            "c",
+        ],
+        root,
+    );
     let e = json(&ok(&["eval", "--run", "c", "--json"], root));
     assert_eq!(e["images"], 2);
-    ok(&["sample", "--run", "c", "--n", "4", "--out", "s.png"], root);
-    let d = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(root.join("s.png")).unwrap()));
+    ok(
+        &["sample", "--run", "c", "--n", "4", "--out", "s.png"],
+        root,
+    );
+    let d = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(root.join("s.png")).unwrap(),
+    ));
     let r = d.read_info().unwrap();
-    assert_eq!((r.info().width, r.info().color_type), (2 * 18 + 2, png::ColorType::Rgb));
+    assert_eq!(
+        (r.info().width, r.info().color_type),
+        (2 * 18 + 2, png::ColorType::Rgb)
+    );
     // A run made for 16x16 RGB refuses 28x28 gray IDX data.
     write_bars_idx(&root.join("bars"), 20, 20, 0).unwrap();
     let err = fails(&["eval", "--run", "c", "--data-dir", "bars"], root);
-    assert!(err.contains("bars") && err.contains("model takes 3x16x16"), "{err}");
+    assert!(
+        err.contains("bars") && err.contains("model takes 3x16x16"),
+        "{err}"
+    );
 }
 
 fn image_of(w: u32, h: u32, rgb: [u8; 3]) -> image::RgbImage {
@@ -344,44 +669,204 @@ fn eval_protocols_inspection_commands_and_fid() {
     let f = fixture();
     let root = &f.root;
     let d = f.data.to_str().unwrap();
-    ok(&["train", "--data-dir", d, "--epochs", "2", "--batch-size", "50", "--out", "z2", "--latent", "2", "--binarize", "dynamic"], root);
+    ok(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--out",
+            "z2",
+            "--latent",
+            "2",
+            "--binarize",
+            "dynamic",
+        ],
+        root,
+    );
 
     // eval: the binarisation protocol and its seed are part of the result.
-    let e = json(&ok(&["eval", "--run", "z2", "--binarize", "static", "--seed", "0", "--json"], root));
-    assert_eq!((e["binarize"].as_str(), e["seed"].as_u64(), e["images"].as_u64()), (Some("static"), Some(0), Some(50)));
-    let again = json(&ok(&["eval", "--run", "z2", "--binarize", "static", "--seed", "0", "--json"], root));
+    let e = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "z2",
+            "--binarize",
+            "static",
+            "--seed",
+            "0",
+            "--json",
+        ],
+        root,
+    ));
+    assert_eq!(
+        (
+            e["binarize"].as_str(),
+            e["seed"].as_u64(),
+            e["images"].as_u64()
+        ),
+        (Some("static"), Some(0), Some(50))
+    );
+    let again = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "z2",
+            "--binarize",
+            "static",
+            "--seed",
+            "0",
+            "--json",
+        ],
+        root,
+    ));
     assert_eq!(again["neg_elbo"], e["neg_elbo"]);
-    let seed1 = json(&ok(&["eval", "--run", "z2", "--binarize", "static", "--seed", "1", "--json"], root));
+    let seed1 = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "z2",
+            "--binarize",
+            "static",
+            "--seed",
+            "1",
+            "--json",
+        ],
+        root,
+    ));
     assert_ne!(seed1["neg_elbo"], e["neg_elbo"]);
-    let gray = json(&ok(&["eval", "--run", "z2", "--binarize", "none", "--json"], root));
+    let gray = json(&ok(
+        &["eval", "--run", "z2", "--binarize", "none", "--json"],
+        root,
+    ));
     assert_eq!(gray["binarize"].as_str(), Some("none"));
     assert_ne!(gray["recon"], e["recon"]);
     // Latent statistics: one KL and one variance per dimension, the KL terms add up to the KL.
-    let kl: Vec<f64> = e["kl_per_dim"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let kl: Vec<f64> = e["kl_per_dim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(kl.len(), 2);
-    assert!((kl.iter().sum::<f64>() - e["kl"].as_f64().unwrap()).abs() < 1e-3 * e["kl"].as_f64().unwrap().max(1.0), "{e}");
+    assert!(
+        (kl.iter().sum::<f64>() - e["kl"].as_f64().unwrap()).abs()
+            < 1e-3 * e["kl"].as_f64().unwrap().max(1.0),
+        "{e}"
+    );
     let au = e["active_units"].as_u64().unwrap();
-    let var: Vec<f64> = e["mean_variance"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let var: Vec<f64> = e["mean_variance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(au as usize, var.iter().filter(|&&v| v > 0.01).count());
     let mse = e["recon_mse"].as_f64().unwrap();
     assert!(mse > 0.0 && mse < 0.5, "{mse}");
 
     // interpolate: originals at both ends of the decoded path; exact size without labels.
-    ok(&["interpolate", "--run", "z2", "--from", "0", "--to", "7", "--steps", "5", "--out", "i.png", "--no-labels"], root);
+    ok(
+        &[
+            "interpolate",
+            "--run",
+            "z2",
+            "--from",
+            "0",
+            "--to",
+            "7",
+            "--steps",
+            "5",
+            "--out",
+            "i.png",
+            "--no-labels",
+        ],
+        root,
+    );
     assert_eq!(png_size(&root.join("i.png")), (7 * 30 + 2, 30 + 2));
-    ok(&["interpolate", "--run", "z2", "--from", "0", "--to", "7", "--slerp", "--out", "is.png"], root);
+    ok(
+        &[
+            "interpolate",
+            "--run",
+            "z2",
+            "--from",
+            "0",
+            "--to",
+            "7",
+            "--slerp",
+            "--out",
+            "is.png",
+        ],
+        root,
+    );
     let (w, h) = png_size(&root.join("is.png"));
-    assert!(w > 12 * 30 + 2 && h == 32, "labels widen the picture: {w}x{h}");
-    let err = fails(&["interpolate", "--run", "z2", "--from", "0", "--to", "50", "--out", "x.png"], root);
-    assert!(err.contains("--to 50") && err.contains("50 images"), "{err}");
+    assert!(
+        w > 12 * 30 + 2 && h == 32,
+        "labels widen the picture: {w}x{h}"
+    );
+    let err = fails(
+        &[
+            "interpolate",
+            "--run",
+            "z2",
+            "--from",
+            "0",
+            "--to",
+            "50",
+            "--out",
+            "x.png",
+        ],
+        root,
+    );
+    assert!(
+        err.contains("--to 50") && err.contains("50 images"),
+        "{err}"
+    );
 
     // traverse: one row per dimension.
-    ok(&["traverse", "--run", "z2", "--image", "3", "--steps", "9", "--out", "t.png", "--no-labels", "--border", "0"], root);
+    ok(
+        &[
+            "traverse",
+            "--run",
+            "z2",
+            "--image",
+            "3",
+            "--steps",
+            "9",
+            "--out",
+            "t.png",
+            "--no-labels",
+            "--border",
+            "0",
+        ],
+        root,
+    );
     assert_eq!(png_size(&root.join("t.png")), (9 * 28, 2 * 28));
-    assert!(fails(&["traverse", "--run", "z2", "--dims", "0,5", "--out", "x.png"], root).contains("dimension 5"));
+    assert!(
+        fails(
+            &["traverse", "--run", "z2", "--dims", "0,5", "--out", "x.png"],
+            root
+        )
+        .contains("dimension 5")
+    );
 
     // manifold: a steps x steps grid; only for 2-D latents.
-    ok(&["manifold", "--run", "z2", "--steps", "6", "--out", "m.png", "--no-labels"], root);
+    ok(
+        &[
+            "manifold",
+            "--run",
+            "z2",
+            "--steps",
+            "6",
+            "--out",
+            "m.png",
+            "--no-labels",
+        ],
+        root,
+    );
     assert_eq!(png_size(&root.join("m.png")), (6 * 30 + 2, 6 * 30 + 2));
     train_small(&f, "z8", &["--latent", "8"]);
     assert!(fails(&["manifold", "--run", "z8", "--out", "x.png"], root).contains("2-D latent"));
@@ -397,41 +882,132 @@ fn eval_protocols_inspection_commands_and_fid() {
     ok(&["encode", "--run", "z2", "--out", "codes.csv"], root);
     let csv = std::fs::read_to_string(root.join("codes.csv")).unwrap();
     assert_eq!(csv.lines().count(), 51);
-    assert!(csv.starts_with("index,label,class,mean_0,mean_1,logvar_0,logvar_1\n0,"), "{}", &csv[..80]);
+    assert!(
+        csv.starts_with("index,label,class,mean_0,mean_1,logvar_0,logvar_1\n0,"),
+        "{}",
+        &csv[..80]
+    );
     let first_two: String = csv.lines().take(2).collect::<Vec<_>>().join("\n");
     std::fs::write(root.join("one.csv"), first_two).unwrap();
-    ok(&["decode", "--run", "z2", "--codes", "one.csv", "--out", "d.png"], root);
-    ok(&["reconstruct", "--run", "z2", "--n", "1", "--out", "r1.png"], root);
+    ok(
+        &[
+            "decode", "--run", "z2", "--codes", "one.csv", "--out", "d.png",
+        ],
+        root,
+    );
+    ok(
+        &["reconstruct", "--run", "z2", "--n", "1", "--out", "r1.png"],
+        root,
+    );
     let d = image::open(root.join("d.png")).unwrap().to_luma8();
     let r = image::open(root.join("r1.png")).unwrap().to_luma8();
     assert_eq!((d.width(), d.height(), r.height()), (32, 32, 62));
     for y in 0..28 {
         for x in 0..28 {
-            assert_eq!(d.get_pixel(2 + x, 2 + y), r.get_pixel(2 + x, 32 + y), "pixel ({x}, {y})");
+            assert_eq!(
+                d.get_pixel(2 + x, 2 + y),
+                r.get_pixel(2 + x, 32 + y),
+                "pixel ({x}, {y})"
+            );
         }
     }
-    ok(&["decode", "--run", "z2", "--codes", "codes.csv", "--columns", "10", "--out", "dall.png", "--no-labels"], root);
+    ok(
+        &[
+            "decode",
+            "--run",
+            "z2",
+            "--codes",
+            "codes.csv",
+            "--columns",
+            "10",
+            "--out",
+            "dall.png",
+            "--no-labels",
+        ],
+        root,
+    );
     assert_eq!(png_size(&root.join("dall.png")), (10 * 30 + 2, 5 * 30 + 2));
-    let err = fails(&["decode", "--run", "z8", "--codes", "codes.csv", "--out", "x.png"], root);
-    assert!(err.contains("codes.csv") && err.contains("2 dimensions"), "{err}");
+    let err = fails(
+        &[
+            "decode",
+            "--run",
+            "z8",
+            "--codes",
+            "codes.csv",
+            "--out",
+            "x.png",
+        ],
+        root,
+    );
+    assert!(
+        err.contains("codes.csv") && err.contains("2 dimensions"),
+        "{err}"
+    );
 
     // The evaluation classifier and the Frechet distance.
-    let err = fails(&["eval", "--run", "z2", "--fid", "--classifier", "nope"], root);
+    let err = fails(
+        &["eval", "--run", "z2", "--fid", "--classifier", "nope"],
+        root,
+    );
     assert!(err.contains("nope"), "{err}");
-    ok(&["classifier", "train", "--data-dir", f.data.to_str().unwrap(), "--epochs", "2", "--out", "cls"], root);
+    ok(
+        &[
+            "classifier",
+            "train",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--out",
+            "cls",
+        ],
+        root,
+    );
     for file in ["classifier.json", "model.safetensors", "metrics.jsonl"] {
         assert!(root.join("cls").join(file).is_file(), "missing {file}");
     }
-    let g = json(&ok(&["eval", "--run", "z2", "--fid", "--classifier", "cls", "--fid-samples", "200", "--json"], root));
+    let g = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "z2",
+            "--fid",
+            "--classifier",
+            "cls",
+            "--fid-samples",
+            "200",
+            "--json",
+        ],
+        root,
+    ));
     let fid = g["fid"].as_f64().unwrap();
     assert!(fid.is_finite() && fid > 0.0, "{g}");
-    assert_eq!((g["fid_samples"].as_u64(), g["fid_reference_images"].as_u64()), (Some(200), Some(50)));
+    assert_eq!(
+        (
+            g["fid_samples"].as_u64(),
+            g["fid_reference_images"].as_u64()
+        ),
+        (Some(200), Some(50))
+    );
     for k in ["classifier_accuracy", "recon_accuracy"] {
         let a = g[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&a), "{k} {a}");
     }
     // Same seed, same distance.
-    let g2 = json(&ok(&["eval", "--run", "z2", "--fid", "--classifier", "cls", "--fid-samples", "200", "--json"], root));
+    let g2 = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "z2",
+            "--fid",
+            "--classifier",
+            "cls",
+            "--fid-samples",
+            "200",
+            "--json",
+        ],
+        root,
+    ));
     assert_eq!(g2["fid"], g["fid"]);
 }
 
@@ -439,35 +1015,102 @@ fn eval_protocols_inspection_commands_and_fid() {
 fn kl_warmup_and_free_bits_from_the_command_line() {
     let f = fixture();
     // 200 images, batch 50: 4 steps per epoch; warm-up over 2 epochs to beta 4.
-    train_small(&f, "w", &["--kl-warmup", "2", "--beta", "4", "--free-bits", "0.1"]);
+    train_small(
+        &f,
+        "w",
+        &["--kl-warmup", "2", "--beta", "4", "--free-bits", "0.1"],
+    );
     ok(&["train", "--resume", "w", "--epochs", "3"], &f.root);
     let betas: Vec<f64> = std::fs::read_to_string(f.root.join("w/metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["beta"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["beta"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(betas, vec![2.0, 4.0, 4.0]);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("w/config.json")).unwrap()).unwrap();
-    assert_eq!((cfg["kl_warmup_epochs"].as_u64(), cfg["free_bits"].as_f64()), (Some(2), Some(0.1)));
-    assert!(fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--free-bits=-1", "--out", "bad"], &f.root).contains("free_bits"));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("w/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (cfg["kl_warmup_epochs"].as_u64(), cfg["free_bits"].as_f64()),
+        (Some(2), Some(0.1))
+    );
+    assert!(
+        fails(
+            &[
+                "train",
+                "--data-dir",
+                f.data.to_str().unwrap(),
+                "--free-bits=-1",
+                "--out",
+                "bad"
+            ],
+            &f.root
+        )
+        .contains("free_bits")
+    );
 }
 
 #[test]
 fn iwae_trains_on_its_bound_and_evaluates_like_any_run() {
     let f = fixture();
-    train_small(&f, "iw", &["--model", "iwae", "--k", "3", "--arch", "mlp", "--latent", "4"]);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("iw/config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["objective"], serde_json::json!({"kind": "iwae", "k": 3}));
+    train_small(
+        &f,
+        "iw",
+        &[
+            "--model", "iwae", "--k", "3", "--arch", "mlp", "--latent", "4",
+        ],
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("iw/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        cfg["objective"],
+        serde_json::json!({"kind": "iwae", "k": 3})
+    );
     assert_eq!(cfg["model"]["architecture"]["kind"], "mlp");
-    let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(f.root.join("iw/metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(f.root.join("iw/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(m["objective"], "iwae-3");
     // The IWAE bound is at most the sampled ELBO on average: its loss is below recon + KL here.
-    let (loss, recon, kl) = (m["train_loss"].as_f64().unwrap(), m["train_recon"].as_f64().unwrap(), m["train_kl"].as_f64().unwrap());
+    let (loss, recon, kl) = (
+        m["train_loss"].as_f64().unwrap(),
+        m["train_recon"].as_f64().unwrap(),
+        m["train_kl"].as_f64().unwrap(),
+    );
     assert!(loss.is_finite() && loss < recon + kl + 1.0, "{m}");
-    let e = json(&ok(&["eval", "--run", "iw", "--json", "--iw", "10"], &f.root));
+    let e = json(&ok(
+        &["eval", "--run", "iw", "--json", "--iw", "10"],
+        &f.root,
+    ));
     assert!(e["nll"].as_f64().unwrap() < e["neg_elbo"].as_f64().unwrap());
-    ok(&["sample", "--run", "iw", "--n", "4", "--out", "s.png"], &f.root);
-    let err = fails(&["train", "--data-dir", f.data.to_str().unwrap(), "--model", "iwae", "--beta", "2", "--out", "bad"], &f.root);
+    ok(
+        &["sample", "--run", "iw", "--n", "4", "--out", "s.png"],
+        &f.root,
+    );
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--model",
+            "iwae",
+            "--beta",
+            "2",
+            "--out",
+            "bad",
+        ],
+        &f.root,
+    );
     assert!(err.contains("IWAE"), "{err}");
     assert!(!f.root.join("bad").exists());
 }
@@ -485,11 +1128,30 @@ fn shipped_configs_parse_and_validate() {
         }
         seen += 1;
         let f = fixture();
-        let out = vaekit(&["train", "--config", p.to_str().unwrap(), "--data-dir", f.data.to_str().unwrap(), "--epochs", "1", "--limit", "50", "--out", "r"], &f.root);
+        let out = vaekit(
+            &[
+                "train",
+                "--config",
+                p.to_str().unwrap(),
+                "--data-dir",
+                f.data.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--limit",
+                "50",
+                "--out",
+                "r",
+            ],
+            &f.root,
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         // Colour configs need colour images: the bars are gray, which is the only allowed error.
         if !out.status.success() {
-            assert!(err.contains("images are 1x28x28 but the model takes 3x32x32"), "{}: {err}", p.display());
+            assert!(
+                err.contains("images are 1x28x28 but the model takes 3x32x32"),
+                "{}: {err}",
+                p.display()
+            );
         }
     }
     assert!(seen >= 4, "configs found: {seen}");
@@ -498,10 +1160,20 @@ fn shipped_configs_parse_and_validate() {
 #[test]
 fn learned_gaussian_and_discretised_logistic_train_and_report_bits_per_dim() {
     let f = fixture();
-    for (lik, discrete) in [("logistic", true), ("gaussian-learned", false), ("gaussian-global", false)] {
+    for (lik, discrete) in [
+        ("logistic", true),
+        ("gaussian-learned", false),
+        ("gaussian-global", false),
+    ] {
         train_small(&f, lik, &["--likelihood", lik, "--latent", "4"]);
-        let e = json(&ok(&["eval", "--run", lik, "--json", "--iw", "5", "--limit", "10"], &f.root));
-        let (nll, bpd) = (e["nll"].as_f64().unwrap(), e["bits_per_dim"].as_f64().unwrap());
+        let e = json(&ok(
+            &["eval", "--run", lik, "--json", "--iw", "5", "--limit", "10"],
+            &f.root,
+        ));
+        let (nll, bpd) = (
+            e["nll"].as_f64().unwrap(),
+            e["bits_per_dim"].as_f64().unwrap(),
+        );
         let bits = nll / (784.0 * std::f64::consts::LN_2);
         let want = if discrete { bits } else { bits + 255f64.log2() };
         assert!((bpd - want).abs() < 1e-9, "{lik}: {e}");
@@ -509,8 +1181,14 @@ fn learned_gaussian_and_discretised_logistic_train_and_report_bits_per_dim() {
         if discrete {
             assert!(nll > 0.0 && bpd < 9.0, "{lik}: {e}");
         }
-        ok(&["sample", "--run", lik, "--n", "4", "--out", "s.png"], &f.root);
-        ok(&["reconstruct", "--run", lik, "--n", "4", "--out", "r.png"], &f.root);
+        ok(
+            &["sample", "--run", lik, "--n", "4", "--out", "s.png"],
+            &f.root,
+        );
+        ok(
+            &["reconstruct", "--run", lik, "--n", "4", "--out", "r.png"],
+            &f.root,
+        );
     }
 }
 
@@ -518,51 +1196,208 @@ fn learned_gaussian_and_discretised_logistic_train_and_report_bits_per_dim() {
 fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
     let f = fixture();
     let d = f.data.to_str().unwrap();
-    ok(&["train", "--data-dir", d, "--model", "cvae", "--arch", "mlp", "--latent", "2", "--epochs", "20", "--batch-size", "25", "--lr", "0.003", "--out", "c"], &f.root);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("c/config.json")).unwrap()).unwrap();
+    ok(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--model",
+            "cvae",
+            "--arch",
+            "mlp",
+            "--latent",
+            "2",
+            "--epochs",
+            "20",
+            "--batch-size",
+            "25",
+            "--lr",
+            "0.003",
+            "--out",
+            "c",
+        ],
+        &f.root,
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("c/config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg["model"]["classes"], 10);
     // Samples of a class are nearer that class's mean training image than the other's (a
     // nearest-centroid check), for class 0 (a vertical bar) and class 9 (a horizontal one).
     let (pixels, labels) = vaekit::data::synthetic::bars(200, 3);
     let centroid = |c: u8| {
-        let rows: Vec<&[u8]> = pixels.chunks(784).zip(&labels).filter(|(_, l)| **l == c).map(|(p, _)| p).collect();
-        (0..784).map(|k| rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / rows.len() as f64).collect::<Vec<f64>>()
+        let rows: Vec<&[u8]> = pixels
+            .chunks(784)
+            .zip(&labels)
+            .filter(|(_, l)| **l == c)
+            .map(|(p, _)| p)
+            .collect();
+        (0..784)
+            .map(|k| rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / rows.len() as f64)
+            .collect::<Vec<f64>>()
     };
     let (m0, m9) = (centroid(0), centroid(9));
     for (class, own, other) in [(0, &m0, &m9), (9, &m9, &m0)] {
         let name = format!("c{class}.png");
-        ok(&["sample", "--run", "c", "--n", "4", "--class", &class.to_string(), "--out", &name], &f.root);
+        ok(
+            &[
+                "sample",
+                "--run",
+                "c",
+                "--n",
+                "4",
+                "--class",
+                &class.to_string(),
+                "--out",
+                &name,
+            ],
+            &f.root,
+        );
         let im = image::open(f.root.join(&name)).unwrap().to_luma8();
         for cell in 0..4u32 {
             let (x0, y0) = (2 + (cell % 2) * 30, 2 + (cell / 2) * 30);
-            let px = |k: usize| im.get_pixel(x0 + (k % 28) as u32, y0 + (k / 28) as u32).0[0] as f64 / 255.0;
+            let px = |k: usize| {
+                im.get_pixel(x0 + (k % 28) as u32, y0 + (k / 28) as u32).0[0] as f64 / 255.0
+            };
             let dist = |m: &Vec<f64>| (0..784).map(|k| (px(k) - m[k]).powi(2)).sum::<f64>();
-            assert!(dist(own) < dist(other), "class {class}, sample {cell}: {} vs {}", dist(own), dist(other));
+            assert!(
+                dist(own) < dist(other),
+                "class {class}, sample {cell}: {} vs {}",
+                dist(own),
+                dist(other)
+            );
         }
     }
-    let err = fails(&["sample", "--run", "c", "--class", "10", "--out", "x.png"], &f.root);
+    let err = fails(
+        &["sample", "--run", "c", "--class", "10", "--out", "x.png"],
+        &f.root,
+    );
     assert!(err.contains("--class 10"), "{err}");
     // Every other command runs on the conditional model.
-    let e = json(&ok(&["eval", "--run", "c", "--json", "--iw", "5", "--limit", "20"], &f.root));
+    let e = json(&ok(
+        &["eval", "--run", "c", "--json", "--iw", "5", "--limit", "20"],
+        &f.root,
+    ));
     assert!(e["nll"].as_f64().unwrap() < e["neg_elbo"].as_f64().unwrap());
-    ok(&["reconstruct", "--run", "c", "--n", "4", "--out", "r.png"], &f.root);
+    ok(
+        &["reconstruct", "--run", "c", "--n", "4", "--out", "r.png"],
+        &f.root,
+    );
     // Class-conditional samples scored by the evaluation classifier, one figure per class.
-    ok(&["classifier", "train", "--data-dir", d, "--epochs", "2", "--out", "cls"], &f.root);
-    let g = json(&ok(&["eval", "--run", "c", "--fid", "--classifier", "cls", "--fid-samples", "100", "--json"], &f.root));
-    let acc: Vec<f64> = g["class_accuracy"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    ok(
+        &[
+            "classifier",
+            "train",
+            "--data-dir",
+            d,
+            "--epochs",
+            "2",
+            "--out",
+            "cls",
+        ],
+        &f.root,
+    );
+    let g = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "c",
+            "--fid",
+            "--classifier",
+            "cls",
+            "--fid-samples",
+            "100",
+            "--json",
+        ],
+        &f.root,
+    ));
+    let acc: Vec<f64> = g["class_accuracy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(acc.len(), 10);
     assert!(acc.iter().all(|a| (0.0..=1.0).contains(a)), "{g}");
-    assert!(acc.iter().sum::<f64>() / 10.0 > 0.3, "class samples should mostly look like their class: {acc:?}");
-    ok(&["interpolate", "--run", "c", "--from", "0", "--to", "9", "--steps", "4", "--out", "i.png"], &f.root);
-    ok(&["traverse", "--run", "c", "--dims", "0", "--out", "t.png"], &f.root);
-    ok(&["encode", "--run", "c", "--limit", "5", "--out", "codes.csv"], &f.root);
-    ok(&["decode", "--run", "c", "--codes", "codes.csv", "--out", "d.png"], &f.root);
+    assert!(
+        acc.iter().sum::<f64>() / 10.0 > 0.3,
+        "class samples should mostly look like their class: {acc:?}"
+    );
+    ok(
+        &[
+            "interpolate",
+            "--run",
+            "c",
+            "--from",
+            "0",
+            "--to",
+            "9",
+            "--steps",
+            "4",
+            "--out",
+            "i.png",
+        ],
+        &f.root,
+    );
+    ok(
+        &["traverse", "--run", "c", "--dims", "0", "--out", "t.png"],
+        &f.root,
+    );
+    ok(
+        &["encode", "--run", "c", "--limit", "5", "--out", "codes.csv"],
+        &f.root,
+    );
+    ok(
+        &[
+            "decode",
+            "--run",
+            "c",
+            "--codes",
+            "codes.csv",
+            "--out",
+            "d.png",
+        ],
+        &f.root,
+    );
     std::fs::write(f.root.join("plain.csv"), "0,0\n0.5,-1\n").unwrap();
-    assert!(fails(&["decode", "--run", "c", "--codes", "plain.csv", "--out", "x.png"], &f.root).contains("label"));
-    ok(&["decode", "--run", "c", "--codes", "plain.csv", "--class", "2", "--out", "d2.png"], &f.root);
+    assert!(
+        fails(
+            &[
+                "decode",
+                "--run",
+                "c",
+                "--codes",
+                "plain.csv",
+                "--out",
+                "x.png"
+            ],
+            &f.root
+        )
+        .contains("label")
+    );
+    ok(
+        &[
+            "decode",
+            "--run",
+            "c",
+            "--codes",
+            "plain.csv",
+            "--class",
+            "2",
+            "--out",
+            "d2.png",
+        ],
+        &f.root,
+    );
     // An unconditional model refuses --class.
     train_small(&f, "u", &[]);
-    assert!(fails(&["sample", "--run", "u", "--class", "1", "--out", "x.png"], &f.root).contains("conditional"));
+    assert!(
+        fails(
+            &["sample", "--run", "u", "--class", "1", "--out", "x.png"],
+            &f.root
+        )
+        .contains("conditional")
+    );
 }
 
 #[test]
@@ -573,16 +1408,60 @@ fn a_conditional_model_refuses_data_with_labels_it_does_not_know() {
         let dir = f.root.join("two").join(class);
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..10u8 {
-            image::GrayImage::from_pixel(28, 28, image::Luma([v + i])).save(dir.join(format!("{i}.png"))).unwrap();
+            image::GrayImage::from_pixel(28, 28, image::Luma([v + i]))
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
         }
     }
-    ok(&["train", "--data-dir", "two", "--model", "cvae", "--arch", "mlp", "--latent", "2", "--batch-size", "6", "--out", "c2"], &f.root);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("c2/config.json")).unwrap()).unwrap();
+    ok(
+        &[
+            "train",
+            "--data-dir",
+            "two",
+            "--model",
+            "cvae",
+            "--arch",
+            "mlp",
+            "--latent",
+            "2",
+            "--batch-size",
+            "6",
+            "--out",
+            "c2",
+        ],
+        &f.root,
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("c2/config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg["model"]["classes"], 2);
     // The bars have labels 0..9: one line naming the data and the label, nothing written.
-    let err = fails(&["eval", "--run", "c2", "--data-dir", f.data.to_str().unwrap()], &f.root);
-    assert!(err.contains("bars") && err.contains("label") && err.contains("2 classes"), "{err}");
-    let err = fails(&["reconstruct", "--run", "c2", "--data-dir", f.data.to_str().unwrap(), "--out", "r.png"], &f.root);
+    let err = fails(
+        &[
+            "eval",
+            "--run",
+            "c2",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+        ],
+        &f.root,
+    );
+    assert!(
+        err.contains("bars") && err.contains("label") && err.contains("2 classes"),
+        "{err}"
+    );
+    let err = fails(
+        &[
+            "reconstruct",
+            "--run",
+            "c2",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--out",
+            "r.png",
+        ],
+        &f.root,
+    );
     assert!(err.contains("label"), "{err}");
     assert!(!f.root.join("r.png").exists());
 }

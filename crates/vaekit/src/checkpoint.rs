@@ -28,8 +28,13 @@ pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub fn weights_to_bytes<M: Module>(model: &M) -> Vec<u8> {
     let mut store = SafetensorsStore::from_bytes(None)
         .clear_metadata()
-        .metadata("producer", format!("vaekit {} (burn 0.22.1)", crate::VERSION));
-    model.save_into(&mut store).expect("serialising weights to memory cannot fail");
+        .metadata(
+            "producer",
+            format!("vaekit {} (burn 0.22.1)", crate::VERSION),
+        );
+    model
+        .save_into(&mut store)
+        .expect("serialising weights to memory cannot fail");
     store.get_bytes().expect("the store was just written")
 }
 
@@ -41,7 +46,12 @@ pub fn save_weights<M: Module>(model: &M, path: &Path) -> Result<()> {
 /// "a, b, c and 4 more": keeps error lines short.
 fn some_names<S: AsRef<str>>(names: &[S]) -> String {
     const SHOWN: usize = 3;
-    let mut s = names.iter().take(SHOWN).map(|n| n.as_ref()).collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| n.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         s.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
@@ -59,12 +69,19 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
         let msg = e.to_string();
         Error::CheckpointMismatch {
             path: path.to_path_buf(),
-            reason: format!("unreadable safetensors ({})", msg.lines().next().unwrap_or("").trim()),
+            reason: format!(
+                "unreadable safetensors ({})",
+                msg.lines().next().unwrap_or("").trim()
+            ),
         }
     })?;
     let mut problems = Vec::new();
     if !result.errors.is_empty() {
-        let errs: Vec<String> = result.errors.iter().map(|e| e.to_string().replace('\n', " ")).collect();
+        let errs: Vec<String> = result
+            .errors
+            .iter()
+            .map(|e| e.to_string().replace('\n', " "))
+            .collect();
         problems.push(some_names(&errs));
     }
     if !result.missing.is_empty() {
@@ -77,12 +94,20 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     if problems.is_empty() {
         Ok(model)
     } else {
-        Err(Error::CheckpointMismatch { path: path.to_path_buf(), reason: problems.join("; ") })
+        Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason: problems.join("; "),
+        })
     }
 }
 
 /// Saves weights and optimiser state as a new checkpoint of `run` and makes it current.
-pub fn save_checkpoint(run: &RunDir, model: &Vae, optim: &ModuleOptimizer, meta: &Meta) -> Result<()> {
+pub fn save_checkpoint(
+    run: &RunDir,
+    model: &Vae,
+    optim: &ModuleOptimizer,
+    meta: &Meta,
+) -> Result<()> {
     let dir = run.root().join("checkpoints");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let name = format!("step-{:09}", meta.step);
@@ -102,7 +127,10 @@ pub fn save_checkpoint(run: &RunDir, model: &Vae, optim: &ModuleOptimizer, meta:
         std::fs::remove_dir_all(&fin).map_err(Error::io(&fin))?;
     }
     std::fs::rename(&tmp, &fin).map_err(Error::io(&fin))?;
-    let meta = Meta { checkpoint: format!("checkpoints/{name}"), ..meta.clone() };
+    let meta = Meta {
+        checkpoint: format!("checkpoints/{name}"),
+        ..meta.clone()
+    };
     write_json_atomic(&run.meta_path(), &meta)?;
     // Only now is the previous checkpoint unreferenced.
     for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))?.flatten() {
@@ -132,5 +160,8 @@ pub fn load_optimizer(optim: ModuleOptimizer, path: &Path) -> Result<ModuleOptim
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     optim
         .from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Error::CheckpointMismatch { path: path.to_path_buf(), reason: format!("unreadable optimiser state ({e})") })
+        .map_err(|e| Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason: format!("unreadable optimiser state ({e})"),
+        })
 }

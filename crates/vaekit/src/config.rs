@@ -24,7 +24,11 @@ pub struct ImageShape {
 
 impl ImageShape {
     /// The MNIST / Fashion-MNIST shape, 1x28x28.
-    pub const MNIST: ImageShape = ImageShape { channels: 1, height: 28, width: 28 };
+    pub const MNIST: ImageShape = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
 
     /// Values per image, `channels * height * width`.
     pub fn numel(&self) -> usize {
@@ -74,7 +78,11 @@ impl Likelihood {
 
     /// Maps per channel the network's last layer computes: the global scale is a parameter.
     pub fn network_maps(&self) -> usize {
-        if *self == Likelihood::GaussianGlobal { 1 } else { self.params_per_pixel() }
+        if *self == Likelihood::GaussianGlobal {
+            1
+        } else {
+            self.params_per_pixel()
+        }
     }
 
     /// Whether it is a probability of discrete (binary or 8-bit) pixels rather than a density.
@@ -110,7 +118,11 @@ pub enum Architecture {
 impl Architecture {
     /// The article's network: channels [16, 32], 5x5 kernels, leaky ReLU 0.2.
     pub fn default_conv() -> Self {
-        Architecture::Conv { channels: vec![16, 32], kernel: 5, leaky_slope: 0.2 }
+        Architecture::Conv {
+            channels: vec![16, 32],
+            kernel: 5,
+            leaky_slope: 0.2,
+        }
     }
 
     /// The pytorch/examples MLP: one hidden layer of 400.
@@ -173,10 +185,16 @@ impl ModelConfig {
         if let Likelihood::Gaussian { std } = self.likelihood
             && !(std > 0.0 && std.is_finite())
         {
-            return bad(format!("gaussian likelihood std must be positive, got {std}"));
+            return bad(format!(
+                "gaussian likelihood std must be positive, got {std}"
+            ));
         }
         match &self.architecture {
-            Architecture::Conv { channels, kernel, leaky_slope } => {
+            Architecture::Conv {
+                channels,
+                kernel,
+                leaky_slope,
+            } => {
                 if channels.is_empty() || channels.contains(&0) {
                     return bad("conv channels must be a non-empty list of positive numbers".into());
                 }
@@ -236,7 +254,12 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { dataset: "fashion-mnist".into(), dir: None, limit: None, binarize: Binarize::None }
+        DataConfig {
+            dataset: "fashion-mnist".into(),
+            dir: None,
+            limit: None,
+            binarize: Binarize::None,
+        }
     }
 }
 
@@ -256,7 +279,12 @@ pub struct OptimConfig {
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        OptimConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
+        OptimConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
     }
 }
 
@@ -370,7 +398,9 @@ impl TrainConfig {
                 return bad("the IWAE objective needs k >= 1 samples");
             }
             if self.beta != 1.0 || self.kl_warmup_epochs > 0 || self.free_bits > 0.0 {
-                return bad("beta, KL warm-up and free bits weight the ELBO's KL term; the IWAE bound has none");
+                return bad(
+                    "beta, KL warm-up and free bits weight the ELBO's KL term; the IWAE bound has none",
+                );
             }
         }
         if self.data.limit == Some(0) {
@@ -384,7 +414,11 @@ impl TrainConfig {
     /// steps_per_epoch))`, or `beta` without warm-up.
     pub fn beta_at(&self, step: usize, steps_per_epoch: usize) -> f64 {
         let ramp = self.kl_warmup_epochs * steps_per_epoch;
-        if ramp == 0 { self.beta } else { self.beta * (step as f64 / ramp as f64).min(1.0) }
+        if ramp == 0 {
+            self.beta
+        } else {
+            self.beta * (step as f64 / ramp as f64).min(1.0)
+        }
     }
 }
 
@@ -394,14 +428,21 @@ mod tests {
 
     #[test]
     fn kl_warmup_reaches_beta_at_the_end_of_its_last_epoch() {
-        let cfg = TrainConfig { beta: 4.0, kl_warmup_epochs: 2, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            beta: 4.0,
+            kl_warmup_epochs: 2,
+            ..TrainConfig::default()
+        };
         // 10 steps per epoch: the weight reaches 4 at step 20, the last step of epoch 2.
         assert_eq!(cfg.beta_at(1, 10), 0.2);
         assert_eq!(cfg.beta_at(10, 10), 2.0);
         assert!(cfg.beta_at(19, 10) < 4.0);
         assert_eq!(cfg.beta_at(20, 10), 4.0);
         assert_eq!(cfg.beta_at(35, 10), 4.0);
-        let plain = TrainConfig { beta: 0.5, ..TrainConfig::default() };
+        let plain = TrainConfig {
+            beta: 0.5,
+            ..TrainConfig::default()
+        };
         assert_eq!(plain.beta_at(1, 10), 0.5);
         // Older config.json files without the new fields still load, with the schedules off.
         let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
@@ -409,6 +450,13 @@ mod tests {
         v.as_object_mut().unwrap().remove("free_bits");
         let back: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!((back.kl_warmup_epochs, back.free_bits), (0, 0.0));
-        assert!(TrainConfig { free_bits: -1.0, ..TrainConfig::default() }.validate().is_err());
+        assert!(
+            TrainConfig {
+                free_bits: -1.0,
+                ..TrainConfig::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -26,7 +26,9 @@ impl FromStr for DeviceChoice {
             "cpu" => Ok(DeviceChoice::Cpu),
             "wgpu" => Ok(DeviceChoice::Wgpu),
             "cuda" => Ok(DeviceChoice::Cuda),
-            other => Err(format!("unknown device '{other}' (expected cpu, wgpu or cuda)")),
+            other => Err(format!(
+                "unknown device '{other}' (expected cpu, wgpu or cuda)"
+            )),
         }
     }
 }
@@ -69,7 +71,10 @@ fn wgpu_device() -> Result<Device> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<Device> {
-    Err(Error::DeviceUnavailable("wgpu".into(), "rebuild with `--features wgpu`".into()))
+    Err(Error::DeviceUnavailable(
+        "wgpu".into(),
+        "rebuild with `--features wgpu`".into(),
+    ))
 }
 
 #[cfg(feature = "cuda")]
@@ -81,6 +86,7 @@ fn cuda_device() -> Result<Device> {
 fn cuda_device() -> Result<Device> {
     Err(Error::DeviceUnavailable(
         "cuda".into(),
-        "rebuild with `--features cuda` (its build downloads LLVM, so it needs network access)".into(),
+        "rebuild with `--features cuda` (its build downloads LLVM, so it needs network access)"
+            .into(),
     ))
 }

@@ -41,7 +41,10 @@ impl DiagonalGaussian {
     /// # Shapes
     /// returns `[batch]`
     pub fn kl_to_standard_normal(&self) -> Tensor<1> {
-        self.kl_terms().sum_dim(1).squeeze_dim::<1>(1).mul_scalar(0.5)
+        self.kl_terms()
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+            .mul_scalar(0.5)
     }
 
     /// mean^2 + exp(logvar) - 1 - logvar, elementwise: twice the KL of each dimension.
@@ -55,7 +58,10 @@ impl DiagonalGaussian {
     /// # Shapes
     /// returns `[latent]`
     pub fn kl_per_dimension(&self) -> Tensor<1> {
-        self.kl_terms().mean_dim(0).squeeze_dim::<1>(0).mul_scalar(0.5)
+        self.kl_terms()
+            .mean_dim(0)
+            .squeeze_dim::<1>(0)
+            .mul_scalar(0.5)
     }
 
     /// log q(z) per item, summed over dimensions.
@@ -64,7 +70,8 @@ impl DiagonalGaussian {
     /// `z`: `[batch, latent]` -> `[batch]`
     pub fn log_prob(&self, z: Tensor<2>) -> Tensor<1> {
         let d = z - self.mean.clone();
-        let terms = d.clone() * d * self.logvar.clone().neg().exp() + self.logvar.clone() + (2.0 * PI).ln();
+        let terms =
+            d.clone() * d * self.logvar.clone().neg().exp() + self.logvar.clone() + (2.0 * PI).ln();
         terms.sum_dim(1).squeeze_dim::<1>(1).mul_scalar(-0.5)
     }
 }
@@ -95,7 +102,11 @@ mod tests {
     fn kl_of_standard_normal_is_zero() {
         let dev = Device::flex();
         let q = DiagonalGaussian::new(Tensor::zeros([3, 5], &dev), Tensor::zeros([3, 5], &dev));
-        assert!(vec1(q.kl_to_standard_normal()).iter().all(|&k| k.abs() < 1e-7));
+        assert!(
+            vec1(q.kl_to_standard_normal())
+                .iter()
+                .all(|&k| k.abs() < 1e-7)
+        );
     }
 
     #[test]
@@ -117,7 +128,10 @@ mod tests {
         let q = DiagonalGaussian::new(t2(&[0.5], 1, &dev), t2(&[2f32.ln()], 1, &dev));
         let k = vec1(q.kl_to_standard_normal())[0];
         assert!((k - 0.278_426_4).abs() < 1e-6, "{k}");
-        let q = DiagonalGaussian::new(t2(&[-1.0, 0.1, 3.0, 0.0], 2, &dev), t2(&[-2.0, 1.5, 0.3, -0.7], 2, &dev));
+        let q = DiagonalGaussian::new(
+            t2(&[-1.0, 0.1, 3.0, 0.0], 2, &dev),
+            t2(&[-2.0, 1.5, 0.3, -0.7], 2, &dev),
+        );
         assert!(vec1(q.kl_to_standard_normal()).iter().all(|&k| k >= 0.0));
     }
 
@@ -131,12 +145,31 @@ mod tests {
         let logvar = t2(&lv, 2, &dev).require_grad();
         let q = DiagonalGaussian::new(mean.clone(), logvar.clone());
         let grads = q.kl_to_standard_normal().sum().backward();
-        let gm = mean.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap();
-        let gl = logvar.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap();
+        let gm = mean
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let gl = logvar
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         for i in 0..6 {
-            assert!((gm[i] - m[i]).abs() < 1e-5, "mean grad {i}: {} vs {}", gm[i], m[i]);
+            assert!(
+                (gm[i] - m[i]).abs() < 1e-5,
+                "mean grad {i}: {} vs {}",
+                gm[i],
+                m[i]
+            );
             let want = (lv[i].exp() - 1.0) / 2.0;
-            assert!((gl[i] - want).abs() < 1e-5, "logvar grad {i}: {} vs {want}", gl[i]);
+            assert!(
+                (gl[i] - want).abs() < 1e-5,
+                "logvar grad {i}: {} vs {want}",
+                gl[i]
+            );
         }
     }
 

@@ -92,7 +92,9 @@ pub enum Error {
         reason: String,
     },
     /// Training produced a NaN or infinite loss.
-    #[error("loss became {value} at epoch {epoch}, step {step}; stopped, the last good checkpoint is kept")]
+    #[error(
+        "loss became {value} at epoch {epoch}, step {step}; stopped, the last good checkpoint is kept"
+    )]
     NonFiniteLoss {
         /// The offending value.
         value: f64,

@@ -40,10 +40,23 @@ impl Grid {
     /// `images`: `[n, channels, height, width]`
     pub fn from_tensor(images: Tensor<4>, columns: usize) -> Grid {
         let [n, c, h, w] = images.dims();
-        let flat = images.into_data().try_into_vec_as::<f32>().expect("f32 tensor");
+        let flat = images
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 tensor");
         let per = c * h * w;
-        let images = (0..n).map(|i| flat[i * per..(i + 1) * per].to_vec()).collect();
-        Grid { channels: c, height: h, width: w, images, columns: columns.max(1), border: BORDER, row_labels: Vec::new() }
+        let images = (0..n)
+            .map(|i| flat[i * per..(i + 1) * per].to_vec())
+            .collect();
+        Grid {
+            channels: c,
+            height: h,
+            width: w,
+            images,
+            columns: columns.max(1),
+            border: BORDER,
+            row_labels: Vec::new(),
+        }
     }
 
     /// Appends the images of another grid with the same cell shape.
@@ -65,8 +78,17 @@ impl Grid {
 
     /// Width of the label margin: enough for the longest label at [`LABEL_PX`].
     fn label_margin(&self) -> usize {
-        let longest = self.row_labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
-        if longest == 0 { 0 } else { longest * (LABEL_PX as usize * 2 / 3) + 8 }
+        let longest = self
+            .row_labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0);
+        if longest == 0 {
+            0
+        } else {
+            longest * (LABEL_PX as usize * 2 / 3) + 8
+        }
     }
 
     /// (width, height) of the rendered picture.
@@ -74,13 +96,20 @@ impl Grid {
         let rows = self.images.len().div_ceil(self.columns).max(1);
         let cols = self.columns.min(self.images.len()).max(1);
         let b = self.border;
-        (self.label_margin() + cols * (self.width + b) + b, rows * (self.height + b) + b)
+        (
+            self.label_margin() + cols * (self.width + b) + b,
+            rows * (self.height + b) + b,
+        )
     }
 
     /// Renders the grid as 8-bit gray or RGB (RGB whenever there are labels).
     pub fn render(&self) -> image::DynamicImage {
         let (gw, gh) = self.size();
-        let c = if self.row_labels.is_empty() { self.channels } else { 3 };
+        let c = if self.row_labels.is_empty() {
+            self.channels
+        } else {
+            3
+        };
         let b = self.border;
         let margin = self.label_margin();
         let mut buf = vec![BORDER_VALUE; gw * gh * c];
@@ -91,13 +120,17 @@ impl Grid {
         }
         for (k, img) in self.images.iter().enumerate() {
             let (r, col) = (k / self.columns, k % self.columns);
-            let (y0, x0) = (b + r * (self.height + b), margin + b + col * (self.width + b));
+            let (y0, x0) = (
+                b + r * (self.height + b),
+                margin + b + col * (self.width + b),
+            );
             for y in 0..self.height {
                 for x in 0..self.width {
                     for ch in 0..c {
                         let src = if self.channels == 1 { 0 } else { ch };
                         let v = img[src * self.height * self.width + y * self.width + x];
-                        buf[((y0 + y) * gw + x0 + x) * c + ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                        buf[((y0 + y) * gw + x0 + x) * c + ch] =
+                            (v.clamp(0.0, 1.0) * 255.0).round() as u8;
                     }
                 }
             }
@@ -106,9 +139,13 @@ impl Grid {
             self.draw_labels(&mut buf, (gw as u32, gh as u32));
         }
         if c == 1 {
-            image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(gw as u32, gh as u32, buf).expect("size"))
+            image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(gw as u32, gh as u32, buf).expect("size"),
+            )
         } else {
-            image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(gw as u32, gh as u32, buf).expect("size"))
+            image::DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(gw as u32, gh as u32, buf).expect("size"),
+            )
         }
     }
 
@@ -133,8 +170,14 @@ impl Grid {
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();
         self.render()
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: e.to_string() })?;
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| Error::BadImage {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         write_atomic(path, &bytes)
     }
 }
@@ -143,8 +186,15 @@ impl Grid {
 /// picture: the first file whole, then the bottom row of every later file, as in the article's
 /// "epoch 1 / epoch 9 / original" figure. `cell_height` is the height of one image.
 pub fn stack_rows(files: &[std::path::PathBuf], cell_height: usize, out: &Path) -> Result<()> {
-    let Some(first) = files.first() else { return Ok(()) };
-    let open = |p: &Path| image::open(p).map_err(|e| Error::BadImage { path: p.to_path_buf(), reason: e.to_string() });
+    let Some(first) = files.first() else {
+        return Ok(());
+    };
+    let open = |p: &Path| {
+        image::open(p).map_err(|e| Error::BadImage {
+            path: p.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
     let base = open(first)?;
     let row = (cell_height + BORDER) as u32; // pictures written with the default border
     let (w, h0) = (base.width(), base.height());
@@ -153,15 +203,24 @@ pub fn stack_rows(files: &[std::path::PathBuf], cell_height: usize, out: &Path) 
     for (i, f) in files.iter().enumerate().skip(1) {
         let img = open(f)?;
         if img.width() != w || img.height() != h0 {
-            return Err(Error::BadImage { path: f.clone(), reason: "picture size differs from the first epoch's".into() });
+            return Err(Error::BadImage {
+                path: f.clone(),
+                reason: "picture size differs from the first epoch's".into(),
+            });
         }
         let bottom = img.crop_imm(0, h0 - row, w, row);
         image::imageops::replace(&mut canvas, &bottom, 0, (h0 + row * (i as u32 - 1)) as i64);
     }
     let mut bytes = Vec::new();
     canvas
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| Error::BadImage { path: out.to_path_buf(), reason: e.to_string() })?;
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| Error::BadImage {
+            path: out.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     write_atomic(out, &bytes)
 }
 
@@ -174,8 +233,16 @@ mod tests {
     fn grid_places_images_and_borders() {
         let dev = Device::flex();
         // Two 2x3 gray images: all 0 and all 1, two per row.
-        let t = Tensor::<1>::from_floats([0.0f32; 6].iter().chain([1.0f32; 6].iter()).copied().collect::<Vec<_>>().as_slice(), &dev)
-            .reshape([2, 1, 2, 3]);
+        let t = Tensor::<1>::from_floats(
+            [0.0f32; 6]
+                .iter()
+                .chain([1.0f32; 6].iter())
+                .copied()
+                .collect::<Vec<_>>()
+                .as_slice(),
+            &dev,
+        )
+        .reshape([2, 1, 2, 3]);
         let g = Grid::from_tensor(t, 2);
         assert_eq!(g.size(), (2 * (3 + 2) + 2, 2 + 2 + 2));
         let img = g.render().to_luma8();
@@ -204,7 +271,10 @@ mod tests {
         let img = labelled.render().to_rgb8();
         let margin = w as u32 - (2 * 7 + 2);
         // Dark text pixels in the margin, and the cells unchanged to its right.
-        let dark = (0..margin).flat_map(|x| (0..h as u32).map(move |y| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100).count();
+        let dark = (0..margin)
+            .flat_map(|x| (0..h as u32).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+            .count();
         assert!(dark > 5, "{dark} text pixels");
         assert_eq!(img.get_pixel(margin + 2, 2).0, [255, 255, 255]);
         assert_eq!(img.get_pixel(margin, 0).0, [128, 128, 128]);

@@ -50,9 +50,17 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     for i in 0..n {
         v[i * n + i] = 1.0;
     }
-    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+    let scale: f64 = a
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * n + j].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j].powi(2))
+            .sum();
         if off.sqrt() <= 1e-15 * scale {
             break;
         }
@@ -133,7 +141,9 @@ mod tests {
         let (mut w, v) = symmetric_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
         let big = if w[0] > w[1] { 0 } else { 1 };
         assert!((w[big] - 3.0).abs() < 1e-12);
-        assert!((v[big].abs() - 0.5f64.sqrt()).abs() < 1e-12 && (v[2 + big] - v[big]).abs() < 1e-12);
+        assert!(
+            (v[big].abs() - 0.5f64.sqrt()).abs() < 1e-12 && (v[2 + big] - v[big]).abs() < 1e-12
+        );
         w.sort_by(f64::total_cmp);
         assert!((w[0] - 1.0).abs() < 1e-12);
     }
@@ -153,7 +163,11 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 let back: f64 = (0..n).map(|k| v[i * n + k] * w[k] * v[j * n + k]).sum();
-                assert!((back - a[i * n + j]).abs() < 1e-9, "({i},{j}) {back} vs {}", a[i * n + j]);
+                assert!(
+                    (back - a[i * n + j]).abs() < 1e-9,
+                    "({i},{j}) {back} vs {}",
+                    a[i * n + j]
+                );
                 let vtv: f64 = (0..n).map(|k| v[k * n + i] * v[k * n + j]).sum();
                 assert!((vtv - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9);
             }
@@ -168,7 +182,10 @@ mod tests {
         let a = matmul(&b, &bt, 3);
         let r = sqrt_psd(&a, 3);
         let rr = matmul(&r, &r, 3);
-        assert!(a.iter().zip(&rr).all(|(x, y)| (x - y).abs() < 1e-9), "{rr:?}");
+        assert!(
+            a.iter().zip(&rr).all(|(x, y)| (x - y).abs() < 1e-9),
+            "{rr:?}"
+        );
     }
 
     #[test]

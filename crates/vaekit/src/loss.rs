@@ -4,8 +4,8 @@
 
 use std::f64::consts::PI;
 
-use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::Tensor;
+use burn::tensor::activation::{log_sigmoid, sigmoid};
 
 use crate::config::Likelihood;
 use crate::distribution::DiagonalGaussian;
@@ -28,17 +28,24 @@ pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihoo
         Likelihood::Bernoulli => log_sigmoid(params.clone().neg()).neg() - x * params,
         Likelihood::Gaussian { std } => {
             let d = (x - sigmoid(params)).div_scalar(std);
-            (d.clone() * d).mul_scalar(0.5).add_scalar(std.ln() + 0.5 * (2.0 * PI).ln())
+            (d.clone() * d)
+                .mul_scalar(0.5)
+                .add_scalar(std.ln() + 0.5 * (2.0 * PI).ln())
         }
         Likelihood::GaussianLearned | Likelihood::GaussianGlobal => {
             let log_s = params.clone().narrow(1, c, c).clamp(LOG_SCALE_MIN, 2.0);
             let d = (x - sigmoid(params.narrow(1, 0, c))) * log_s.clone().neg().exp();
             (d.clone() * d).mul_scalar(0.5) + log_s.add_scalar(0.5 * (2.0 * PI).ln())
         }
-        Likelihood::Logistic => discretized_logistic_nll(params.clone().narrow(1, 0, c), params.narrow(1, c, c), x),
+        Likelihood::Logistic => {
+            discretized_logistic_nll(params.clone().narrow(1, 0, c), params.narrow(1, c, c), x)
+        }
     };
     let b = per_pixel.dims()[0];
-    per_pixel.reshape([b as i32, -1]).sum_dim(1).squeeze_dim::<1>(1)
+    per_pixel
+        .reshape([b as i32, -1])
+        .sum_dim(1)
+        .squeeze_dim::<1>(1)
 }
 
 /// Smallest log-scale of the learned likelihoods: keeps the density finite.
@@ -73,7 +80,10 @@ pub fn discretized_logistic_nll(mean: Tensor<4>, log_scale: Tensor<4>, x: Tensor
     let inner = log_mid.mask_where(delta.greater_elem(1e-5), log_delta);
     let low = xs.clone().lower_elem(-0.999);
     let high = xs.greater_elem(0.999);
-    inner.mask_where(low, log_cdf_plus).mask_where(high, log_one_minus_cdf_min).neg()
+    inner
+        .mask_where(low, log_cdf_plus)
+        .mask_where(high, log_one_minus_cdf_min)
+        .neg()
 }
 
 /// The decoder's mean image for its output `params` (`channels` means first): sigmoid of the
@@ -83,7 +93,11 @@ pub fn discretized_logistic_nll(mean: Tensor<4>, log_scale: Tensor<4>, x: Tensor
 /// `params`: `[batch, channels * k, height, width]` -> `[batch, channels, height, width]`
 pub fn mean_image(params: Tensor<4>, channels: usize, logistic: bool) -> Tensor<4> {
     let m = params.narrow(1, 0, channels);
-    if logistic { m.add_scalar(1.0).mul_scalar(0.5).clamp(0.0, 1.0) } else { sigmoid(m) }
+    if logistic {
+        m.add_scalar(1.0).mul_scalar(0.5).clamp(0.0, 1.0)
+    } else {
+        sigmoid(m)
+    }
 }
 
 /// The terms of the negative ELBO, each averaged over the batch (nats per image).
@@ -115,7 +129,11 @@ pub fn neg_elbo(
 ) -> NegElbo {
     let recon = reconstruction_nll(logits, x, likelihood).mean();
     let kl = posterior.kl_to_standard_normal().mean();
-    let kl_objective = if free_bits > 0.0 { posterior.kl_per_dimension().clamp_min(free_bits).sum() } else { kl.clone() };
+    let kl_objective = if free_bits > 0.0 {
+        posterior.kl_per_dimension().clamp_min(free_bits).sum()
+    } else {
+        kl.clone()
+    };
     let loss = recon.clone() + kl_objective.mul_scalar(beta);
     NegElbo { loss, recon, kl }
 }
@@ -135,9 +153,14 @@ mod tests {
         //   torch.tensor([1., 0., .3, 0., 1.]), reduction='sum')  ->  60.9413...
         // By hand: softplus(l) - x*l = 0.126928 + 0.313262 + 0.693147 + 30.0 + 30.0 (+ ~1e-13)
         let dev = Device::flex();
-        let got = reconstruction_nll(img(&[2.0, -1.0, 0.0, 30.0, -30.0], &dev), img(&[1.0, 0.0, 0.3, 0.0, 1.0], &dev), Likelihood::Bernoulli);
+        let got = reconstruction_nll(
+            img(&[2.0, -1.0, 0.0, 30.0, -30.0], &dev),
+            img(&[1.0, 0.0, 0.3, 0.0, 1.0], &dev),
+            Likelihood::Bernoulli,
+        );
         let got = got.into_data().try_into_vec::<f32>().unwrap()[0] as f64;
-        let want = (1.0 + (-2f64).exp()).ln() + (1.0 + (-1f64).exp()).ln() + 2f64.ln() + 30.0 + 30.0;
+        let want =
+            (1.0 + (-2f64).exp()).ln() + (1.0 + (-1f64).exp()).ln() + 2f64.ln() + 30.0 + 30.0;
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");
     }
 
@@ -145,7 +168,11 @@ mod tests {
     fn gaussian_nll_is_the_normal_density() {
         // logits 0 -> mean 0.5; x = 0.7, std 0.1: 0.5 * 4 + ln 0.1 + 0.5 ln 2pi per pixel.
         let dev = Device::flex();
-        let got = reconstruction_nll(img(&[0.0, 0.0], &dev), img(&[0.7, 0.5], &dev), Likelihood::Gaussian { std: 0.1 });
+        let got = reconstruction_nll(
+            img(&[0.0, 0.0], &dev),
+            img(&[0.7, 0.5], &dev),
+            Likelihood::Gaussian { std: 0.1 },
+        );
         let got = got.into_data().try_into_vec::<f32>().unwrap()[0] as f64;
         let c = 0.1f64.ln() + 0.5 * (2.0 * PI).ln();
         assert!((got - (2.0 + 2.0 * c)).abs() < 1e-4, "{got}");
@@ -155,22 +182,43 @@ mod tests {
     fn neg_elbo_adds_beta_times_kl() {
         let dev = Device::flex();
         let q = DiagonalGaussian::new(Tensor::ones([1, 3], &dev), Tensor::zeros([1, 3], &dev));
-        let e = neg_elbo(img(&[0.0], &dev), img(&[1.0], &dev), &q, Likelihood::Bernoulli, 4.0, 0.0);
+        let e = neg_elbo(
+            img(&[0.0], &dev),
+            img(&[1.0], &dev),
+            &q,
+            Likelihood::Bernoulli,
+            4.0,
+            0.0,
+        );
         let v = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap()[0] as f64;
         let (l, r, k) = (v(e.loss), v(e.recon), v(e.kl));
-        assert!((r - 2f64.ln()).abs() < 1e-5 && (k - 1.5).abs() < 1e-6 && (l - (r + 6.0)).abs() < 1e-5);
+        assert!(
+            (r - 2f64.ln()).abs() < 1e-5 && (k - 1.5).abs() < 1e-6 && (l - (r + 6.0)).abs() < 1e-5
+        );
     }
 
     /// Gradients of the loss with respect to the posterior mean, for a posterior whose two
     /// dimensions have KL 2.0 (mean 2) and 0.125 (mean 0.5) and logits that do not depend on it.
     fn mean_grad(beta: f64, free_bits: f64) -> (f64, Vec<f32>) {
         let dev = Device::flex().autodiff();
-        let mean = Tensor::<1>::from_floats([2.0f32, 0.5], &dev).reshape([1, 2]).require_grad();
+        let mean = Tensor::<1>::from_floats([2.0f32, 0.5], &dev)
+            .reshape([1, 2])
+            .require_grad();
         let q = DiagonalGaussian::new(mean.clone(), Tensor::zeros([1, 2], &dev));
-        let e = neg_elbo(img(&[0.3], &dev), img(&[1.0], &dev), &q, Likelihood::Bernoulli, beta, free_bits);
+        let e = neg_elbo(
+            img(&[0.3], &dev),
+            img(&[1.0], &dev),
+            &q,
+            Likelihood::Bernoulli,
+            beta,
+            free_bits,
+        );
         let loss = e.loss.clone().into_scalar::<f32>() as f64;
         let grads = e.loss.backward();
-        let g = mean.grad(&grads).map(|g| g.into_data().try_into_vec::<f32>().unwrap()).unwrap_or(vec![0.0, 0.0]);
+        let g = mean
+            .grad(&grads)
+            .map(|g| g.into_data().try_into_vec::<f32>().unwrap())
+            .unwrap_or(vec![0.0, 0.0]);
         (loss, g)
     }
 
@@ -199,20 +247,42 @@ mod tests {
 
     /// The 256 levels of an 8-bit pixel, in [0, 1], as a `[1, 1, 1, 256]` image.
     fn levels(dev: &Device) -> Tensor<4> {
-        Tensor::<1>::from_floats((0..256).map(|v| v as f32 / 255.0).collect::<Vec<_>>().as_slice(), dev).reshape([1, 1, 1, 256])
+        Tensor::<1>::from_floats(
+            (0..256)
+                .map(|v| v as f32 / 255.0)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            dev,
+        )
+        .reshape([1, 1, 1, 256])
     }
 
     #[test]
     fn discretised_logistic_is_a_distribution_over_the_256_levels() {
         let dev = Device::flex();
-        for (m, ls) in [(0.0f32, -1.0f32), (0.3, -3.0), (-0.95, -2.0), (0.5, -6.5), (0.2, 1.0)] {
+        for (m, ls) in [
+            (0.0f32, -1.0f32),
+            (0.3, -3.0),
+            (-0.95, -2.0),
+            (0.5, -6.5),
+            (0.2, 1.0),
+        ] {
             let nll = discretized_logistic_nll(
                 Tensor::<4>::full([1, 1, 1, 256], m, &dev),
                 Tensor::<4>::full([1, 1, 1, 256], ls, &dev),
                 levels(&dev),
             );
-            let p: f64 = nll.into_data().try_into_vec::<f32>().unwrap().iter().map(|&v| (-(v as f64)).exp()).sum();
-            assert!((p - 1.0).abs() < 2e-3, "mean {m}, log-scale {ls}: total probability {p}");
+            let p: f64 = nll
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| (-(v as f64)).exp())
+                .sum();
+            assert!(
+                (p - 1.0).abs() < 2e-3,
+                "mean {m}, log-scale {ls}: total probability {p}"
+            );
         }
         // A middle level by hand: sigmoid((x' + 1/255 - m) / s) - sigmoid((x' - 1/255 - m) / s).
         let (x, m, s) = (100.0f64 / 255.0, 0.1f64, 0.2f64);
@@ -229,9 +299,19 @@ mod tests {
         let dev = Device::flex();
         let x = img(&[0.7, 0.5, 0.1], &dev);
         let logits = img(&[0.0, 1.0, -2.0], &dev);
-        let params = Tensor::cat(vec![logits.clone(), Tensor::<4>::full([1, 1, 1, 3], 0.1f32.ln(), &dev)], 1);
+        let params = Tensor::cat(
+            vec![
+                logits.clone(),
+                Tensor::<4>::full([1, 1, 1, 3], 0.1f32.ln(), &dev),
+            ],
+            1,
+        );
         let v = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
-        let fixed = v(reconstruction_nll(logits, x.clone(), Likelihood::Gaussian { std: 0.1 }));
+        let fixed = v(reconstruction_nll(
+            logits,
+            x.clone(),
+            Likelihood::Gaussian { std: 0.1 },
+        ));
         let learned = v(reconstruction_nll(params, x, Likelihood::GaussianLearned));
         assert!((fixed - learned).abs() < 1e-3, "{fixed} vs {learned}");
     }
@@ -242,11 +322,19 @@ mod tests {
         use crate::model::Vae;
         let dev = Device::flex();
         for arch in [Architecture::default_conv(), Architecture::default_mlp()] {
-            let cfg = ModelConfig { likelihood: Likelihood::Logistic, architecture: arch, ..ModelConfig::default() };
+            let cfg = ModelConfig {
+                likelihood: Likelihood::Logistic,
+                architecture: arch,
+                ..ModelConfig::default()
+            };
             let m = Vae::init(&cfg, 0, &dev);
             let z = Tensor::<2>::ones([2, 20], &dev);
             assert_eq!(m.decode(z.clone(), None).dims(), [2, 2, 28, 28]);
-            let mean = m.decode_mean(z, None).into_data().try_into_vec::<f32>().unwrap();
+            let mean = m
+                .decode_mean(z, None)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
             assert_eq!(mean.len(), 2 * 784);
             assert!(mean.iter().all(|v| (0.0..=1.0).contains(v)));
         }
@@ -259,24 +347,58 @@ mod tests {
         use burn::module::Module;
         use burn::optim::GradientsParams;
         let dev = Device::flex().autodiff();
-        let cfg = ModelConfig { likelihood: Likelihood::GaussianGlobal, architecture: crate::config::Architecture::default_mlp(), ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            likelihood: Likelihood::GaussianGlobal,
+            architecture: crate::config::Architecture::default_mlp(),
+            ..ModelConfig::default()
+        };
         let mut m = Vae::init(&cfg, 0, &dev);
         let z = Tensor::<2>::zeros([2, 20], &dev);
         let out = m.decode(z.clone(), None);
         assert_eq!(out.dims(), [2, 2, 28, 28]);
-        let log_std = |m: &Vae| m.decode(Tensor::<2>::zeros([1, 20], &dev), None).narrow(1, 1, 1).into_data().try_into_vec::<f32>().unwrap();
+        let log_std = |m: &Vae| {
+            m.decode(Tensor::<2>::zeros([1, 20], &dev), None)
+                .narrow(1, 1, 1)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
         assert!(log_std(&m).iter().all(|&v| v == 0.0), "starts at sigma = 1");
         // Images at their decoded mean +- 0.05: the likelihood wants sigma near 0.05, far below 1,
         // and a few Adam steps move the one parameter down, the same at every pixel.
-        let target = crate::loss::mean_image(out.clone(), 1, false).add_scalar(0.05).clamp(0.0, 1.0).detach();
+        let target = crate::loss::mean_image(out.clone(), 1, false)
+            .add_scalar(0.05)
+            .clamp(0.0, 1.0)
+            .detach();
         let mut optim = crate::train::adam(&OptimConfig::default());
         for _ in 0..5 {
-            let loss = reconstruction_nll(m.decode(z.clone(), None), target.clone(), Likelihood::GaussianGlobal).mean();
+            let loss = reconstruction_nll(
+                m.decode(z.clone(), None),
+                target.clone(),
+                Likelihood::GaussianGlobal,
+            )
+            .mean();
             let grads = GradientsParams::from_grads(loss.backward(), &m);
             m = optim.step(0.05, m, grads);
         }
         let after = log_std(&m);
-        assert!(after[0] < -0.1 && after.iter().all(|&v| v == after[0]), "{:?}", &after[..3]);
-        assert_eq!(m.num_params(), Vae::init(&ModelConfig { architecture: crate::config::Architecture::default_mlp(), ..ModelConfig::default() }, 0, &Device::flex()).num_params() + 1);
+        assert!(
+            after[0] < -0.1 && after.iter().all(|&v| v == after[0]),
+            "{:?}",
+            &after[..3]
+        );
+        assert_eq!(
+            m.num_params(),
+            Vae::init(
+                &ModelConfig {
+                    architecture: crate::config::Architecture::default_mlp(),
+                    ..ModelConfig::default()
+                },
+                0,
+                &Device::flex()
+            )
+            .num_params()
+                + 1
+        );
     }
 }

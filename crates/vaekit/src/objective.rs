@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use crate::config::{Likelihood, Objective};
 use crate::eval::importance::log_weights;
-use crate::loss::{neg_elbo, reconstruction_nll, NegElbo};
+use crate::loss::{NegElbo, neg_elbo, reconstruction_nll};
 use crate::model::Vae;
 
 /// -log (1/k) sum_i w_i per image, from log weights in sample-major rows (row `s * b + i` is
@@ -50,9 +50,15 @@ pub fn training_terms(
         }
         Objective::Iwae { k } => {
             let yk = y.map(|y| y.repeat_dim(0, k)); // labels of the sample-major rows
-            let log_lik = |z: Tensor<2>, xs: Tensor<4>| reconstruction_nll(model.decode(z, yk.clone()), xs, likelihood).neg();
+            let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
+                reconstruction_nll(model.decode(z, yk.clone()), xs, likelihood).neg()
+            };
             let (log_w, log_lik) = log_weights(&posterior, &x, eps, k, &log_lik); // [k * b] each
-            NegElbo { loss: iwae_loss(log_w, k), recon: log_lik.mean().neg(), kl: posterior.kl_to_standard_normal().mean() }
+            NegElbo {
+                loss: iwae_loss(log_w, k),
+                recon: log_lik.mean().neg(),
+                kl: posterior.kl_to_standard_normal().mean(),
+            }
         }
     }
 }
@@ -63,7 +69,7 @@ mod tests {
     use crate::config::ModelConfig;
     use crate::distribution::standard_normal_log_prob;
     use crate::eval::importance::LogSumExp;
-    use crate::rng::{normals, stream_rng, Stream};
+    use crate::rng::{Stream, normals, stream_rng};
     use burn::tensor::{Device, TensorData};
 
     #[test]
@@ -86,28 +92,90 @@ mod tests {
         let dev = Device::flex();
         let model = Vae::init(&ModelConfig::default(), 3, &dev);
         let x = Tensor::<4>::from_data(
-            TensorData::new((0..2 * 784).map(|i| ((i * 37) % 11) as f32 / 10.0).collect::<Vec<_>>(), [2, 1, 28, 28]),
+            TensorData::new(
+                (0..2 * 784)
+                    .map(|i| ((i * 37) % 11) as f32 / 10.0)
+                    .collect::<Vec<_>>(),
+                [2, 1, 28, 28],
+            ),
             &dev,
         );
         let eps = |n: usize, seed: u64| {
-            Tensor::<2>::from_data(TensorData::new(normals(&mut stream_rng(seed, Stream::TrainNoise, 0), n * 2 * 20), [n * 2, 20]), &dev)
+            Tensor::<2>::from_data(
+                TensorData::new(
+                    normals(&mut stream_rng(seed, Stream::TrainNoise, 0), n * 2 * 20),
+                    [n * 2, 20],
+                ),
+                &dev,
+            )
         };
         let v = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
         // k = 1: recon + log q(z|x) - log p(z) at the same z, i.e. the ELBO with the KL sampled.
-        let one = training_terms(&model, x.clone(), None, eps(1, 0), Objective::Iwae { k: 1 }, Likelihood::Bernoulli, 1.0, 0.0);
+        let one = training_terms(
+            &model,
+            x.clone(),
+            None,
+            eps(1, 0),
+            Objective::Iwae { k: 1 },
+            Likelihood::Bernoulli,
+            1.0,
+            0.0,
+        );
         let q = model.encode(x.clone(), None);
         let z = q.rsample(eps(1, 0));
-        let sampled = reconstruction_nll(model.decode(z.clone(), None), x.clone(), Likelihood::Bernoulli)
-            + q.log_prob(z.clone())
+        let sampled = reconstruction_nll(
+            model.decode(z.clone(), None),
+            x.clone(),
+            Likelihood::Bernoulli,
+        ) + q.log_prob(z.clone())
             - standard_normal_log_prob(z);
         assert!((v(one.loss) - v(sampled.mean())).abs() < 1e-3);
         // Averaged over noise, the k = 1 loss is the VAE objective (closed-form KL) ...
-        let elbo = |seed| v(training_terms(&model, x.clone(), None, eps(1, seed), Objective::Elbo, Likelihood::Bernoulli, 1.0, 0.0).loss);
-        let iw1 = |seed| v(training_terms(&model, x.clone(), None, eps(1, seed), Objective::Iwae { k: 1 }, Likelihood::Bernoulli, 1.0, 0.0).loss);
-        let iw20 = |seed| v(training_terms(&model, x.clone(), None, eps(20, seed), Objective::Iwae { k: 20 }, Likelihood::Bernoulli, 1.0, 0.0).loss);
+        let elbo = |seed| {
+            v(training_terms(
+                &model,
+                x.clone(),
+                None,
+                eps(1, seed),
+                Objective::Elbo,
+                Likelihood::Bernoulli,
+                1.0,
+                0.0,
+            )
+            .loss)
+        };
+        let iw1 = |seed| {
+            v(training_terms(
+                &model,
+                x.clone(),
+                None,
+                eps(1, seed),
+                Objective::Iwae { k: 1 },
+                Likelihood::Bernoulli,
+                1.0,
+                0.0,
+            )
+            .loss)
+        };
+        let iw20 = |seed| {
+            v(training_terms(
+                &model,
+                x.clone(),
+                None,
+                eps(20, seed),
+                Objective::Iwae { k: 20 },
+                Likelihood::Bernoulli,
+                1.0,
+                0.0,
+            )
+            .loss)
+        };
         let mean = |f: &dyn Fn(u64) -> f64| (0..200).map(f).sum::<f64>() / 200.0;
         let (m_elbo, m_iw1, m_iw20) = (mean(&elbo), mean(&iw1), mean(&iw20));
-        assert!((m_elbo - m_iw1).abs() < 0.02 * m_elbo.abs(), "{m_elbo} vs {m_iw1}");
+        assert!(
+            (m_elbo - m_iw1).abs() < 0.02 * m_elbo.abs(),
+            "{m_elbo} vs {m_iw1}"
+        );
         // ... and more samples give a tighter (lower) bound.
         assert!(m_iw20 < m_iw1, "{m_iw20} vs {m_iw1}");
     }

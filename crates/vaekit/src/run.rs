@@ -91,11 +91,21 @@ impl RunDir {
                 root.display()
             )));
         }
-        if root.is_dir() && std::fs::read_dir(root).map_err(Error::io(root))?.next().is_some() {
-            return Err(Error::InvalidConfig(format!("{} exists and is not empty; choose another --out", root.display())));
+        if root.is_dir()
+            && std::fs::read_dir(root)
+                .map_err(Error::io(root))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "{} exists and is not empty; choose another --out",
+                root.display()
+            )));
         }
         std::fs::create_dir_all(root.join("images")).map_err(Error::io(root))?;
-        let run = RunDir { root: root.to_path_buf() };
+        let run = RunDir {
+            root: root.to_path_buf(),
+        };
         write_json_atomic(&run.config_path(), config)?;
         Ok(run)
     }
@@ -103,12 +113,20 @@ impl RunDir {
     /// An existing run: it must have a readable `config.json`.
     pub fn open(root: &Path) -> Result<RunDir> {
         if !root.is_dir() {
-            return Err(Error::NotARun { path: root.to_path_buf(), reason: "no such folder".into() });
+            return Err(Error::NotARun {
+                path: root.to_path_buf(),
+                reason: "no such folder".into(),
+            });
         }
         if !root.join("config.json").is_file() {
-            return Err(Error::NotARun { path: root.to_path_buf(), reason: "no config.json".into() });
+            return Err(Error::NotARun {
+                path: root.to_path_buf(),
+                reason: "no config.json".into(),
+            });
         }
-        Ok(RunDir { root: root.to_path_buf() })
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The folder.
@@ -139,7 +157,10 @@ impl RunDir {
     /// The saved training configuration, validated.
     pub fn config(&self) -> Result<TrainConfig> {
         let cfg: TrainConfig = read_json(&self.config_path())?;
-        cfg.validate().map_err(|e| Error::BadConfig { path: self.config_path(), reason: e.to_string() })?;
+        cfg.validate().map_err(|e| Error::BadConfig {
+            path: self.config_path(),
+            reason: e.to_string(),
+        })?;
         Ok(cfg)
     }
 
@@ -168,7 +189,11 @@ impl RunDir {
     /// Appends one line to `metrics.jsonl`.
     pub fn append_metrics(&self, m: &EpochMetrics) -> Result<()> {
         let p = self.metrics_path();
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(Error::io(&p))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(Error::io(&p))?;
         let line = serde_json::to_string(m).expect("serialisable");
         writeln!(f, "{line}").map_err(Error::io(&p))
     }
@@ -184,8 +209,10 @@ impl RunDir {
             .filter(|l| !l.trim().is_empty())
             .enumerate()
             .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| Error::BadConfig { path: p.clone(), reason: format!("line {}: {e}", i + 1) })
+                serde_json::from_str(l).map_err(|e| Error::BadConfig {
+                    path: p.clone(),
+                    reason: format!("line {}: {e}", i + 1),
+                })
             })
             .collect()
     }
@@ -193,7 +220,11 @@ impl RunDir {
     /// Drops metric lines of epochs after `epoch` (an interrupted run may have logged an epoch
     /// whose checkpoint was never written).
     pub fn truncate_metrics(&self, epoch: usize) -> Result<()> {
-        let kept: Vec<EpochMetrics> = self.metrics()?.into_iter().filter(|m| m.epoch <= epoch).collect();
+        let kept: Vec<EpochMetrics> = self
+            .metrics()?
+            .into_iter()
+            .filter(|m| m.epoch <= epoch)
+            .collect();
         let mut text = String::new();
         for m in &kept {
             text.push_str(&serde_json::to_string(m).expect("serialisable"));

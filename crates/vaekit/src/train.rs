@@ -8,16 +8,18 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::checkpoint::{checkpoint_dir, load_optimizer, load_weights, save_checkpoint, OPTIMIZER_FILE, WEIGHTS_FILE};
+use crate::checkpoint::{
+    OPTIMIZER_FILE, WEIGHTS_FILE, checkpoint_dir, load_optimizer, load_weights, save_checkpoint,
+};
 use crate::config::{Binarize, OptimConfig, TrainConfig};
-use crate::data::{batch_tensor, epoch_order, Splits};
+use crate::data::{Splits, batch_tensor, epoch_order};
 use crate::error::{Error, Result};
-use crate::eval::{eval_set, evaluate_elbo, ElboReport};
-use crate::image::{stack_rows, Grid};
+use crate::eval::{ElboReport, eval_set, evaluate_elbo};
+use crate::image::{Grid, stack_rows};
 use crate::inspect::{reconstruct, sample};
-use crate::objective::training_terms;
 use crate::model::Vae;
-use crate::rng::{normals, stream_rng, Stream};
+use crate::objective::training_terms;
+use crate::rng::{Stream, normals, stream_rng};
 use crate::run::{EpochMetrics, Meta, RunDir};
 
 /// Seed offset of the per-epoch evaluation noise, kept apart from the training streams.
@@ -43,7 +45,14 @@ pub struct StepStats {
 /// Hooks for progress display; every method has an empty default.
 pub trait Observer {
     /// An epoch begins at `first_step` (non-zero when resuming mid-epoch).
-    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps_per_epoch: usize, _first_step: usize) {}
+    fn epoch_start(
+        &mut self,
+        _epoch: usize,
+        _epochs: usize,
+        _steps_per_epoch: usize,
+        _first_step: usize,
+    ) {
+    }
     /// A step finished.
     fn step(&mut self, _stats: &StepStats) {}
     /// The epoch's training steps are done; evaluation starts.
@@ -66,7 +75,11 @@ pub struct TrainOutcome {
 }
 
 pub(crate) fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
-    AdamConfig::new().with_beta_1(cfg.beta1).with_beta_2(cfg.beta2).with_epsilon(cfg.epsilon).init()
+    AdamConfig::new()
+        .with_beta_1(cfg.beta1)
+        .with_beta_2(cfg.beta2)
+        .with_epsilon(cfg.epsilon)
+        .init()
 }
 
 /// Steps per epoch: the last batch may be smaller.
@@ -88,10 +101,19 @@ pub fn train(
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
     if data.train.is_empty() || data.test.is_empty() {
-        return Err(Error::BadDataset { path: data.source.clone().into(), reason: "no training or no test images".into() });
+        return Err(Error::BadDataset {
+            path: data.source.clone().into(),
+            reason: "no training or no test images".into(),
+        });
     }
     let classes = cfg.model.classes;
-    if let Some(&l) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| classes > 0 && l as usize >= classes) {
+    if let Some(&l) = data
+        .train
+        .labels
+        .iter()
+        .chain(&data.test.labels)
+        .find(|&&l| classes > 0 && l as usize >= classes)
+    {
         return Err(Error::BadDataset {
             path: data.source.clone().into(),
             reason: format!("label {l} is outside the conditional model's {classes} classes"),
@@ -109,7 +131,13 @@ pub fn train(
             run.truncate_metrics(meta.epoch)?;
             meta
         }
-        None => Meta { vaekit_version: crate::VERSION.into(), epoch: 0, step: 0, epoch_step: 0, checkpoint: String::new() },
+        None => Meta {
+            vaekit_version: crate::VERSION.into(),
+            epoch: 0,
+            step: 0,
+            epoch_step: 0,
+            checkpoint: String::new(),
+        },
     };
     meta.vaekit_version = crate::VERSION.into();
 
@@ -117,33 +145,63 @@ pub fn train(
     let spe = steps_per_epoch(n, cfg.batch_size);
     let latent = cfg.model.latent_dim;
     // Scored on one fixed binary draw of the test set when the model sees binary images.
-    let test = eval_set(&data.test, cfg.data.binarize, cfg.seed.wrapping_add(EVAL_SEED_OFFSET));
+    let test = eval_set(
+        &data.test,
+        cfg.data.binarize,
+        cfg.seed.wrapping_add(EVAL_SEED_OFFSET),
+    );
     let preview: Vec<usize> = (0..cfg.preview_images.min(data.test.len())).collect();
 
     while meta.epoch < cfg.epochs {
         let epoch = meta.epoch + 1;
         observer.epoch_start(epoch, cfg.epochs, spe, meta.epoch_step);
         let order = epoch_order(cfg.seed, epoch, n);
-        let (mut sum_loss, mut sum_recon, mut sum_kl, mut steps_run, mut images_run) = (0.0, 0.0, 0.0, 0usize, 0usize);
+        let (mut sum_loss, mut sum_recon, mut sum_kl, mut steps_run, mut images_run) =
+            (0.0, 0.0, 0.0, 0usize, 0usize);
         let t0 = Instant::now();
         while meta.epoch_step < spe {
-            let idx = &order[meta.epoch_step * cfg.batch_size..((meta.epoch_step + 1) * cfg.batch_size).min(n)];
+            let idx = &order
+                [meta.epoch_step * cfg.batch_size..((meta.epoch_step + 1) * cfg.batch_size).min(n)];
             let b = idx.len();
             let mut bin_rng = stream_rng(cfg.seed, Stream::TrainBinarize, meta.step as u64);
-            let x = batch_tensor(&data.train, idx, (cfg.data.binarize == Binarize::Dynamic).then_some(&mut bin_rng), &ad);
+            let x = batch_tensor(
+                &data.train,
+                idx,
+                (cfg.data.binarize == Binarize::Dynamic).then_some(&mut bin_rng),
+                &ad,
+            );
             let k = cfg.objective.samples();
-            let eps = normals(&mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64), k * b * latent);
+            let eps = normals(
+                &mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64),
+                k * b * latent,
+            );
             let eps = Tensor::from_data(TensorData::new(eps, [k * b, latent]), &ad);
             let beta = cfg.beta_at(meta.step + 1, spe);
             let y = model.condition(&data.train.labels_of(idx), &ad);
-            let terms = training_terms(&model, x, y, eps, cfg.objective, cfg.model.likelihood, beta, cfg.free_bits);
+            let terms = training_terms(
+                &model,
+                x,
+                y,
+                eps,
+                cfg.objective,
+                cfg.model.likelihood,
+                beta,
+                cfg.free_bits,
+            );
             let loss = terms.loss.clone().into_scalar::<f32>() as f64;
             if !loss.is_finite() {
-                return Err(Error::NonFiniteLoss { value: loss, epoch, step: meta.step + 1 });
+                return Err(Error::NonFiniteLoss {
+                    value: loss,
+                    epoch,
+                    step: meta.step + 1,
+                });
             }
             let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
             model = optim.step(cfg.optim.lr, model, grads);
-            let (recon, kl) = (terms.recon.into_scalar::<f32>() as f64, terms.kl.into_scalar::<f32>() as f64);
+            let (recon, kl) = (
+                terms.recon.into_scalar::<f32>() as f64,
+                terms.kl.into_scalar::<f32>() as f64,
+            );
             meta.step += 1;
             meta.epoch_step += 1;
             sum_loss += loss;
@@ -151,10 +209,20 @@ pub fn train(
             sum_kl += kl;
             steps_run += 1;
             images_run += b;
-            observer.step(&StepStats { epoch, epoch_step: meta.epoch_step, steps_per_epoch: spe, loss, recon, kl });
+            observer.step(&StepStats {
+                epoch,
+                epoch_step: meta.epoch_step,
+                steps_per_epoch: spe,
+                loss,
+                recon,
+                kl,
+            });
             if stop.load(Ordering::SeqCst) && meta.epoch_step < spe {
                 save_checkpoint(run, &model.valid(), &optim, &meta)?;
-                return Ok(TrainOutcome { meta: run.require_meta()?, interrupted: true });
+                return Ok(TrainOutcome {
+                    meta: run.require_meta()?,
+                    interrupted: true,
+                });
             }
         }
         let seconds = t0.elapsed().as_secs_f64();
@@ -191,11 +259,17 @@ pub fn train(
         save_checkpoint(run, &eval_model, &optim, &meta)?;
         observer.epoch_end(&metrics);
         if stop.load(Ordering::SeqCst) && meta.epoch < cfg.epochs {
-            return Ok(TrainOutcome { meta: run.require_meta()?, interrupted: true });
+            return Ok(TrainOutcome {
+                meta: run.require_meta()?,
+                interrupted: true,
+            });
         }
     }
     let meta = run.meta()?.unwrap_or(meta);
-    Ok(TrainOutcome { meta, interrupted: false })
+    Ok(TrainOutcome {
+        meta,
+        interrupted: false,
+    })
 }
 
 /// Reconstructions of the fixed preview batch and prior samples for `epoch`.
@@ -213,7 +287,10 @@ fn write_epoch_pictures(
     if !preview.is_empty() {
         let x = batch_tensor(&data.test, preview, None, device);
         let mut grid = Grid::from_tensor(x.clone(), preview.len());
-        grid.extend(Grid::from_tensor(reconstruct(model, x, &data.test.labels_of(preview)), preview.len()));
+        grid.extend(Grid::from_tensor(
+            reconstruct(model, x, &data.test.labels_of(preview)),
+            preview.len(),
+        ));
         grid.save_png(&images.join(format!("recon_epoch_{epoch:03}.png")))?;
         let mut files: Vec<_> = (1..=epoch)
             .map(|e| images.join(format!("recon_epoch_{e:03}.png")))
@@ -223,7 +300,14 @@ fn write_epoch_pictures(
         stack_rows(&files, grid.height, &run.root().join("reconstructions.png"))?;
     }
     if cfg.sample_images > 0 {
-        let samples = sample(model, cfg.sample_images, cfg.model.latent_dim, cfg.seed, None, device);
+        let samples = sample(
+            model,
+            cfg.sample_images,
+            cfg.model.latent_dim,
+            cfg.seed,
+            None,
+            device,
+        );
         let cols = (cfg.sample_images as f64).sqrt().ceil() as usize;
         let grid = Grid::from_tensor(samples, cols);
         grid.save_png(&images.join(format!("samples_epoch_{epoch:03}.png")))?;

@@ -4,25 +4,38 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Device, Tensor};
-use vaekit::checkpoint::{checkpoint_dir, load_model, load_weights, weights_to_bytes, WEIGHTS_FILE};
+use vaekit::Error;
+use vaekit::checkpoint::{
+    WEIGHTS_FILE, checkpoint_dir, load_model, load_weights, weights_to_bytes,
+};
 use vaekit::config::{Architecture, DataConfig, ModelConfig, TrainConfig};
 use vaekit::data::synthetic::write_bars_idx;
-use vaekit::data::{load_data, Splits};
+use vaekit::data::{Splits, load_data};
 use vaekit::inspect::sample;
 use vaekit::model::Vae;
 use vaekit::run::RunDir;
-use vaekit::train::{train, Observer, Silent, StepStats};
-use vaekit::Error;
+use vaekit::train::{Observer, Silent, StepStats, train};
 
 fn data(dir: &Path, n_train: usize, n_test: usize) -> (DataConfig, Splits) {
     write_bars_idx(&dir.join("bars"), n_train, n_test, 1).unwrap();
-    let cfg = DataConfig { dataset: "bars".into(), dir: Some(dir.join("bars")), ..DataConfig::default() };
+    let cfg = DataConfig {
+        dataset: "bars".into(),
+        dir: Some(dir.join("bars")),
+        ..DataConfig::default()
+    };
     let splits = load_data(&cfg, None, 0).unwrap();
     (cfg, splits)
 }
 
 fn small_config(data: DataConfig, epochs: usize, batch: usize) -> TrainConfig {
-    TrainConfig { data, epochs, batch_size: batch, preview_images: 4, sample_images: 4, ..TrainConfig::default() }
+    TrainConfig {
+        data,
+        epochs,
+        batch_size: batch,
+        preview_images: 4,
+        sample_images: 4,
+        ..TrainConfig::default()
+    }
 }
 
 fn weights(run: &RunDir) -> Vec<u8> {
@@ -31,8 +44,14 @@ fn weights(run: &RunDir) -> Vec<u8> {
 }
 
 fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
-    let (a, b) = (a.into_data().try_into_vec::<f32>().unwrap(), b.into_data().try_into_vec::<f32>().unwrap());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    let (a, b) = (
+        a.into_data().try_into_vec::<f32>().unwrap(),
+        b.into_data().try_into_vec::<f32>().unwrap(),
+    );
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -42,7 +61,15 @@ fn loss_falls_when_overfitting_16_images() {
     let mut cfg = small_config(dcfg, 80, 16);
     cfg.optim.lr = 3e-3;
     let run = RunDir::create(&tmp.path().join("run"), &cfg).unwrap();
-    train(&run, &cfg, &splits, &Device::flex(), &AtomicBool::new(false), &mut Silent).unwrap();
+    train(
+        &run,
+        &cfg,
+        &splits,
+        &Device::flex(),
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap();
     let m = run.metrics().unwrap();
     assert_eq!(m.len(), 80);
     let (first, last) = (m[0].train_loss, m[79].train_loss);
@@ -56,7 +83,10 @@ fn loss_falls_when_overfitting_16_images() {
 fn save_load_is_bitwise_and_outputs_identical() {
     let dev = Device::flex();
     for arch in [Architecture::default_conv(), Architecture::default_mlp()] {
-        let cfg = ModelConfig { architecture: arch, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            architecture: arch,
+            ..ModelConfig::default()
+        };
         let a = Vae::init(&cfg, 3, &dev);
         let bytes = weights_to_bytes(&a);
         let tmp = tempfile::tempdir().unwrap();
@@ -67,7 +97,10 @@ fn save_load_is_bitwise_and_outputs_identical() {
         assert!(weights_to_bytes(&b) == bytes, "reloaded weights differ");
         let x = Tensor::<4>::ones([2, 1, 28, 28], &dev).mul_scalar(0.3);
         let eps = Tensor::<2>::ones([2, 20], &dev).mul_scalar(-0.5);
-        let (oa, ob) = (a.forward(x.clone(), None, eps.clone()), b.forward(x, None, eps));
+        let (oa, ob) = (
+            a.forward(x.clone(), None, eps.clone()),
+            b.forward(x, None, eps),
+        );
         assert_eq!(oa.logits.into_data(), ob.logits.into_data());
     }
 }
@@ -89,14 +122,20 @@ fn checkpoint_from_another_model_is_a_clear_error() {
     let dev = Device::flex();
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("mlp.safetensors");
-    let mlp = ModelConfig { architecture: Architecture::default_mlp(), ..ModelConfig::default() };
+    let mlp = ModelConfig {
+        architecture: Architecture::default_mlp(),
+        ..ModelConfig::default()
+    };
     std::fs::write(&p, weights_to_bytes(&Vae::init(&mlp, 0, &dev))).unwrap();
     let err = load_weights(Vae::init(&ModelConfig::default(), 0, &dev), &p).unwrap_err();
     assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
     assert!(err.to_string().contains("mlp.safetensors"), "{err}");
     // Same layers, other latent size: a shape mismatch.
     let p2 = tmp.path().join("z10.safetensors");
-    let z10 = ModelConfig { latent_dim: 10, ..ModelConfig::default() };
+    let z10 = ModelConfig {
+        latent_dim: 10,
+        ..ModelConfig::default()
+    };
     std::fs::write(&p2, weights_to_bytes(&Vae::init(&z10, 0, &dev))).unwrap();
     let err = load_weights(Vae::init(&ModelConfig::default(), 0, &dev), &p2).unwrap_err();
     assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
@@ -131,25 +170,62 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let dev = Device::flex();
 
     let straight = RunDir::create(&tmp.path().join("straight"), &cfg).unwrap();
-    train(&straight, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap();
+    train(
+        &straight,
+        &cfg,
+        &splits,
+        &dev,
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap();
 
     let split = RunDir::create(&tmp.path().join("split"), &cfg).unwrap();
     let stop = AtomicBool::new(false);
-    let out = train(&split, &cfg, &splits, &dev, &stop, &mut StopAt { at: 7, seen: 0, stop: &stop }).unwrap();
+    let out = train(
+        &split,
+        &cfg,
+        &splits,
+        &dev,
+        &stop,
+        &mut StopAt {
+            at: 7,
+            seen: 0,
+            stop: &stop,
+        },
+    )
+    .unwrap();
     assert!(out.interrupted);
-    assert_eq!((out.meta.epoch, out.meta.epoch_step, out.meta.step), (1, 2, 7));
-    let out = train(&split, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap();
+    assert_eq!(
+        (out.meta.epoch, out.meta.epoch_step, out.meta.step),
+        (1, 2, 7)
+    );
+    let out = train(
+        &split,
+        &cfg,
+        &splits,
+        &dev,
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap();
     assert!(!out.interrupted);
     assert_eq!((out.meta.epoch, out.meta.step), (3, 15));
 
-    assert!(weights(&straight) == weights(&split), "resumed weights differ from an uninterrupted run");
+    assert!(
+        weights(&straight) == weights(&split),
+        "resumed weights differ from an uninterrupted run"
+    );
     let (a, b) = (straight.metrics().unwrap(), split.metrics().unwrap());
     assert_eq!(a.len(), 3);
     assert_eq!(b.len(), 3);
     assert!((a[2].test_neg_elbo - b[2].test_neg_elbo).abs() < 1e-9);
     // Reloading through the run's own config gives the same model.
     let (m, _, _) = load_model(&split, &dev).unwrap();
-    assert!(weights_to_bytes(&m) == weights(&split), "load_model gives other weights");
+    assert!(
+        weights_to_bytes(&m) == weights(&split),
+        "load_model gives other weights"
+    );
 }
 
 #[test]
@@ -159,12 +235,28 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let mut cfg = small_config(dcfg, 1, 25);
     let dev = Device::flex();
     let run = RunDir::create(&tmp.path().join("run"), &cfg).unwrap();
-    train(&run, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap();
+    train(
+        &run,
+        &cfg,
+        &splits,
+        &dev,
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap();
     let (meta, good) = (run.require_meta().unwrap(), weights(&run));
     // An absurd learning rate blows the weights up within a step or two.
     cfg.epochs = 3;
     cfg.optim.lr = 1e30;
-    let err = train(&run, &cfg, &splits, &dev, &AtomicBool::new(false), &mut Silent).unwrap_err();
+    let err = train(
+        &run,
+        &cfg,
+        &splits,
+        &dev,
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { .. }), "{err}");
     assert_eq!(run.require_meta().unwrap(), meta);
     assert!(weights(&run) == good, "the last good weights were changed");
@@ -179,6 +271,11 @@ fn a_run_folder_is_never_overwritten() {
     let before = std::fs::read(root.join("config.json")).unwrap();
     let mut other = cfg.clone();
     other.epochs = 99;
-    assert!(RunDir::create(&root, &other).unwrap_err().to_string().contains("already holds a run"));
+    assert!(
+        RunDir::create(&root, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("already holds a run")
+    );
     assert_eq!(std::fs::read(root.join("config.json")).unwrap(), before);
 }

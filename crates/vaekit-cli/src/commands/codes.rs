@@ -1,6 +1,6 @@
 //! `vaekit encode` and `vaekit decode`: latent codes as CSV, in and out.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
 use vaekit::inspect::{decode_codes, read_codes_csv, read_label_column, write_codes_csv};
@@ -12,7 +12,12 @@ pub fn encode(a: EncodeArgs, device: DeviceChoice) -> Result<()> {
     let n = codes.len();
     let idx: Vec<usize> = (0..n).collect();
     write_codes_csv(&a.out, &codes, &idx, &ds.classes)?;
-    println!("wrote the posterior of {n} {} images ({} dimensions) to {}", super::split_name(a.split), codes.latent, a.out.display());
+    println!(
+        "wrote the posterior of {n} {} images ({} dimensions) to {}",
+        super::split_name(a.split),
+        codes.latent,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -21,10 +26,16 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
     let (codes, dims) = read_codes_csv(&a.codes)?;
     let latent = l.cfg.model.latent_dim;
     if dims != latent {
-        bail!("{}: codes have {dims} dimensions, the model's latent has {latent}", a.codes.display());
+        bail!(
+            "{}: codes have {dims} dimensions, the model's latent has {latent}",
+            a.codes.display()
+        );
     }
     let n = codes.len() / latent;
-    let columns = a.columns.unwrap_or_else(|| (n as f64).sqrt().ceil() as usize).max(1);
+    let columns = a
+        .columns
+        .unwrap_or_else(|| (n as f64).sqrt().ceil() as usize)
+        .max(1);
     // A conditional model needs a label per code: --class, or the file's `label` column.
     let classes = l.model.classes();
     let labels = match (a.class, classes) {
@@ -33,12 +44,25 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
         (Some(c), k) => bail!("--class {c} is out of range: the model knows {k} classes"),
         (None, k) => match read_label_column(&a.codes)? {
             Some(l) if l.iter().all(|&c| (c as usize) < k) => l,
-            Some(_) => bail!("{}: a label is out of range for the model's {k} classes", a.codes.display()),
-            None => bail!("{}: a conditional model needs a `label` column or --class", a.codes.display()),
+            Some(_) => bail!(
+                "{}: a label is out of range for the model's {k} classes",
+                a.codes.display()
+            ),
+            None => bail!(
+                "{}: a conditional model needs a `label` column or --class",
+                a.codes.display()
+            ),
         },
     };
-    let grid = Grid::from_tensor(decode_codes(&l.model, &codes, latent, &labels, &l.device), columns);
+    let grid = Grid::from_tensor(
+        decode_codes(&l.model, &codes, latent, &labels, &l.device),
+        columns,
+    );
     super::style_grid(grid, &a.grid, Vec::new()).save_png(&a.out)?;
-    println!("wrote {n} decoded codes from {} to {}", a.codes.display(), a.out.display());
+    println!(
+        "wrote {n} decoded codes from {} to {}",
+        a.codes.display(),
+        a.out.display()
+    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `vaekit data download`.
 
-use anyhow::{anyhow, Result};
-use vaekit::data::download::{download as fetch_all, remote_dataset, FileOutcome};
+use anyhow::{Result, anyhow};
+use vaekit::data::download::{FileOutcome, download as fetch_all, remote_dataset};
 use vaekit::data::source::default_download_dir;
 
 use crate::cli::DownloadArgs;
@@ -11,7 +11,11 @@ pub fn download(a: DownloadArgs) -> Result<()> {
     let mut ds = remote_dataset(&a.name)
         .ok_or_else(|| anyhow!("unknown dataset '{}' (known: mnist, fashion-mnist)", a.name))?;
     if let Some(base) = a.base_url {
-        ds.base_url = if base.ends_with('/') { base } else { format!("{base}/") };
+        ds.base_url = if base.ends_with('/') {
+            base
+        } else {
+            format!("{base}/")
+        };
     }
     let dir = a.dir.unwrap_or_else(|| default_download_dir(&a.name));
     let pb = bytes_bar();

@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use vaekit::classifier::ClassifierDir;
 use vaekit::config::{Binarize, Likelihood};
 use vaekit::data::Split;
 use vaekit::device::DeviceChoice;
 use vaekit::eval::{
-    eval_set, evaluate_elbo, evaluate_generation, evaluate_nll, latent_statistics, GenerationReport, NllReport, EVAL_BATCH,
+    EVAL_BATCH, GenerationReport, NllReport, eval_set, evaluate_elbo, evaluate_generation,
+    evaluate_nll, latent_statistics,
 };
 
 use crate::cli::EvalArgs;
@@ -71,11 +72,20 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     let model_cfg = &l.cfg.model;
     // Check the classifier before the long computations start.
     let classifier = if a.fid {
-        let dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from(format!("runs/classifier-{}", l.cfg.data.dataset)));
-        let cdir = ClassifierDir::open(&dir).with_context(|| "--fid needs a classifier: `vaekit classifier train` makes one")?;
+        let dir = a
+            .classifier
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/classifier-{}", l.cfg.data.dataset)));
+        let cdir = ClassifierDir::open(&dir)
+            .with_context(|| "--fid needs a classifier: `vaekit classifier train` makes one")?;
         let (c, ccfg) = cdir.load(&l.device)?;
         if ccfg.image != model_cfg.image {
-            bail!("{}: the classifier takes {:?} images, the model makes {:?}", dir.display(), ccfg.image, model_cfg.image);
+            bail!(
+                "{}: the classifier takes {:?} images, the model makes {:?}",
+                dir.display(),
+                ccfg.image,
+                model_cfg.image
+            );
         }
         Some((c, dir))
     } else {
@@ -89,28 +99,51 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     if gray.is_empty() {
         bail!("the {} split has no images", super::split_name(a.split));
     }
-    let binarize = a.binarize.map(Binarize::from).unwrap_or(l.cfg.data.binarize);
+    let binarize = a
+        .binarize
+        .map(Binarize::from)
+        .unwrap_or(l.cfg.data.binarize);
     let ds = eval_set(&gray, binarize, a.seed);
     let n = ds.len() as u64;
     let (model, dev) = (&l.model, &l.device);
 
     let pb = bar(n, "ELBO", a.json);
-    let elbo = evaluate_elbo(model, &ds, model_cfg.likelihood, a.seed, dev, |done, _| pb.set_position(done as u64));
+    let elbo = evaluate_elbo(model, &ds, model_cfg.likelihood, a.seed, dev, |done, _| {
+        pb.set_position(done as u64)
+    });
     pb.finish_and_clear();
     let pb = bar(n, "latents", a.json);
-    let lat = latent_statistics(model, &ds, EVAL_BATCH, dev, |done, _| pb.set_position(done as u64));
+    let lat = latent_statistics(model, &ds, EVAL_BATCH, dev, |done, _| {
+        pb.set_position(done as u64)
+    });
     pb.finish_and_clear();
     let iw = a.iw.map(|k| {
         let pb = bar(n, &format!("log p(x), K = {k}"), a.json);
         let t0 = Instant::now();
-        let r: NllReport = evaluate_nll(model, &ds, model_cfg.likelihood, k, a.seed, dev, |done, _| pb.set_position(done as u64));
+        let r: NllReport = evaluate_nll(
+            model,
+            &ds,
+            model_cfg.likelihood,
+            k,
+            a.seed,
+            dev,
+            |done, _| pb.set_position(done as u64),
+        );
         pb.finish_and_clear();
         (r, t0.elapsed().as_secs_f64())
     });
     let generation = classifier.as_ref().map(|(c, _)| {
         let pb = bar(n + a.fid_samples as u64, "Frechet distance", a.json);
-        let r: GenerationReport =
-            evaluate_generation(model, model_cfg.latent_dim, c, &gray, a.fid_samples, a.seed, dev, |done, _| pb.set_position(done as u64));
+        let r: GenerationReport = evaluate_generation(
+            model,
+            model_cfg.latent_dim,
+            c,
+            &gray,
+            a.fid_samples,
+            a.seed,
+            dev,
+            |done, _| pb.set_position(done as u64),
+        );
         pb.finish_and_clear();
         r
     });
@@ -131,16 +164,24 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             kl_per_dim: lat.kl_per_dim.clone(),
             mean_variance: lat.mean_variance.clone(),
             recon_mse: lat.recon_mse,
-            iw: iw.as_ref().map(|(r, secs)| IwJson { nll: r.nll, bits_per_dim: r.bits_per_dim, iw_k: r.k, iw_seconds: *secs }),
-            fid: generation.as_ref().zip(classifier.as_ref()).map(|(g, (_, dir))| FidJson {
-                fid: g.fid,
-                fid_samples: g.samples,
-                fid_reference_images: g.reference_images,
-                classifier: dir.display().to_string(),
-                classifier_accuracy: g.classifier_accuracy,
-                recon_accuracy: g.recon_accuracy,
-                class_accuracy: g.class_accuracy.clone(),
+            iw: iw.as_ref().map(|(r, secs)| IwJson {
+                nll: r.nll,
+                bits_per_dim: r.bits_per_dim,
+                iw_k: r.k,
+                iw_seconds: *secs,
             }),
+            fid: generation
+                .as_ref()
+                .zip(classifier.as_ref())
+                .map(|(g, (_, dir))| FidJson {
+                    fid: g.fid,
+                    fid_samples: g.samples,
+                    fid_reference_images: g.reference_images,
+                    classifier: dir.display().to_string(),
+                    classifier_accuracy: g.classifier_accuracy,
+                    recon_accuracy: g.recon_accuracy,
+                    class_accuracy: g.class_accuracy.clone(),
+                }),
         };
         println!("{}", serde_json::to_string(&j)?);
         return Ok(());
@@ -149,12 +190,26 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         Binarize::None => "gray values".to_string(),
         _ => format!("binarised once with seed {}", a.seed),
     };
-    println!("{split} set, {} images ({bin}), epoch {}, seed {}:", elbo.images, l.meta.epoch, a.seed);
-    println!("  neg-ELBO        {:>9.2} nats/image  (reconstruction {:.2} + KL {:.2}; one sampled z per image)", elbo.neg_elbo, elbo.recon, elbo.kl);
+    println!(
+        "{split} set, {} images ({bin}), epoch {}, seed {}:",
+        elbo.images, l.meta.epoch, a.seed
+    );
+    println!(
+        "  neg-ELBO        {:>9.2} nats/image  (reconstruction {:.2} + KL {:.2}; one sampled z per image)",
+        elbo.neg_elbo, elbo.recon, elbo.kl
+    );
     if let Some((r, secs)) = &iw {
-        let show_bpd = model_cfg.image.channels > 1 || !matches!(model_cfg.likelihood, Likelihood::Bernoulli);
-        let bpd = if show_bpd { format!(", {:.4} bits/dim", r.bits_per_dim) } else { String::new() };
-        println!("  -log p(x)       {:>9.2} nats/image  (importance-sampled, K = {}{bpd}; {:.1} s)", r.nll, r.k, secs);
+        let show_bpd =
+            model_cfg.image.channels > 1 || !matches!(model_cfg.likelihood, Likelihood::Bernoulli);
+        let bpd = if show_bpd {
+            format!(", {:.4} bits/dim", r.bits_per_dim)
+        } else {
+            String::new()
+        };
+        println!(
+            "  -log p(x)       {:>9.2} nats/image  (importance-sampled, K = {}{bpd}; {:.1} s)",
+            r.nll, r.k, secs
+        );
     }
     println!(
         "  active units    {:>9}  of {} (variance of the posterior mean across images > 0.01)",
@@ -163,7 +218,10 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     );
     let kl: Vec<String> = lat.kl_per_dim.iter().map(|v| format!("{v:.2}")).collect();
     println!("  KL per dim      {}", kl.join(" "));
-    println!("  recon MSE       {:>9.5} per pixel (decoder mean at the posterior mean)", lat.recon_mse);
+    println!(
+        "  recon MSE       {:>9.5} per pixel (decoder mean at the posterior mean)",
+        lat.recon_mse
+    );
     if let (Some(g), Some((_, dir))) = (&generation, &classifier) {
         println!(
             "  Frechet dist.   {:>9.3}  ({} samples vs {} images, features of {})",
@@ -179,7 +237,10 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         );
         if let Some(acc) = &g.class_accuracy {
             let per: Vec<String> = acc.iter().map(|a| format!("{:.1}", 100.0 * a)).collect();
-            println!("  class samples   {}  (% of each class's samples classified as that class)", per.join(" "));
+            println!(
+                "  class samples   {}  (% of each class's samples classified as that class)",
+                per.join(" ")
+            );
         }
     }
     Ok(())

@@ -1,12 +1,13 @@
 //! `vaekit interpolate`, `traverse` and `manifold`: decoded paths through the latent space.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use vaekit::burn::tensor::Tensor;
-use vaekit::data::{batch_tensor, one_hot, Split};
+use vaekit::data::{Split, batch_tensor, one_hot};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
 use vaekit::inspect::{
-    decode_codes, decode_codes_soft, encode_dataset, interpolate as path, lerp, manifold_codes, normal_quantiles, traverse as sweep,
+    decode_codes, decode_codes_soft, encode_dataset, interpolate as path, lerp, manifold_codes,
+    normal_quantiles, traverse as sweep,
 };
 
 use crate::cli::{InterpolateArgs, ManifoldArgs, TraverseArgs};
@@ -16,7 +17,10 @@ use crate::cli::{InterpolateArgs, ManifoldArgs, TraverseArgs};
 fn decode_grid(l: &super::Loaded, codes: &[Vec<f32>], class: u32, columns: usize) -> Grid {
     let flat: Vec<f32> = codes.iter().flatten().copied().collect();
     let labels = vec![class; codes.len()];
-    Grid::from_tensor(decode_codes(&l.model, &flat, l.cfg.model.latent_dim, &labels, &l.device), columns)
+    Grid::from_tensor(
+        decode_codes(&l.model, &flat, l.cfg.model.latent_dim, &labels, &l.device),
+        columns,
+    )
 }
 
 /// A valid class for a conditional model (`--class`, default `fallback`).
@@ -24,7 +28,10 @@ fn class_for(l: &super::Loaded, class: Option<u32>, fallback: u32) -> Result<u32
     let c = l.model.classes();
     match class {
         Some(_) if c == 0 => bail!("--class needs a conditional model (train with --model cvae)"),
-        Some(k) if k as usize >= c => bail!("--class {k} is out of range: the model knows {c} classes (0..{})", c - 1),
+        Some(k) if k as usize >= c => bail!(
+            "--class {k} is out of range: the model knows {c} classes (0..{})",
+            c - 1
+        ),
         Some(k) => Ok(k),
         None => Ok(fallback),
     }
@@ -46,14 +53,25 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     let classes = l.model.classes();
     let (ya, yb) = match classes {
         0 => (Vec::new(), Vec::new()),
-        _ => (one_hot(&[ds.labels[a.from]], classes), one_hot(&[ds.labels[a.to]], classes)),
+        _ => (
+            one_hot(&[ds.labels[a.from]], classes),
+            one_hot(&[ds.labels[a.to]], classes),
+        ),
     };
-    let weights: Vec<f32> = (0..a.steps).flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64)).collect();
+    let weights: Vec<f32> = (0..a.steps)
+        .flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64))
+        .collect();
     let flat: Vec<f32> = codes_path.iter().flatten().copied().collect();
-    let decoded = Grid::from_tensor(decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device), a.steps + 2);
+    let decoded = Grid::from_tensor(
+        decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device),
+        a.steps + 2,
+    );
     let originals: Tensor<4> = batch_tensor(ds, &[a.from, a.to], None, &l.device);
     let mut both = Grid::from_tensor(originals, a.steps + 2);
-    let mut grid = Grid { images: Vec::new(), ..both.clone() };
+    let mut grid = Grid {
+        images: Vec::new(),
+        ..both.clone()
+    };
     grid.images.push(both.images.remove(0));
     grid.extend(decoded);
     grid.images.push(both.images.remove(0));
@@ -78,9 +96,17 @@ fn parse_dims(s: &str, latent: usize) -> Result<Vec<usize>> {
     }
     let mut dims = Vec::new();
     for part in s.split(',') {
-        let d: usize = part.trim().parse().map_err(|_| anyhow::anyhow!("--dims: '{}' is not a dimension number (use `all` or e.g. 0,3,5)", part.trim()))?;
+        let d: usize = part.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--dims: '{}' is not a dimension number (use `all` or e.g. 0,3,5)",
+                part.trim()
+            )
+        })?;
         if d >= latent {
-            bail!("--dims: dimension {d} is out of range: the latent has {latent} dimensions (0..{})", latent - 1);
+            bail!(
+                "--dims: dimension {d} is out of range: the latent has {latent} dimensions (0..{})",
+                latent - 1
+            );
         }
         dims.push(d);
     }
@@ -128,7 +154,11 @@ pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
     }
     let class = class_for(&l, a.class, 0)?;
     let grid = decode_grid(&l, &manifold_codes(a.steps), class, a.steps);
-    let labels = normal_quantiles(a.steps).iter().rev().map(|z| format!("z1 {z:+.2}")).collect();
+    let labels = normal_quantiles(a.steps)
+        .iter()
+        .rev()
+        .map(|z| format!("z1 {z:+.2}"))
+        .collect();
     super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
     println!(
         "wrote a {0}x{0} grid of decoded codes at the N(0, 1) quantiles (z0 along rows, z1 down the columns) to {1}",

@@ -10,7 +10,7 @@ mod reconstruct;
 mod sample;
 mod train;
 
-use crate::cli::{BinarizeArg, Cli, ClassifierCommand, Command, DataCommand, SplitArg};
+use crate::cli::{BinarizeArg, ClassifierCommand, Cli, Command, DataCommand, SplitArg};
 use vaekit::config::Binarize;
 use vaekit::data::Split;
 
@@ -62,7 +62,10 @@ fn split_name(s: SplitArg) -> &'static str {
 
 /// Loads the data a run was trained on (or `data_dir` instead), shaped for its model, as gray
 /// values (commands that score binary images binarise their own copy).
-fn run_data(cfg: &vaekit::config::TrainConfig, data_dir: Option<std::path::PathBuf>) -> anyhow::Result<vaekit::data::Splits> {
+fn run_data(
+    cfg: &vaekit::config::TrainConfig,
+    data_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<vaekit::data::Splits> {
     let mut data_cfg = cfg.data.clone();
     if let Some(d) = data_dir {
         data_cfg.dir = Some(d);
@@ -71,8 +74,17 @@ fn run_data(cfg: &vaekit::config::TrainConfig, data_dir: Option<std::path::PathB
     data_cfg.binarize = Binarize::None;
     let data = vaekit::data::load_data(&data_cfg, Some(cfg.model.image), cfg.seed)?;
     let classes = cfg.model.classes;
-    if let Some(l) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| classes > 0 && l as usize >= classes) {
-        anyhow::bail!("{}: label {l} is outside the conditional model's {classes} classes", data.source);
+    if let Some(l) = data
+        .train
+        .labels
+        .iter()
+        .chain(&data.test.labels)
+        .find(|&&l| classes > 0 && l as usize >= classes)
+    {
+        anyhow::bail!(
+            "{}: label {l} is outside the conditional model's {classes} classes",
+            data.source
+        );
     }
     Ok(data)
 }
@@ -91,21 +103,44 @@ fn load_run(run: &std::path::Path, device: vaekit::device::DeviceChoice) -> anyh
     let dir = vaekit::run::RunDir::open(run)?;
     let cfg = dir.config()?;
     let (model, _, meta) = vaekit::checkpoint::load_model(&dir, &device)?;
-    Ok(Loaded { model, cfg, meta, device })
+    Ok(Loaded {
+        model,
+        cfg,
+        meta,
+        device,
+    })
 }
 
 /// Image `i` of a split, with a clear error when out of range.
-fn check_index(i: usize, ds: &vaekit::data::Dataset, split: SplitArg, flag: &str) -> anyhow::Result<()> {
+fn check_index(
+    i: usize,
+    ds: &vaekit::data::Dataset,
+    split: SplitArg,
+    flag: &str,
+) -> anyhow::Result<()> {
     if i >= ds.len() {
-        anyhow::bail!("{flag} {i} is out of range: the {} split has {} images (0..{})", split_name(split), ds.len(), ds.len().saturating_sub(1));
+        anyhow::bail!(
+            "{flag} {i} is out of range: the {} split has {} images (0..{})",
+            split_name(split),
+            ds.len(),
+            ds.len().saturating_sub(1)
+        );
     }
     Ok(())
 }
 
 /// Applies the border and label options to a grid.
-fn style_grid(grid: vaekit::image::Grid, opts: &crate::cli::GridArgs, labels: Vec<String>) -> vaekit::image::Grid {
+fn style_grid(
+    grid: vaekit::image::Grid,
+    opts: &crate::cli::GridArgs,
+    labels: Vec<String>,
+) -> vaekit::image::Grid {
     let g = grid.with_border(opts.border);
-    if opts.no_labels { g } else { g.with_row_labels(labels) }
+    if opts.no_labels {
+        g
+    } else {
+        g.with_row_labels(labels)
+    }
 }
 
 /// The posterior of the first `limit` images (all by default) of a run's split, with the split.
@@ -119,6 +154,7 @@ fn encode_split(
     let data = run_data(&l.cfg, None)?;
     let mut ds = data.get(Split::from(split)).clone();
     ds.truncate(limit.unwrap_or(ds.len()));
-    let codes = vaekit::inspect::encode_dataset(&l.model, &ds, None, vaekit::eval::EVAL_BATCH, &l.device);
+    let codes =
+        vaekit::inspect::encode_dataset(&l.model, &ds, None, vaekit::eval::EVAL_BATCH, &l.device);
     Ok((ds, codes))
 }

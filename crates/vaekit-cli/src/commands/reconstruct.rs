@@ -1,8 +1,8 @@
 //! `vaekit reconstruct`: real images above their reconstructions.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use vaekit::checkpoint::load_model;
-use vaekit::data::{batch_tensor, Split};
+use vaekit::data::{Split, batch_tensor};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
 use vaekit::inspect::reconstruct;
@@ -46,6 +46,10 @@ pub fn run(a: ReconstructArgs, device: DeviceChoice) -> Result<()> {
     let mut grid = grid.expect("n >= 1");
     grid.columns = n.min(COLUMNS);
     grid.save_png(&a.out)?;
-    println!("wrote {n} originals and reconstructions (epoch {}) to {}", meta.epoch, a.out.display());
+    println!(
+        "wrote {n} originals and reconstructions (epoch {}) to {}",
+        meta.epoch,
+        a.out.display()
+    );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `vaekit sample`: decode draws from the prior.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use vaekit::checkpoint::load_model;
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
@@ -19,13 +19,22 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
     if let Some(c) = a.class {
         match model.classes() {
             0 => bail!("--class needs a conditional model (train with --model cvae)"),
-            k if c as usize >= k => bail!("--class {c} is out of range: the model knows {k} classes (0..{})", k - 1),
+            k if c as usize >= k => bail!(
+                "--class {c} is out of range: the model knows {k} classes (0..{})",
+                k - 1
+            ),
             _ => {}
         }
     }
     let x = sample(&model, a.n, cfg.latent_dim, a.seed, a.class, &device);
     let cols = (a.n as f64).sqrt().ceil() as usize;
     Grid::from_tensor(x, cols).save_png(&a.out)?;
-    println!("wrote {} samples (epoch {}, seed {}) to {}", a.n, meta.epoch, a.seed, a.out.display());
+    println!(
+        "wrote {} samples (epoch {}, seed {}) to {}",
+        a.n,
+        meta.epoch,
+        a.seed,
+        a.out.display()
+    );
     Ok(())
 }

@@ -1,16 +1,16 @@
 //! `vaekit train`: build the config (defaults < TOML file < flags), then train or resume.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use vaekit::config::{Architecture, Binarize, Likelihood, Objective, TrainConfig};
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
 use vaekit::run::{EpochMetrics, RunDir};
-use vaekit::train::{train, Observer, StepStats};
+use vaekit::train::{Observer, StepStats, train};
 
 use crate::cli::{ArchArg, BinarizeArg, LikelihoodArg, ModelArg, TrainArgs};
 use crate::progress::bar;
@@ -95,7 +95,10 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
 }
 
 /// A resumed run: the saved config; only `--epochs` may change it.
-fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Splits)> {
+fn prepare_resume(
+    dir: &Path,
+    a: &TrainArgs,
+) -> Result<(RunDir, TrainConfig, vaekit::data::Splits)> {
     let others = [
         a.config.is_some(),
         a.dataset.is_some(),
@@ -116,7 +119,9 @@ fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vae
         a.out.is_some(),
     ];
     if others.iter().any(|&x| x) {
-        bail!("--resume continues with the run's saved config.json; only --epochs may be given with it");
+        bail!(
+            "--resume continues with the run's saved config.json; only --epochs may be given with it"
+        );
     }
     let run = RunDir::open(dir)?;
     let mut cfg = run.config()?;
@@ -126,13 +131,26 @@ fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vae
     }
     let done = meta.as_ref().map_or(0, |m| m.epoch);
     if done >= cfg.epochs {
-        bail!("{} has already trained {done} of {} epochs; pass --epochs N with N > {done} to train longer", dir.display(), cfg.epochs);
+        bail!(
+            "{} has already trained {done} of {} epochs; pass --epochs N with N > {done} to train longer",
+            dir.display(),
+            cfg.epochs
+        );
     }
     let data = load_data(&cfg.data, Some(cfg.model.image), cfg.seed)?;
     run.write_config(&cfg)?;
     match meta {
-        Some(m) => println!("resuming {} at epoch {} (step {}) of {}", dir.display(), m.epoch + 1, m.step, cfg.epochs),
-        None => println!("resuming {} from the start (it had no checkpoint)", dir.display()),
+        Some(m) => println!(
+            "resuming {} at epoch {} (step {}) of {}",
+            dir.display(),
+            m.epoch + 1,
+            m.step,
+            cfg.epochs
+        ),
+        None => println!(
+            "resuming {} from the start (it had no checkpoint)",
+            dir.display()
+        ),
     }
     Ok((run, cfg, data))
 }
@@ -140,7 +158,8 @@ fn prepare_resume(dir: &Path, a: &TrainArgs) -> Result<(RunDir, TrainConfig, vae
 /// Reads a TOML config; returns it and whether it fixes the image shape.
 fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let value: toml::Table = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let value: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
     let image_given = value.get("model").and_then(|m| m.get("image")).is_some();
     // Start from the defaults as JSON and overlay the file's tables, so a file may set only
     // what it changes; unknown keys are still rejected by the typed config.
@@ -179,7 +198,10 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
     }
     if let Some(d) = &a.data_dir {
         cfg.data.dir = Some(d.clone());
-        cfg.data.dataset = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+        cfg.data.dataset = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
     }
     let arch = match a.model {
         Some(ModelArg::Conv) => Some(ArchArg::Conv),
@@ -187,7 +209,10 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         _ => None,
     };
     if let Some(m) = a.arch.or(arch) {
-        let same = matches!((m, &cfg.model.architecture), (ArchArg::Conv, Architecture::Conv { .. }) | (ArchArg::Mlp, Architecture::Mlp { .. }));
+        let same = matches!(
+            (m, &cfg.model.architecture),
+            (ArchArg::Conv, Architecture::Conv { .. }) | (ArchArg::Mlp, Architecture::Mlp { .. })
+        );
         if !same {
             cfg.model.architecture = match m {
                 ArchArg::Conv => Architecture::default_conv(),
@@ -210,7 +235,9 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         cfg.model.likelihood = match (l, cfg.model.likelihood) {
             (LikelihoodArg::Bernoulli, _) => Likelihood::Bernoulli,
             (LikelihoodArg::Gaussian, g @ Likelihood::Gaussian { .. }) => g,
-            (LikelihoodArg::Gaussian, _) => Likelihood::Gaussian { std: Likelihood::DEFAULT_GAUSSIAN_STD },
+            (LikelihoodArg::Gaussian, _) => Likelihood::Gaussian {
+                std: Likelihood::DEFAULT_GAUSSIAN_STD,
+            },
             (LikelihoodArg::GaussianLearned, _) => Likelihood::GaussianLearned,
             (LikelihoodArg::GaussianGlobal, _) => Likelihood::GaussianGlobal,
             (LikelihoodArg::Logistic, _) => Likelihood::Logistic,
@@ -248,7 +275,11 @@ fn default_out(cfg: &TrainConfig) -> PathBuf {
         (Objective::Elbo, 0) => String::new(),
         (Objective::Elbo, _) => "cvae-".into(),
     };
-    let base = format!("{}-{family}{}", cfg.data.dataset, cfg.model.architecture.name());
+    let base = format!(
+        "{}-{family}{}",
+        cfg.data.dataset,
+        cfg.model.architecture.name()
+    );
     let root = PathBuf::from("runs");
     let mut p = root.join(&base);
     let mut k = 2;
@@ -275,7 +306,10 @@ impl Observer for BarObserver {
         if let Some(pb) = &self.bar {
             pb.set_position(s.epoch_step as u64);
             if s.epoch_step % 10 == 0 || s.epoch_step == s.steps_per_epoch {
-                pb.set_message(format!("loss {:.2} recon {:.2} kl {:.2}", s.loss, s.recon, s.kl));
+                pb.set_message(format!(
+                    "loss {:.2} recon {:.2} kl {:.2}",
+                    s.loss, s.recon, s.kl
+                ));
             }
         }
     }
@@ -292,7 +326,14 @@ impl Observer for BarObserver {
         }
         println!(
             "epoch {:>3}: train loss {:.2} (recon {:.2}, kl {:.2}) | test neg-ELBO {:.2} (recon {:.2}, kl {:.2}) | {:.0} img/s",
-            m.epoch, m.train_loss, m.train_recon, m.train_kl, m.test_neg_elbo, m.test_recon, m.test_kl, m.images_per_sec
+            m.epoch,
+            m.train_loss,
+            m.train_recon,
+            m.train_kl,
+            m.test_neg_elbo,
+            m.test_recon,
+            m.test_kl,
+            m.images_per_sec
         );
     }
 }

@@ -22,7 +22,7 @@ use crate::config::{DataConfig, ImageShape, OptimConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_json_atomic};
 pub use model::Classifier;
-pub use train::{accuracy, argmax_rows, features, predict, train_classifier, ClassifierEpoch};
+pub use train::{ClassifierEpoch, accuracy, argmax_rows, features, predict, train_classifier};
 
 /// File name of the classifier's config.
 pub const CONFIG_FILE: &str = "classifier.json";
@@ -99,14 +99,27 @@ impl ClassifierDir {
     /// A new folder: refuses one that already holds a classifier or other files.
     pub fn create(root: &Path, cfg: &ClassifierConfig) -> Result<ClassifierDir> {
         if root.join(CONFIG_FILE).exists() {
-            return Err(Error::InvalidConfig(format!("{} already holds a classifier; choose another --out", root.display())));
+            return Err(Error::InvalidConfig(format!(
+                "{} already holds a classifier; choose another --out",
+                root.display()
+            )));
         }
-        if root.is_dir() && std::fs::read_dir(root).map_err(Error::io(root))?.next().is_some() {
-            return Err(Error::InvalidConfig(format!("{} exists and is not empty; choose another --out", root.display())));
+        if root.is_dir()
+            && std::fs::read_dir(root)
+                .map_err(Error::io(root))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "{} exists and is not empty; choose another --out",
+                root.display()
+            )));
         }
         std::fs::create_dir_all(root).map_err(Error::io(root))?;
         write_json_atomic(&root.join(CONFIG_FILE), cfg)?;
-        Ok(ClassifierDir { root: root.to_path_buf() })
+        Ok(ClassifierDir {
+            root: root.to_path_buf(),
+        })
     }
 
     /// An existing, trained classifier.
@@ -121,8 +134,13 @@ impl ClassifierDir {
             None
         };
         match reason {
-            Some(r) => Err(Error::NotAClassifier { path: root.to_path_buf(), reason: r.into() }),
-            None => Ok(ClassifierDir { root: root.to_path_buf() }),
+            Some(r) => Err(Error::NotAClassifier {
+                path: root.to_path_buf(),
+                reason: r.into(),
+            }),
+            None => Ok(ClassifierDir {
+                root: root.to_path_buf(),
+            }),
         }
     }
 

@@ -39,7 +39,11 @@ impl Classifier {
         }
         let features = LinearConfig::new(c_in * h * w, cfg.features).init(device);
         let out = LinearConfig::new(cfg.features, cfg.classes).init(device);
-        Classifier { convs, features, out }
+        Classifier {
+            convs,
+            features,
+            out,
+        }
     }
 
     /// The penultimate layer's activations.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Classifier, ClassifierDir, WEIGHTS_FILE};
 use crate::checkpoint::save_weights;
-use crate::data::{batch_tensor, epoch_order, one_hot, Dataset, Splits};
+use crate::data::{Dataset, Splits, batch_tensor, epoch_order, one_hot};
 use crate::error::{Error, Result};
 
 /// Images per batch when only predicting.
@@ -39,14 +39,26 @@ pub fn train_classifier(
 ) -> Result<ClassifierEpoch> {
     let cfg = dir.config()?;
     cfg.validate()?;
-    if let Some(&bad) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| l as usize >= cfg.classes) {
+    if let Some(&bad) = data
+        .train
+        .labels
+        .iter()
+        .chain(&data.test.labels)
+        .find(|&&l| l as usize >= cfg.classes)
+    {
         return Err(Error::BadDataset {
             path: data.source.clone().into(),
-            reason: format!("label {bad} is outside the classifier's {} classes", cfg.classes),
+            reason: format!(
+                "label {bad} is outside the classifier's {} classes",
+                cfg.classes
+            ),
         });
     }
     if data.train.shape != cfg.image {
-        return Err(Error::InvalidConfig(format!("the data's images are {:?}, the classifier expects {:?}", data.train.shape, cfg.image)));
+        return Err(Error::InvalidConfig(format!(
+            "the data's images are {:?}, the classifier expects {:?}",
+            data.train.shape, cfg.image
+        )));
     }
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
@@ -62,11 +74,21 @@ pub fn train_classifier(
         for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
             let x = batch_tensor(&data.train, idx, None, &ad);
             let labels: Vec<u32> = idx.iter().map(|&i| data.train.labels[i]).collect();
-            let target = Tensor::from_data(TensorData::new(one_hot(&labels, cfg.classes), [labels.len(), cfg.classes]), &ad);
-            let loss = (log_softmax(model.forward(x), 1) * target).sum_dim(1).mean().neg(); // [1]
+            let target = Tensor::from_data(
+                TensorData::new(one_hot(&labels, cfg.classes), [labels.len(), cfg.classes]),
+                &ad,
+            );
+            let loss = (log_softmax(model.forward(x), 1) * target)
+                .sum_dim(1)
+                .mean()
+                .neg(); // [1]
             let value = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
-                return Err(Error::NonFiniteLoss { value, epoch, step: step + 1 });
+                return Err(Error::NonFiniteLoss {
+                    value,
+                    epoch,
+                    step: step + 1,
+                });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(cfg.optim.lr, model, grads);
@@ -75,7 +97,11 @@ pub fn train_classifier(
         }
         let valid = model.valid();
         save_weights(&valid, &dir.root().join(WEIGHTS_FILE))?;
-        let m = ClassifierEpoch { epoch, train_loss: sum / steps as f64, test_accuracy: accuracy(&valid, &data.test, device) };
+        let m = ClassifierEpoch {
+            epoch,
+            train_loss: sum / steps as f64,
+            test_accuracy: accuracy(&valid, &data.test, device),
+        };
         let mut line = serde_json::to_string(&m).expect("serialisable");
         line.push('\n');
         std::fs::OpenOptions::new()
@@ -104,9 +130,20 @@ pub fn predict(model: &Classifier, images: Tensor<4>) -> Vec<u32> {
 /// `logits`: `[n, classes]`
 pub fn argmax_rows(logits: Tensor<2>) -> Vec<u32> {
     let classes = logits.dims()[1];
-    let v = logits.into_data().try_into_vec::<f32>().expect("f32 logits");
+    let v = logits
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 logits");
     v.chunks(classes)
-        .map(|row| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                )
+                .0 as u32
+        })
         .collect()
 }
 
@@ -117,7 +154,11 @@ pub fn accuracy(model: &Classifier, ds: &Dataset, device: &Device) -> f64 {
     for start in (0..n).step_by(PREDICT_BATCH) {
         let idx: Vec<usize> = (start..(start + PREDICT_BATCH).min(n)).collect();
         let pred = predict(model, batch_tensor(ds, &idx, None, device));
-        right += idx.iter().zip(pred).filter(|&(&i, p)| ds.labels[i] == p).count();
+        right += idx
+            .iter()
+            .zip(pred)
+            .filter(|&(&i, p)| ds.labels[i] == p)
+            .count();
     }
     right as f64 / n.max(1) as f64
 }
@@ -127,7 +168,11 @@ pub fn accuracy(model: &Classifier, ds: &Dataset, device: &Device) -> f64 {
 /// # Shapes
 /// `images`: `[n, channels, height, width]` -> `n * features` values
 pub fn features(model: &Classifier, images: Tensor<4>) -> Vec<f32> {
-    model.features(images).into_data().try_into_vec::<f32>().expect("f32 features")
+    model
+        .features(images)
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 features")
 }
 
 #[cfg(test)]
@@ -154,13 +199,26 @@ mod tests {
         let cdir = ClassifierDir::create(&dir.path().join("c"), &cfg).unwrap();
         let dev = Device::flex();
         let mut epochs = Vec::new();
-        let m = train_classifier(&cdir, &data, &dev, |_, _, _, _| {}, |e| epochs.push(e.clone())).unwrap();
+        let m = train_classifier(
+            &cdir,
+            &data,
+            &dev,
+            |_, _, _, _| {},
+            |e| epochs.push(e.clone()),
+        )
+        .unwrap();
         // Neighbouring classes' bars overlap in one of three positions, so about 85% is the
         // best possible; chance is 10%.
         assert!(m.test_accuracy > 0.6, "accuracy {}", m.test_accuracy);
-        assert!(epochs[2].train_loss < 0.7 * epochs[0].train_loss, "{epochs:?}");
+        assert!(
+            epochs[2].train_loss < 0.7 * epochs[0].train_loss,
+            "{epochs:?}"
+        );
         assert_eq!(cdir.root().join("metrics.jsonl").exists(), true);
-        let (loaded, _) = ClassifierDir::open(cdir.root()).unwrap().load(&dev).unwrap();
+        let (loaded, _) = ClassifierDir::open(cdir.root())
+            .unwrap()
+            .load(&dev)
+            .unwrap();
         assert_eq!(accuracy(&loaded, &data.test, &dev), m.test_accuracy);
     }
 }

@@ -5,7 +5,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::dataset::Dataset;
-use crate::rng::{permutation, stream_rng, Stream};
+use crate::rng::{Stream, permutation, stream_rng};
 
 /// Stacks images `indices` of `ds` into a tensor with pixels scaled to [0, 1].
 ///
@@ -14,7 +14,12 @@ use crate::rng::{permutation, stream_rng, Stream};
 ///
 /// # Shapes
 /// returns `[indices.len(), channels, height, width]`
-pub fn batch_tensor(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCha8Rng>, device: &Device) -> Tensor<4> {
+pub fn batch_tensor(
+    ds: &Dataset,
+    indices: &[usize],
+    binarize: Option<&mut ChaCha8Rng>,
+    device: &Device,
+) -> Tensor<4> {
     let s = ds.shape;
     let mut values = Vec::with_capacity(indices.len() * s.numel());
     match binarize {
@@ -32,7 +37,10 @@ pub fn batch_tensor(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCh
             }
         }
     }
-    Tensor::from_data(TensorData::new(values, [indices.len(), s.channels, s.height, s.width]), device)
+    Tensor::from_data(
+        TensorData::new(values, [indices.len(), s.channels, s.height, s.width]),
+        device,
+    )
 }
 
 /// One-hot rows for `labels` over `classes` classes, row-major `[labels.len(), classes]`.
@@ -58,7 +66,11 @@ mod tests {
 
     fn tiny() -> Dataset {
         Dataset {
-            shape: ImageShape { channels: 1, height: 2, width: 2 },
+            shape: ImageShape {
+                channels: 1,
+                height: 2,
+                width: 2,
+            },
             pixels: vec![0, 255, 51, 102, 255, 255, 0, 0],
             labels: vec![0, 1],
             classes: vec!["a".into(), "b".into()],
@@ -76,14 +88,21 @@ mod tests {
     #[test]
     fn dynamic_binarisation_matches_intensity() {
         let ds = Dataset {
-            shape: ImageShape { channels: 1, height: 1, width: 1 },
+            shape: ImageShape {
+                channels: 1,
+                height: 1,
+                width: 1,
+            },
             pixels: vec![51; 20_000],
             labels: vec![0; 20_000],
             classes: vec!["a".into()],
         };
         let idx: Vec<usize> = (0..ds.len()).collect();
         let mut rng = stream_rng(0, Stream::TrainBinarize, 0);
-        let v = batch_tensor(&ds, &idx, Some(&mut rng), &Device::flex()).into_data().try_into_vec::<f32>().unwrap();
+        let v = batch_tensor(&ds, &idx, Some(&mut rng), &Device::flex())
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         assert!(v.iter().all(|&x| x == 0.0 || x == 1.0));
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         assert!((mean - 0.2).abs() < 0.01, "mean {mean}");

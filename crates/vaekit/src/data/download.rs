@@ -32,7 +32,12 @@ pub struct RemoteDataset {
 }
 
 fn files(list: [(&str, &str); 4]) -> Vec<RemoteFile> {
-    list.iter().map(|(n, s)| RemoteFile { name: n.to_string(), sha256: s.to_string() }).collect()
+    list.iter()
+        .map(|(n, s)| RemoteFile {
+            name: n.to_string(),
+            sha256: s.to_string(),
+        })
+        .collect()
 }
 
 /// The standard location and checksums of a named dataset, if vaekit knows it.
@@ -41,29 +46,60 @@ pub fn remote_dataset(name: &str) -> Option<RemoteDataset> {
         "mnist" => (
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             [
-                ("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-                ("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-                ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-                ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+                (
+                    "train-images-idx3-ubyte.gz",
+                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                ),
+                (
+                    "train-labels-idx1-ubyte.gz",
+                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                ),
+                (
+                    "t10k-images-idx3-ubyte.gz",
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                ),
+                (
+                    "t10k-labels-idx1-ubyte.gz",
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ),
             ],
         ),
         "fashion-mnist" => (
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
             [
-                ("train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-                ("train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-                ("t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-                ("t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+                (
+                    "train-images-idx3-ubyte.gz",
+                    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                ),
+                (
+                    "train-labels-idx1-ubyte.gz",
+                    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                ),
+                (
+                    "t10k-images-idx3-ubyte.gz",
+                    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                ),
+                (
+                    "t10k-labels-idx1-ubyte.gz",
+                    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                ),
             ],
         ),
         _ => return None,
     };
-    Some(RemoteDataset { name: name.to_string(), base_url: base.to_string(), files: files(list) })
+    Some(RemoteDataset {
+        name: name.to_string(),
+        base_url: base.to_string(),
+        files: files(list),
+    })
 }
 
 /// SHA-256 of a byte slice, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What happened to each file.
@@ -97,7 +133,10 @@ pub fn download(
         if got != f.sha256 {
             return Err(Error::Download {
                 url,
-                reason: format!("SHA-256 mismatch: expected {}, got {got}; nothing was saved", f.sha256),
+                reason: format!(
+                    "SHA-256 mismatch: expected {}, got {got}; nothing was saved",
+                    f.sha256
+                ),
             });
         }
         let part = dir.join(format!("{}.part", f.name));
@@ -109,14 +148,23 @@ pub fn download(
 }
 
 fn fetch(url: &str, mut progress: impl FnMut(u64, Option<u64>)) -> Result<Vec<u8>> {
-    let err = |reason: String| Error::Download { url: url.to_string(), reason };
+    let err = |reason: String| Error::Download {
+        url: url.to_string(),
+        reason,
+    };
     let resp = ureq::get(url).call().map_err(|e| err(e.to_string()))?;
-    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let total = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let mut reader = resp.into_body().into_reader();
     let mut bytes = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).map_err(|e| err(format!("connection broke: {e}")))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| err(format!("connection broke: {e}")))?;
         if n == 0 {
             break;
         }
@@ -155,10 +203,20 @@ pub(crate) mod tests {
                         break;
                     }
                 }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+                let path = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_string();
                 match files.get(&path) {
                     Some(body) => {
-                        write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+                        write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .unwrap();
                         s.write_all(body).unwrap();
                     }
                     None => {
@@ -184,7 +242,13 @@ pub(crate) mod tests {
         let spec = |files: Vec<(&str, &[u8])>| RemoteDataset {
             name: "tiny".into(),
             base_url: base.clone(),
-            files: files.into_iter().map(|(n, b)| RemoteFile { name: n.into(), sha256: sha256_hex(b) }).collect(),
+            files: files
+                .into_iter()
+                .map(|(n, b)| RemoteFile {
+                    name: n.into(),
+                    sha256: sha256_hex(b),
+                })
+                .collect(),
         };
         let ok = spec(vec![("a.gz", &good), ("c.gz", &other)]);
         let res = download(&ok, dir.path(), |_, _, _| {}).unwrap();
@@ -196,13 +260,20 @@ pub(crate) mod tests {
 
         // b.gz is served with other bytes than its checksum says: an error naming the URL, no file.
         let bad = spec(vec![("b.gz", b"the real bytes")]);
-        let msg = download(&bad, dir.path(), |_, _, _| {}).unwrap_err().to_string();
-        assert!(msg.contains("b.gz") && msg.contains("SHA-256 mismatch"), "{msg}");
+        let msg = download(&bad, dir.path(), |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("b.gz") && msg.contains("SHA-256 mismatch"),
+            "{msg}"
+        );
         assert!(!dir.path().join("b.gz").exists() && !dir.path().join("b.gz.part").exists());
 
         // A missing file is an HTTP error naming the URL.
         let missing = spec(vec![("nope.gz", b"x")]);
-        let msg = download(&missing, dir.path(), |_, _, _| {}).unwrap_err().to_string();
+        let msg = download(&missing, dir.path(), |_, _, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("nope.gz") && msg.contains("404"), "{msg}");
     }
 

@@ -26,21 +26,29 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(Error::io(path))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| Error::BadIdx {
-            path: path.to_path_buf(),
-            reason: format!("gzip stream is corrupt or truncated ({e})"),
-        })?;
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::BadIdx {
+                path: path.to_path_buf(),
+                reason: format!("gzip stream is corrupt or truncated ({e})"),
+            })?;
         out
     } else {
         raw
     };
-    parse_idx(&bytes).map_err(|reason| Error::BadIdx { path: path.to_path_buf(), reason })
+    parse_idx(&bytes).map_err(|reason| Error::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// Parses IDX bytes; the error is a reason without the file name.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     if bytes.len() < 4 {
-        return Err(format!("file is {} bytes, too short for a header", bytes.len()));
+        return Err(format!(
+            "file is {} bytes, too short for a header",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(format!(
@@ -49,7 +57,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
         ));
     }
     if bytes[2] != UBYTE {
-        return Err(format!("element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", bytes[2]));
+        return Err(format!(
+            "element type 0x{:02x} is not supported (only unsigned bytes, 0x08)",
+            bytes[2]
+        ));
     }
     let rank = bytes[3] as usize;
     if rank == 0 {
@@ -57,7 +68,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     }
     let header = 4 + 4 * rank;
     if bytes.len() < header {
-        return Err(format!("truncated header: {} bytes for a rank-{rank} array", bytes.len()));
+        return Err(format!(
+            "truncated header: {} bytes for a rank-{rank} array",
+            bytes.len()
+        ));
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| {
@@ -71,17 +85,29 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     };
     let got = bytes.len() - header;
     if got < expected {
-        return Err(format!("truncated: dimensions {dims:?} need {expected} bytes of data, found {got}"));
+        return Err(format!(
+            "truncated: dimensions {dims:?} need {expected} bytes of data, found {got}"
+        ));
     }
     if got > expected {
-        return Err(format!("{} bytes of trailing data after dimensions {dims:?}", got - expected));
+        return Err(format!(
+            "{} bytes of trailing data after dimensions {dims:?}",
+            got - expected
+        ));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Encodes an unsigned-byte array as IDX (used by tests and by anyone making small datasets).
 pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
-    assert_eq!(dims.iter().product::<usize>(), data.len(), "dims do not match data length");
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        data.len(),
+        "dims do not match data length"
+    );
     let mut out = vec![0, 0, UBYTE, dims.len() as u8];
     for &d in dims {
         out.extend_from_slice(&(d as u32).to_be_bytes());
@@ -111,14 +137,20 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<IdxImages> {
     if img.dims.len() != 3 {
         return Err(Error::BadIdx {
             path: images.to_path_buf(),
-            reason: format!("expected images of rank 3 [n, rows, cols], found rank {}", img.dims.len()),
+            reason: format!(
+                "expected images of rank 3 [n, rows, cols], found rank {}",
+                img.dims.len()
+            ),
         });
     }
     let lab = read_idx(labels)?;
     if lab.dims.len() != 1 {
         return Err(Error::BadIdx {
             path: labels.to_path_buf(),
-            reason: format!("expected labels of rank 1 [n], found rank {}", lab.dims.len()),
+            reason: format!(
+                "expected labels of rank 1 [n], found rank {}",
+                lab.dims.len()
+            ),
         });
     }
     if lab.dims[0] != img.dims[0] {
@@ -132,7 +164,13 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<IdxImages> {
             ),
         });
     }
-    Ok(IdxImages { count: img.dims[0], rows: img.dims[1], cols: img.dims[2], pixels: img.data, labels: lab.data })
+    Ok(IdxImages {
+        count: img.dims[0],
+        rows: img.dims[1],
+        cols: img.dims[2],
+        pixels: img.data,
+        labels: lab.data,
+    })
 }
 
 #[cfg(test)]
@@ -169,7 +207,10 @@ mod tests {
         bytes[0] = 0x12;
         let p = write(dir.path(), "bad-magic.idx", &bytes);
         let msg = read_idx(&p).unwrap_err().to_string();
-        assert!(msg.contains("bad-magic.idx") && msg.contains("magic"), "{msg}");
+        assert!(
+            msg.contains("bad-magic.idx") && msg.contains("magic"),
+            "{msg}"
+        );
         // An unsupported element type is also a magic-number problem.
         let mut bytes = encode_idx(&[4], &[0; 4]);
         bytes[2] = 0x0D;
@@ -183,9 +224,17 @@ mod tests {
         let bytes = encode_idx(&[3, 2, 2], &[7; 12]);
         let p = write(dir.path(), "short.idx", &bytes[..bytes.len() - 5]);
         let msg = read_idx(&p).unwrap_err().to_string();
-        assert!(msg.contains("short.idx") && msg.contains("truncated"), "{msg}");
+        assert!(
+            msg.contains("short.idx") && msg.contains("truncated"),
+            "{msg}"
+        );
         let p = write(dir.path(), "hdr.idx", &bytes[..9]);
-        assert!(read_idx(&p).unwrap_err().to_string().contains("truncated header"));
+        assert!(
+            read_idx(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated header")
+        );
         // A truncated gzip stream names the file too.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&bytes).unwrap();
@@ -201,7 +250,10 @@ mod tests {
         let imgs = write(dir.path(), "img.idx", &encode_idx(&[3, 2, 2], &[1; 12]));
         let labs = write(dir.path(), "lab.idx", &encode_idx(&[2], &[0, 1]));
         let msg = read_idx_pair(&imgs, &labs).unwrap_err().to_string();
-        assert!(msg.contains("lab.idx") && msg.contains("count mismatch"), "{msg}");
+        assert!(
+            msg.contains("lab.idx") && msg.contains("count mismatch"),
+            "{msg}"
+        );
         let ok = write(dir.path(), "lab3.idx", &encode_idx(&[3], &[0, 1, 2]));
         let pair = read_idx_pair(&imgs, &ok).unwrap();
         assert_eq!((pair.count, pair.rows, pair.cols), (3, 2, 2));
@@ -209,7 +261,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_io_error_naming_it() {
-        let msg = read_idx(Path::new("/nonexistent/x.idx")).unwrap_err().to_string();
+        let msg = read_idx(Path::new("/nonexistent/x.idx"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("/nonexistent/x.idx"), "{msg}");
     }
 }

@@ -38,9 +38,15 @@ fn is_image(p: &Path) -> bool {
 fn list_classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
     for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let files: Vec<PathBuf> = sorted_entries(&sub)?.into_iter().filter(|p| is_image(p)).collect();
+        let files: Vec<PathBuf> = sorted_entries(&sub)?
+            .into_iter()
+            .filter(|p| is_image(p))
+            .collect();
         if !files.is_empty() {
-            let name = sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = sub
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             classes.push((name, files));
         }
     }
@@ -55,9 +61,16 @@ fn list_classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 
 /// Decodes one file into `shape`, appending CHW bytes to `out`.
 fn read_image(path: &Path, shape: ImageShape, out: &mut Vec<u8>) -> Result<()> {
-    let img = image::open(path).map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: e.to_string() })?;
+    let img = image::open(path).map_err(|e| Error::BadImage {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let (w, h) = (shape.width as u32, shape.height as u32);
-    let img = if img.width() == w && img.height() == h { img } else { img.resize_exact(w, h, FilterType::Triangle) };
+    let img = if img.width() == w && img.height() == h {
+        img
+    } else {
+        img.resize_exact(w, h, FilterType::Triangle)
+    };
     match shape.channels {
         1 => out.extend_from_slice(img.to_luma8().as_raw()),
         _ => {
@@ -76,7 +89,12 @@ fn to_dataset(items: &[(u32, &PathBuf)], classes: &[String], shape: ImageShape) 
     for (_, p) in items {
         read_image(p, shape, &mut pixels)?;
     }
-    Ok(Dataset { shape, pixels, labels: items.iter().map(|(l, _)| *l).collect(), classes: classes.to_vec() })
+    Ok(Dataset {
+        shape,
+        pixels,
+        labels: items.iter().map(|(l, _)| *l).collect(),
+        classes: classes.to_vec(),
+    })
 }
 
 /// Loads an image folder as train and test sets of shape `shape` (see the module docs).
@@ -90,10 +108,16 @@ pub fn load_image_folder(dir: &Path, shape: Option<ImageShape>) -> Result<Splits
         Some(s) => s,
         None => {
             let first = &train_classes[0].1[0];
-            let img = image::open(first)
-                .map_err(|e| Error::BadImage { path: first.clone(), reason: e.to_string() })?;
+            let img = image::open(first).map_err(|e| Error::BadImage {
+                path: first.clone(),
+                reason: e.to_string(),
+            })?;
             let channels = if img.color().has_color() { 3 } else { 1 };
-            ImageShape { channels, height: DEFAULT_SIDE, width: DEFAULT_SIDE }
+            ImageShape {
+                channels,
+                height: DEFAULT_SIDE,
+                width: DEFAULT_SIDE,
+            }
         }
     };
 
@@ -150,10 +174,17 @@ mod tests {
             for i in 0..10 {
                 // 40x30 RGB images of one gray value: resizing keeps the value.
                 let img = image::RgbImage::from_pixel(40, 30, image::Rgb([value, value, value]));
-                save(&dir.path().join(c).join(format!("{i:02}.png")), image::DynamicImage::ImageRgb8(img));
+                save(
+                    &dir.path().join(c).join(format!("{i:02}.png")),
+                    image::DynamicImage::ImageRgb8(img),
+                );
             }
         }
-        let shape = ImageShape { channels: 1, height: 8, width: 8 };
+        let shape = ImageShape {
+            channels: 1,
+            height: 8,
+            width: 8,
+        };
         let s = load_image_folder(dir.path(), Some(shape)).unwrap();
         assert_eq!(s.train.classes, vec!["cats", "dogs"]);
         assert_eq!((s.train.len(), s.test.len()), (18, 2));
@@ -162,7 +193,14 @@ mod tests {
         assert!(s.test.image(1).iter().all(|&p| p == 200));
         // Without a shape: 28x28, colour kept.
         let s = load_image_folder(dir.path(), None).unwrap();
-        assert_eq!(s.train.shape, ImageShape { channels: 3, height: 28, width: 28 });
+        assert_eq!(
+            s.train.shape,
+            ImageShape {
+                channels: 3,
+                height: 28,
+                width: 28
+            }
+        );
     }
 
     #[test]
@@ -170,11 +208,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..10 {
             let img = image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]));
-            save(&dir.path().join("a").join(format!("{i}.png")), image::DynamicImage::ImageRgb8(img));
+            save(
+                &dir.path().join("a").join(format!("{i}.png")),
+                image::DynamicImage::ImageRgb8(img),
+            );
         }
-        let s = load_image_folder(dir.path(), Some(ImageShape { channels: 3, height: 4, width: 4 })).unwrap();
+        let s = load_image_folder(
+            dir.path(),
+            Some(ImageShape {
+                channels: 3,
+                height: 4,
+                width: 4,
+            }),
+        )
+        .unwrap();
         let im = s.train.image(0);
-        assert!(im[..16].iter().all(|&p| p == 10) && im[16..32].iter().all(|&p| p == 20) && im[32..].iter().all(|&p| p == 30));
+        assert!(
+            im[..16].iter().all(|&p| p == 10)
+                && im[16..32].iter().all(|&p| p == 20)
+                && im[32..].iter().all(|&p| p == 30)
+        );
     }
 
     #[test]

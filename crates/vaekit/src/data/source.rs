@@ -14,15 +14,21 @@ use crate::data::image_folder::load_image_folder;
 use crate::error::{Error, Result};
 
 /// The IDX file stems of an MNIST-style dataset (each may end in `.gz`).
-pub const IDX_FILES: [&str; 4] =
-    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+pub const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
 
 /// Datasets vaekit knows by name.
 pub const KNOWN_DATASETS: [&str; 2] = ["fashion-mnist", "mnist"];
 
 /// Finds `stem` or `stem.gz` in `dir`.
 fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [dir.join(format!("{stem}.gz")), dir.join(stem)].into_iter().find(|p| p.is_file())
+    [dir.join(format!("{stem}.gz")), dir.join(stem)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// Whether `dir` holds an MNIST-style set of IDX files.
@@ -43,7 +49,10 @@ pub fn search_path(name: &str) -> Vec<PathBuf> {
 
 /// Where `vaekit data download NAME` stores a dataset unless told otherwise.
 pub fn default_download_dir(name: &str) -> PathBuf {
-    dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("vaekit").join(name)
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("vaekit")
+        .join(name)
 }
 
 /// Finds the folder of a named dataset.
@@ -52,7 +61,11 @@ pub fn locate(name: &str) -> Result<PathBuf> {
     if let Some(found) = candidates.iter().find(|d| is_idx_dir(d)) {
         return Ok(found.clone());
     }
-    let searched = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let searched = candidates
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let hint = match name {
         "fashion-mnist" => "install it with `apt-get install dataset-fashion-mnist` or run `vaekit data download fashion-mnist`".to_string(),
         "mnist" => "run `vaekit data download mnist`, or pass --data-dir with the four IDX files".to_string(),
@@ -61,26 +74,52 @@ pub fn locate(name: &str) -> Result<PathBuf> {
             KNOWN_DATASETS.join(", ")
         ),
     };
-    Err(Error::DatasetNotFound { name: name.to_string(), searched, hint })
+    Err(Error::DatasetNotFound {
+        name: name.to_string(),
+        searched,
+        hint,
+    })
 }
 
 /// Fashion-MNIST's class names, by label (Xiao et al. 2017). IDX files carry only numbers.
-pub const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 /// Loads the four IDX files in `dir`.
 pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     let need = |stem: &str| {
         find_idx(dir, stem).ok_or_else(|| Error::BadDataset {
             path: dir.to_path_buf(),
-            reason: format!("missing {stem}(.gz); an IDX dataset folder needs {}", IDX_FILES.join(", ")),
+            reason: format!(
+                "missing {stem}(.gz); an IDX dataset folder needs {}",
+                IDX_FILES.join(", ")
+            ),
         })
     };
     let load = |img: &str, lab: &str| -> Result<Dataset> {
         let pair = read_idx_pair(&need(img)?, &need(lab)?)?;
-        let n_classes = pair.labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let n_classes = pair
+            .labels
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
         Ok(Dataset {
-            shape: ImageShape { channels: 1, height: pair.rows, width: pair.cols },
+            shape: ImageShape {
+                channels: 1,
+                height: pair.rows,
+                width: pair.cols,
+            },
             pixels: pair.pixels,
             labels: pair.labels.into_iter().map(u32::from).collect(),
             classes: (0..n_classes.max(10)).map(|c| c.to_string()).collect(),
@@ -91,10 +130,17 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     if train.shape != test.shape {
         return Err(Error::BadDataset {
             path: dir.to_path_buf(),
-            reason: format!("train images are {:?} but test images are {:?}", train.shape, test.shape),
+            reason: format!(
+                "train images are {:?} but test images are {:?}",
+                train.shape, test.shape
+            ),
         });
     }
-    Ok(Splits { train, test, source: dir.display().to_string() })
+    Ok(Splits {
+        train,
+        test,
+        source: dir.display().to_string(),
+    })
 }
 
 /// Loads the data a [`DataConfig`] describes, without limit or binarisation.
@@ -106,17 +152,27 @@ pub fn load_source(cfg: &DataConfig, shape: Option<ImageShape>) -> Result<Splits
     let dir = match &cfg.dir {
         Some(d) => {
             if !d.is_dir() {
-                return Err(Error::BadDataset { path: d.clone(), reason: "no such folder".into() });
+                return Err(Error::BadDataset {
+                    path: d.clone(),
+                    reason: "no such folder".into(),
+                });
             }
             d.clone()
         }
         None => locate(&cfg.dataset)?,
     };
-    let mut splits = if is_idx_dir(&dir) { load_idx_dir(&dir)? } else { load_image_folder(&dir, shape)? };
+    let mut splits = if is_idx_dir(&dir) {
+        load_idx_dir(&dir)?
+    } else {
+        load_image_folder(&dir, shape)?
+    };
     if cfg.dir.is_none() && cfg.dataset == "fashion-mnist" {
         for ds in [&mut splits.train, &mut splits.test] {
             if ds.classes.len() == FASHION_MNIST_CLASSES.len() {
-                ds.classes = FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+                ds.classes = FASHION_MNIST_CLASSES
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect();
             }
         }
     }

@@ -11,7 +11,7 @@ use crate::config::ImageShape;
 use crate::data::idx::encode_idx;
 use crate::data::{Dataset, Splits};
 use crate::error::{Error, Result};
-use crate::rng::{stream_rng, Stream};
+use crate::rng::{Stream, stream_rng};
 
 /// Image side of the generated datasets (28, as MNIST).
 pub const SIDE: usize = 28;
@@ -29,8 +29,16 @@ pub fn bars(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
         let vertical = c < 5;
         for y in 0..SIDE {
             for x in 0..SIDE {
-                let on = if vertical { x.abs_diff(pos + 5) <= 1 } else { y.abs_diff(pos + 5) <= 1 };
-                img[y * SIDE + x] = if on { rng.random_range(200..=255) } else { rng.random_range(0..30) };
+                let on = if vertical {
+                    x.abs_diff(pos + 5) <= 1
+                } else {
+                    y.abs_diff(pos + 5) <= 1
+                };
+                img[y * SIDE + x] = if on {
+                    rng.random_range(200..=255)
+                } else {
+                    rng.random_range(0..30)
+                };
             }
         }
     }
@@ -48,7 +56,11 @@ pub fn bars_splits(n_train: usize, n_test: usize, seed: u64) -> Splits {
             classes: (0..10).map(|c| c.to_string()).collect(),
         }
     };
-    Splits { train: make(n_train, seed), test: make(n_test, seed.wrapping_add(1)), source: "synthetic bars".into() }
+    Splits {
+        train: make(n_train, seed),
+        test: make(n_test, seed.wrapping_add(1)),
+        source: "synthetic bars".into(),
+    }
 }
 
 /// Writes the four MNIST-style IDX files (gzip-compressed) of a bars dataset into `dir`.
@@ -61,10 +73,19 @@ pub fn write_bars_idx(dir: &Path, n_train: usize, n_test: usize, seed: u64) -> R
         gz.write_all(&bytes).map_err(Error::io(&p))?;
         std::fs::write(&p, gz.finish().map_err(Error::io(&p))?).map_err(Error::io(&p))
     };
-    for (prefix, n, s) in [("train", n_train, seed), ("t10k", n_test, seed.wrapping_add(1))] {
+    for (prefix, n, s) in [
+        ("train", n_train, seed),
+        ("t10k", n_test, seed.wrapping_add(1)),
+    ] {
         let (px, lab) = bars(n, s);
-        write(&format!("{prefix}-images-idx3-ubyte.gz"), encode_idx(&[n, SIDE, SIDE], &px))?;
-        write(&format!("{prefix}-labels-idx1-ubyte.gz"), encode_idx(&[n], &lab))?;
+        write(
+            &format!("{prefix}-images-idx3-ubyte.gz"),
+            encode_idx(&[n, SIDE, SIDE], &px),
+        )?;
+        write(
+            &format!("{prefix}-labels-idx1-ubyte.gz"),
+            encode_idx(&[n], &lab),
+        )?;
     }
     Ok(())
 }

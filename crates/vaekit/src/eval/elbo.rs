@@ -4,10 +4,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Likelihood;
-use crate::data::{batch_tensor, Dataset};
+use crate::data::{Dataset, batch_tensor};
 use crate::loss::reconstruction_nll;
 use crate::model::Vae;
-use crate::rng::{normals, stream_rng, Stream};
+use crate::rng::{Stream, normals, stream_rng};
 
 /// The test ELBO and its terms, averaged over images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,10 @@ pub fn evaluate_elbo(
         let y = model.condition(&ds.labels_of(&idx), device);
         let posterior = model.encode(x.clone(), y.clone());
         let latent = posterior.mean.dims()[1];
-        let eps = normals(&mut stream_rng(seed, Stream::EvalNoise, b as u64), idx.len() * latent);
+        let eps = normals(
+            &mut stream_rng(seed, Stream::EvalNoise, b as u64),
+            idx.len() * latent,
+        );
         let eps = Tensor::from_data(TensorData::new(eps, [idx.len(), latent]), device);
         let logits = model.decode(posterior.rsample(eps), y);
         let r: Tensor<1> = reconstruction_nll(logits, x, likelihood).sum();
@@ -58,5 +61,11 @@ pub fn evaluate_elbo(
         progress(done, n);
     }
     let images = n.max(1) as f64;
-    ElboReport { neg_elbo: (recon + kl) / images, recon: recon / images, kl: kl / images, images: n, seed }
+    ElboReport {
+        neg_elbo: (recon + kl) / images,
+        recon: recon / images,
+        kl: kl / images,
+        images: n,
+        seed,
+    }
 }

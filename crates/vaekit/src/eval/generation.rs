@@ -5,9 +5,9 @@
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::frechet::{frechet_distance, FeatureStats};
-use crate::classifier::{argmax_rows, predict, Classifier};
-use crate::data::{batch_tensor, Dataset};
+use super::frechet::{FeatureStats, frechet_distance};
+use crate::classifier::{Classifier, argmax_rows, predict};
+use crate::data::{Dataset, batch_tensor};
 use crate::inspect::{reconstruct, sample_batch, sample_labels};
 use crate::model::Vae;
 
@@ -57,9 +57,19 @@ pub fn evaluate_generation(
         let f = classifier.features(x.clone());
         dims = f.dims()[1];
         let labels = idx.iter().map(|&i| real.labels[i]);
-        right += labels.clone().zip(argmax_rows(classifier.logits(f.clone()))).filter(|(a, b)| a == b).count();
+        right += labels
+            .clone()
+            .zip(argmax_rows(classifier.logits(f.clone())))
+            .filter(|(a, b)| a == b)
+            .count();
         real_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
-        recon_right += labels.zip(predict(classifier, reconstruct(model, x, &real.labels_of(&idx)))).filter(|(a, b)| a == b).count();
+        recon_right += labels
+            .zip(predict(
+                classifier,
+                reconstruct(model, x, &real.labels_of(&idx)),
+            ))
+            .filter(|(a, b)| a == b)
+            .count();
         progress(start + idx.len(), total);
     }
     let classes = model.classes();
@@ -78,13 +88,21 @@ pub fn evaluate_generation(
         fake_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
         progress(n + start + m, total);
     }
-    let fid = frechet_distance(&FeatureStats::from_rows(&real_feats, dims), &FeatureStats::from_rows(&fake_feats, dims));
+    let fid = frechet_distance(
+        &FeatureStats::from_rows(&real_feats, dims),
+        &FeatureStats::from_rows(&fake_feats, dims),
+    );
     GenerationReport {
         fid,
         samples,
         reference_images: n,
         classifier_accuracy: right as f64 / n.max(1) as f64,
         recon_accuracy: recon_right as f64 / n.max(1) as f64,
-        class_accuracy: (classes > 0).then(|| hits.iter().zip(&drawn).map(|(h, d)| *h as f64 / (*d).max(1) as f64).collect()),
+        class_accuracy: (classes > 0).then(|| {
+            hits.iter()
+                .zip(&drawn)
+                .map(|(h, d)| *h as f64 / (*d).max(1) as f64)
+                .collect()
+        }),
     }
 }

@@ -8,8 +8,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::distribution::{standard_normal_log_prob, DiagonalGaussian};
-use crate::rng::{normals, stream_rng, Stream};
+use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
+use crate::rng::{Stream, normals, stream_rng};
 
 /// Running log-sum-exp of one image's log weights, in f64.
 #[derive(Clone, Copy, Debug)]
@@ -21,7 +21,11 @@ pub struct LogSumExp {
 
 impl Default for LogSumExp {
     fn default() -> Self {
-        LogSumExp { max: f64::NEG_INFINITY, sum: 0.0, count: 0 }
+        LogSumExp {
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            count: 0,
+        }
     }
 }
 
@@ -59,10 +63,16 @@ pub fn log_weights(
     k: usize,
     log_likelihood: &dyn Fn(Tensor<2>, Tensor<4>) -> Tensor<1>,
 ) -> (Tensor<1>, Tensor<1>) {
-    let q = DiagonalGaussian::new(posterior.mean.clone().repeat_dim(0, k), posterior.logvar.clone().repeat_dim(0, k)); // [k * b, latent]
+    let q = DiagonalGaussian::new(
+        posterior.mean.clone().repeat_dim(0, k),
+        posterior.logvar.clone().repeat_dim(0, k),
+    ); // [k * b, latent]
     let z = q.rsample(eps);
     let log_lik = log_likelihood(z.clone(), x.clone().repeat_dim(0, k));
-    (log_lik.clone() + standard_normal_log_prob(z.clone()) - q.log_prob(z), log_lik)
+    (
+        log_lik.clone() + standard_normal_log_prob(z.clone()) - q.log_prob(z),
+        log_lik,
+    )
 }
 
 /// The IS estimate of log p(x) for each image of a batch, with `k` samples drawn `chunk` at a
@@ -87,8 +97,15 @@ pub fn log_likelihood_batch(
     let mut done = 0;
     while done < k {
         let kk = chunk.max(1).min(k - done);
-        let eps = Tensor::from_data(TensorData::new(normals(&mut rng, kk * b * latent), [kk * b, latent]), device);
-        let lw = log_weights(posterior, x, eps, kk, log_likelihood).0.into_data().try_into_vec::<f32>().expect("f32");
+        let eps = Tensor::from_data(
+            TensorData::new(normals(&mut rng, kk * b * latent), [kk * b, latent]),
+            device,
+        );
+        let lw = log_weights(posterior, x, eps, kk, log_likelihood)
+            .0
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32");
         for (row, v) in lw.iter().enumerate() {
             acc[row % b].push(*v as f64);
         }
@@ -117,7 +134,11 @@ mod tests {
         move |z: Tensor<2>, x: Tensor<4>| {
             let n = x.dims()[0];
             let d = x.reshape([n, 1]) - z;
-            (d.clone() * d).div_scalar(s * s).add_scalar((2.0 * PI * s * s).ln()).mul_scalar(-0.5).reshape([n])
+            (d.clone() * d)
+                .div_scalar(s * s)
+                .add_scalar((2.0 * PI * s * s).ln())
+                .mul_scalar(-0.5)
+                .reshape([n])
         }
     }
 
@@ -134,21 +155,37 @@ mod tests {
             Tensor::<2>::zeros([3, 1], &dev).add_scalar(0.25f64.ln()),
         );
         let f = linear_gaussian(s);
-        let exact: Vec<f64> =
-            xs.iter().map(|&v| -0.5 * ((v as f64).powi(2) / (1.0 + s * s) + (2.0 * PI * (1.0 + s * s)).ln())).collect();
+        let exact: Vec<f64> = xs
+            .iter()
+            .map(|&v| -0.5 * ((v as f64).powi(2) / (1.0 + s * s) + (2.0 * PI * (1.0 + s * s)).ln()))
+            .collect();
         let big = log_likelihood_batch(&q, &x, 20_000, 5_000, 0, 0, &dev, &f);
         for i in 0..3 {
-            assert!((big[i] - exact[i]).abs() < 0.03, "image {i}: {} vs exact {}", big[i], exact[i]);
+            assert!(
+                (big[i] - exact[i]).abs() < 0.03,
+                "image {i}: {} vs exact {}",
+                big[i],
+                exact[i]
+            );
         }
         // Averaged over seeds: K = 1 (the ELBO) is below log p(x), and K = 100 is better.
         let mean = |k: usize| -> f64 {
-            (0..100).map(|seed| log_likelihood_batch(&q, &x, k, k, seed, 0, &dev, &f).iter().sum::<f64>()).sum::<f64>()
+            (0..100)
+                .map(|seed| {
+                    log_likelihood_batch(&q, &x, k, k, seed, 0, &dev, &f)
+                        .iter()
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
                 / 100.0
         };
         let (m1, m100, total) = (mean(1), mean(100), exact.iter().sum::<f64>());
         assert!(m1 < total - 0.3, "K=1 {m1} vs log p(x) {total}");
         assert!(m100 > m1 + 0.2, "K=100 {m100} vs K=1 {m1}");
-        assert!((m100 - total).abs() < 0.1, "K=100 {m100} vs log p(x) {total}");
+        assert!(
+            (m100 - total).abs() < 0.1,
+            "K=100 {m100} vs log p(x) {total}"
+        );
     }
 
     #[test]
@@ -169,11 +206,26 @@ mod tests {
             .try_into_vec::<f32>()
             .unwrap();
         for i in 0..2 {
-            assert!((est[i] - elbo[i] as f64).abs() < 1e-5, "{} vs {}", est[i], elbo[i]);
+            assert!(
+                (est[i] - elbo[i] as f64).abs() < 1e-5,
+                "{} vs {}",
+                est[i],
+                elbo[i]
+            );
         }
         // Same K samples: log of the mean weight >= mean of the log weights.
-        let eps = Tensor::from_data(TensorData::new(normals(&mut stream_rng(1, Stream::ImportanceNoise, 5), 50 * 2), [100, 1]), &dev);
-        let lw = log_weights(&q, &x, eps, 50, &f).0.into_data().try_into_vec::<f32>().unwrap();
+        let eps = Tensor::from_data(
+            TensorData::new(
+                normals(&mut stream_rng(1, Stream::ImportanceNoise, 5), 50 * 2),
+                [100, 1],
+            ),
+            &dev,
+        );
+        let lw = log_weights(&q, &x, eps, 50, &f)
+            .0
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         for i in 0..2 {
             let mut acc = LogSumExp::default();
             let mut mean = 0.0;

@@ -4,7 +4,7 @@
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{batch_tensor, Dataset};
+use crate::data::{Dataset, batch_tensor};
 use crate::model::Vae;
 
 /// Threshold on Cov_x(E_q[z_d | x]) above which dimension d counts as active (Burda et al. 2016).
@@ -60,15 +60,28 @@ pub fn latent_statistics(
                 sum_sq[j] += (m as f64) * (m as f64);
             }
         }
-        for (j, v) in kl_batch.into_data().try_into_vec::<f32>().expect("f32 kl").iter().enumerate() {
+        for (j, v) in kl_batch
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 kl")
+            .iter()
+            .enumerate()
+        {
             kl[j] += *v as f64;
         }
         progress(idx.len() + start, n);
     }
     let nf = n.max(1) as f64;
-    let mean_variance: Vec<f64> = sum.iter().zip(&sum_sq).map(|(s, s2)| (s2 / nf - (s / nf).powi(2)).max(0.0)).collect();
+    let mean_variance: Vec<f64> = sum
+        .iter()
+        .zip(&sum_sq)
+        .map(|(s, s2)| (s2 / nf - (s / nf).powi(2)).max(0.0))
+        .collect();
     LatentReport {
-        active_units: mean_variance.iter().filter(|&&v| v > ACTIVE_THRESHOLD).count(),
+        active_units: mean_variance
+            .iter()
+            .filter(|&&v| v > ACTIVE_THRESHOLD)
+            .count(),
         mean_variance,
         kl_per_dim: kl.iter().map(|v| v / nf).collect(),
         recon_mse: sq_err / (nf * ds.shape.numel() as f64),

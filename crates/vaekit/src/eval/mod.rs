@@ -11,11 +11,11 @@ pub mod importance;
 pub mod latents;
 pub mod nll;
 
-pub use elbo::{evaluate_elbo, ElboReport, EVAL_BATCH};
-pub use frechet::{frechet_distance, FeatureStats};
-pub use generation::{evaluate_generation, GenerationReport};
-pub use latents::{latent_statistics, LatentReport, ACTIVE_THRESHOLD};
-pub use nll::{bits_per_dim, evaluate_nll, NllReport, IW_BATCH, IW_ROWS};
+pub use elbo::{EVAL_BATCH, ElboReport, evaluate_elbo};
+pub use frechet::{FeatureStats, frechet_distance};
+pub use generation::{GenerationReport, evaluate_generation};
+pub use latents::{ACTIVE_THRESHOLD, LatentReport, latent_statistics};
+pub use nll::{IW_BATCH, IW_ROWS, NllReport, bits_per_dim, evaluate_nll};
 
 use crate::config::Binarize;
 use crate::data::Dataset;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::importance::log_likelihood_batch;
 use crate::config::Likelihood;
-use crate::data::{batch_tensor, Dataset};
+use crate::data::{Dataset, batch_tensor};
 use crate::loss::reconstruction_nll;
 use crate::model::Vae;
 
@@ -37,7 +37,11 @@ pub const IW_BATCH: usize = 100;
 /// convention of the literature for continuous models of 8-bit images.
 pub fn bits_per_dim(nll: f64, dims: usize, likelihood: Likelihood) -> f64 {
     let bits = nll / (dims as f64 * std::f64::consts::LN_2);
-    if likelihood.is_discrete() { bits } else { bits + 255f64.log2() }
+    if likelihood.is_discrete() {
+        bits
+    } else {
+        bits + 255f64.log2()
+    }
 }
 
 /// -log p(x) of every image of `ds`, estimated with `k` importance samples per image (see
@@ -64,7 +68,9 @@ pub fn evaluate_nll(
         let b_images = idx.len();
         // Rows are sample-major, so the labels repeat once per sample (see `log_weights`).
         let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
-            let yk = y.as_ref().map(|y| y.clone().repeat_dim(0, z.dims()[0] / b_images));
+            let yk = y
+                .as_ref()
+                .map(|y| y.clone().repeat_dim(0, z.dims()[0] / b_images));
             reconstruction_nll(model.decode(z, yk), xs, likelihood).neg()
         };
         let chunk = (IW_ROWS / idx.len()).max(1);
@@ -74,5 +80,11 @@ pub fn evaluate_nll(
         progress(done, n);
     }
     let nll = total / n.max(1) as f64;
-    NllReport { nll, bits_per_dim: bits_per_dim(nll, ds.shape.numel(), likelihood), k, images: n, seed }
+    NllReport {
+        nll,
+        bits_per_dim: bits_per_dim(nll, ds.shape.numel(), likelihood),
+        k,
+        images: n,
+        seed,
+    }
 }

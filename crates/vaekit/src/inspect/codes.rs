@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use crate::data::{batch_tensor, Dataset};
+use crate::data::{Dataset, batch_tensor};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Vae;
@@ -45,7 +45,13 @@ impl Codes {
 }
 
 /// Encodes images `indices` of `ds` (all of them when `None`), `batch` at a time.
-pub fn encode_dataset(model: &Vae, ds: &Dataset, indices: Option<&[usize]>, batch: usize, device: &Device) -> Codes {
+pub fn encode_dataset(
+    model: &Vae,
+    ds: &Dataset,
+    indices: Option<&[usize]>,
+    batch: usize,
+    device: &Device,
+) -> Codes {
     let all: Vec<usize>;
     let idx = match indices {
         Some(i) => i,
@@ -54,12 +60,27 @@ pub fn encode_dataset(model: &Vae, ds: &Dataset, indices: Option<&[usize]>, batc
             &all
         }
     };
-    let mut codes = Codes { latent: 0, mean: Vec::new(), logvar: Vec::new(), labels: Vec::new() };
+    let mut codes = Codes {
+        latent: 0,
+        mean: Vec::new(),
+        logvar: Vec::new(),
+        labels: Vec::new(),
+    };
     for chunk in idx.chunks(batch.max(1)) {
-        let q = model.encode(batch_tensor(ds, chunk, None, device), model.condition(&ds.labels_of(chunk), device));
+        let q = model.encode(
+            batch_tensor(ds, chunk, None, device),
+            model.condition(&ds.labels_of(chunk), device),
+        );
         codes.latent = q.mean.dims()[1];
-        codes.mean.extend(q.mean.into_data().try_into_vec::<f32>().expect("f32 means"));
-        codes.logvar.extend(q.logvar.into_data().try_into_vec::<f32>().expect("f32 logvars"));
+        codes
+            .mean
+            .extend(q.mean.into_data().try_into_vec::<f32>().expect("f32 means"));
+        codes.logvar.extend(
+            q.logvar
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32 logvars"),
+        );
         codes.labels.extend(chunk.iter().map(|&i| ds.labels[i]));
     }
     codes
@@ -67,7 +88,11 @@ pub fn encode_dataset(model: &Vae, ds: &Dataset, indices: Option<&[usize]>, batc
 
 /// Quotes a CSV field when it needs it (RFC 4180).
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Splits one CSV line into trimmed fields, honouring double quotes.
@@ -90,7 +115,12 @@ fn csv_split(line: &str) -> Vec<String> {
 }
 
 /// Writes `codes` as CSV (see the module docs); `index` and `class` name each row's image.
-pub fn write_codes_csv(path: &Path, codes: &Codes, indices: &[usize], class_names: &[String]) -> Result<()> {
+pub fn write_codes_csv(
+    path: &Path,
+    codes: &Codes,
+    indices: &[usize],
+    class_names: &[String],
+) -> Result<()> {
     let mut out = String::from("index,label,class");
     for prefix in ["mean", "logvar"] {
         for j in 0..codes.latent {
@@ -100,9 +130,16 @@ pub fn write_codes_csv(path: &Path, codes: &Codes, indices: &[usize], class_name
     out.push('\n');
     for i in 0..codes.len() {
         let label = codes.labels[i];
-        let class = class_names.get(label as usize).map(String::as_str).unwrap_or("");
+        let class = class_names
+            .get(label as usize)
+            .map(String::as_str)
+            .unwrap_or("");
         out.push_str(&format!("{},{label},{}", indices[i], csv_field(class)));
-        for v in codes.mean_of(i).iter().chain(&codes.logvar[i * codes.latent..(i + 1) * codes.latent]) {
+        for v in codes
+            .mean_of(i)
+            .iter()
+            .chain(&codes.logvar[i * codes.latent..(i + 1) * codes.latent])
+        {
             out.push_str(&format!(",{v}"));
         }
         out.push('\n');
@@ -113,9 +150,17 @@ pub fn write_codes_csv(path: &Path, codes: &Codes, indices: &[usize], class_name
 /// Reads latent codes from a CSV file: returns the codes row-major and their dimension.
 pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    let bad = |reason: String| Error::BadConfig { path: path.to_path_buf(), reason };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, first_line)) = lines.next() else { return Err(bad("no codes in the file".into())) };
+    let bad = |reason: String| Error::BadConfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, first_line)) = lines.next() else {
+        return Err(bad("no codes in the file".into()));
+    };
     let first = csv_split(first_line);
     let has_header = !first.iter().all(|s| s.parse::<f32>().is_ok());
     let columns: Vec<usize> = if has_header {
@@ -123,7 +168,11 @@ pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
             let mut cols: Vec<(usize, usize)> = first
                 .iter()
                 .enumerate()
-                .filter_map(|(c, name)| name.strip_prefix(prefix).and_then(|d| d.parse::<usize>().ok()).map(|d| (d, c)))
+                .filter_map(|(c, name)| {
+                    name.strip_prefix(prefix)
+                        .and_then(|d| d.parse::<usize>().ok())
+                        .map(|d| (d, c))
+                })
                 .collect();
             cols.sort_unstable();
             cols.into_iter().map(|(_, c)| c).collect()
@@ -142,8 +191,16 @@ pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
     let mut codes = Vec::new();
     let mut parse_row = |fields: &[String], line: usize| -> Result<()> {
         for &c in &columns {
-            let cell = fields.get(c).ok_or_else(|| bad(format!("line {line}: {} columns, expected at least {}", fields.len(), c + 1)))?;
-            let v: f32 = cell.parse().map_err(|_| bad(format!("line {line}: '{cell}' is not a number")))?;
+            let cell = fields.get(c).ok_or_else(|| {
+                bad(format!(
+                    "line {line}: {} columns, expected at least {}",
+                    fields.len(),
+                    c + 1
+                ))
+            })?;
+            let v: f32 = cell
+                .parse()
+                .map_err(|_| bad(format!("line {line}: '{cell}' is not a number")))?;
             if !v.is_finite() {
                 return Err(bad(format!("line {line}: '{cell}' is not finite")));
             }
@@ -166,9 +223,16 @@ pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
 /// The `label` column of a codes file with a header, if it has one.
 pub fn read_label_column(path: &Path) -> Result<Option<Vec<u32>>> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else { return Ok(None) };
-    let Some(col) = csv_split(header).iter().position(|h| h == "label") else { return Ok(None) };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Ok(None);
+    };
+    let Some(col) = csv_split(header).iter().position(|h| h == "label") else {
+        return Ok(None);
+    };
     let mut labels = Vec::new();
     for (i, line) in lines {
         let fields = csv_split(line);
@@ -190,7 +254,12 @@ mod tests {
     fn written_codes_read_back_as_their_means() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.csv");
-        let codes = Codes { latent: 2, mean: vec![0.5, -1.25, 3.0, 0.0], logvar: vec![-1.0, -2.0, -3.0, -4.0], labels: vec![1, 0] };
+        let codes = Codes {
+            latent: 2,
+            mean: vec![0.5, -1.25, 3.0, 0.0],
+            logvar: vec![-1.0, -2.0, -3.0, -4.0],
+            labels: vec![1, 0],
+        };
         write_codes_csv(&p, &codes, &[7, 9], &["a".into(), "T-shirt, top".into()]).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with("index,label,class,mean_0,mean_1,logvar_0,logvar_1\n7,1,\"T-shirt, top\",0.5,-1.25,-1,-2\n"), "{text}");
@@ -202,13 +271,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("z.csv");
         std::fs::write(&p, "0.1, 0.2, 0.3\n1,2,3\n").unwrap();
-        assert_eq!(read_codes_csv(&p).unwrap(), (vec![0.1, 0.2, 0.3, 1.0, 2.0, 3.0], 3));
+        assert_eq!(
+            read_codes_csv(&p).unwrap(),
+            (vec![0.1, 0.2, 0.3, 1.0, 2.0, 3.0], 3)
+        );
         std::fs::write(&p, "z_1,z_0\n1,2\n").unwrap();
         assert_eq!(read_codes_csv(&p).unwrap(), (vec![2.0, 1.0], 2));
         std::fs::write(&p, "1,2\n3,x\n").unwrap();
         let e = read_codes_csv(&p).unwrap_err().to_string();
-        assert!(e.contains("z.csv") && e.contains("line 2") && e.contains("'x'"), "{e}");
+        assert!(
+            e.contains("z.csv") && e.contains("line 2") && e.contains("'x'"),
+            "{e}"
+        );
         std::fs::write(&p, "").unwrap();
-        assert!(read_codes_csv(&p).unwrap_err().to_string().contains("no codes"));
+        assert!(
+            read_codes_csv(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("no codes")
+        );
     }
 }

@@ -2,7 +2,10 @@
 
 /// (1 - t) a + t b.
 pub fn lerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
-    a.iter().zip(b).map(|(&x, &y)| ((1.0 - t) * x as f64 + t * y as f64) as f32).collect()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| ((1.0 - t) * x as f64 + t * y as f64) as f32)
+        .collect()
 }
 
 /// Spherical interpolation (Shoemake 1985; White 2016, "Sampling generative networks"):
@@ -23,7 +26,10 @@ pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
         return lerp(a, b, t);
     }
     let (wa, wb) = (((1.0 - t) * omega).sin() / s, (t * omega).sin() / s);
-    a.iter().zip(b).map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32).collect()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32)
+        .collect()
 }
 
 /// `steps` codes from `a` to `b` inclusive (t = 0, 1/(steps-1), ..., 1), spherical or linear.
@@ -33,7 +39,11 @@ pub fn interpolate(a: &[f32], b: &[f32], steps: usize, spherical: bool) -> Vec<V
     (0..steps)
         .map(|i| {
             let t = i as f64 / (steps - 1) as f64;
-            if spherical { slerp(a, b, t) } else { lerp(a, b, t) }
+            if spherical {
+                slerp(a, b, t)
+            } else {
+                lerp(a, b, t)
+            }
         })
         .collect()
 }
@@ -67,8 +77,19 @@ mod tests {
         assert!(close(&lerp(&a, &b, 0.5), &[0.5, 0.5], 1e-7));
         // t = 1/3 of a 90 degree arc: angle 30 degrees.
         let p = slerp(&a, &b, 1.0 / 3.0);
-        assert!(close(&p, &[(30f32).to_radians().cos(), (30f32).to_radians().sin()], 1e-6), "{p:?}");
+        assert!(
+            close(
+                &p,
+                &[(30f32).to_radians().cos(), (30f32).to_radians().sin()],
+                1e-6
+            ),
+            "{p:?}"
+        );
         // Parallel codes fall back to a straight line.
-        assert!(close(&slerp(&[1.0, 1.0], &[2.0, 2.0], 0.5), &[1.5, 1.5], 1e-6));
+        assert!(close(
+            &slerp(&[1.0, 1.0], &[2.0, 2.0], 0.5),
+            &[1.5, 1.5],
+            1e-6
+        ));
     }
 }

@@ -7,14 +7,19 @@ use statrs::distribution::{ContinuousCDF, Normal};
 /// of `steps` equal slices of (0, 1).
 pub fn normal_quantiles(steps: usize) -> Vec<f64> {
     let n = Normal::standard();
-    (0..steps).map(|i| n.inverse_cdf((i as f64 + 0.5) / steps as f64)).collect()
+    (0..steps)
+        .map(|i| n.inverse_cdf((i as f64 + 0.5) / steps as f64))
+        .collect()
 }
 
 /// `steps * steps` codes for a 2-D latent, row-major as they appear in a picture: columns go
 /// from low to high z_1, rows from high z_2 (top) to low z_2 (bottom).
 pub fn manifold_codes(steps: usize) -> Vec<Vec<f32>> {
     let q = normal_quantiles(steps);
-    q.iter().rev().flat_map(|&z2| q.iter().map(move |&z1| vec![z1 as f32, z2 as f32])).collect()
+    q.iter()
+        .rev()
+        .flat_map(|&z2| q.iter().map(move |&z1| vec![z1 as f32, z2 as f32]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -25,7 +30,11 @@ mod tests {
     fn grid_uses_the_gaussian_quantiles() {
         // Phi^-1(0.25) = -0.6744897501960817, Phi^-1(0.75) = +0.6744897501960817.
         let q = normal_quantiles(2);
-        assert!((q[0] + 0.674_489_750_196_081_7).abs() < 1e-9 && (q[1] - 0.674_489_750_196_081_7).abs() < 1e-9, "{q:?}");
+        assert!(
+            (q[0] + 0.674_489_750_196_081_7).abs() < 1e-9
+                && (q[1] - 0.674_489_750_196_081_7).abs() < 1e-9,
+            "{q:?}"
+        );
         // Phi^-1(0.05) = -1.6448536269514729 (steps = 10, i = 0); the middle of an odd grid is 0.
         assert!((normal_quantiles(10)[0] + 1.644_853_626_951_472_9).abs() < 1e-9);
         assert!(normal_quantiles(5)[2].abs() < 1e-12);

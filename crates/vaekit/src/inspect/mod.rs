@@ -7,7 +7,7 @@ pub mod manifold;
 pub mod pca;
 pub mod traverse;
 
-pub use codes::{encode_dataset, read_codes_csv, read_label_column, write_codes_csv, Codes};
+pub use codes::{Codes, encode_dataset, read_codes_csv, read_label_column, write_codes_csv};
 pub use interpolate::{interpolate, lerp, slerp};
 pub use manifold::{manifold_codes, normal_quantiles};
 pub use pca::Pca;
@@ -16,7 +16,7 @@ pub use traverse::traverse;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::model::Vae;
-use crate::rng::{normals, stream_rng, Stream};
+use crate::rng::{Stream, normals, stream_rng};
 
 /// z ~ N(0, I) drawn on the host from `seed`: the same seed gives the same z on any device.
 ///
@@ -39,9 +39,20 @@ pub fn prior_z_at(n: usize, latent: usize, seed: u64, index: u64, device: &Devic
 ///
 /// # Shapes
 /// returns `[n, channels, height, width]`
-pub fn sample_batch(model: &Vae, n: usize, latent: usize, seed: u64, index: u64, class: Option<u32>, device: &Device) -> Tensor<4> {
+pub fn sample_batch(
+    model: &Vae,
+    n: usize,
+    latent: usize,
+    seed: u64,
+    index: u64,
+    class: Option<u32>,
+    device: &Device,
+) -> Tensor<4> {
     let labels = sample_labels(model, n, class, index as usize * n);
-    model.decode_mean(prior_z_at(n, latent, seed, index, device), model.condition(&labels, device))
+    model.decode_mean(
+        prior_z_at(n, latent, seed, index, device),
+        model.condition(&labels, device),
+    )
 }
 
 /// Labels for `n` samples of a conditional model: all `class`, or the classes in turn starting
@@ -51,7 +62,9 @@ pub fn sample_labels(model: &Vae, n: usize, class: Option<u32>, offset: usize) -
     if c == 0 {
         return Vec::new();
     }
-    (0..n).map(|i| class.unwrap_or(((offset + i) % c) as u32)).collect()
+    (0..n)
+        .map(|i| class.unwrap_or(((offset + i) % c) as u32))
+        .collect()
 }
 
 /// Decodes latent codes given on the host, `latent` values per code, into mean images; a
@@ -59,7 +72,13 @@ pub fn sample_labels(model: &Vae, n: usize, class: Option<u32>, offset: usize) -
 ///
 /// # Shapes
 /// `codes`: `n * latent` values -> `[n, channels, height, width]`
-pub fn decode_codes(model: &Vae, codes: &[f32], latent: usize, labels: &[u32], device: &Device) -> Tensor<4> {
+pub fn decode_codes(
+    model: &Vae,
+    codes: &[f32],
+    latent: usize,
+    labels: &[u32],
+    device: &Device,
+) -> Tensor<4> {
     let n = codes.len() / latent.max(1);
     let z = Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device);
     model.decode_mean(z, model.condition(labels, device))
@@ -70,7 +89,13 @@ pub fn decode_codes(model: &Vae, codes: &[f32], latent: usize, labels: &[u32], d
 ///
 /// # Shapes
 /// `codes`: `n * latent` values, `weights`: `n * classes` values -> `[n, channels, height, width]`
-pub fn decode_codes_soft(model: &Vae, codes: &[f32], latent: usize, weights: &[f32], device: &Device) -> Tensor<4> {
+pub fn decode_codes_soft(
+    model: &Vae,
+    codes: &[f32],
+    latent: usize,
+    weights: &[f32],
+    device: &Device,
+) -> Tensor<4> {
     let n = codes.len() / latent.max(1);
     let z = Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device);
     let c = model.classes();
@@ -84,9 +109,19 @@ pub fn decode_codes_soft(model: &Vae, codes: &[f32], latent: usize, weights: &[f
 /// returns `[n, channels, height, width]`
 ///
 /// A conditional model draws `class` only, or every class in turn when `class` is `None`.
-pub fn sample(model: &Vae, n: usize, latent: usize, seed: u64, class: Option<u32>, device: &Device) -> Tensor<4> {
+pub fn sample(
+    model: &Vae,
+    n: usize,
+    latent: usize,
+    seed: u64,
+    class: Option<u32>,
+    device: &Device,
+) -> Tensor<4> {
     let labels = sample_labels(model, n, class, 0);
-    model.decode_mean(prior_z(n, latent, seed, device), model.condition(&labels, device))
+    model.decode_mean(
+        prior_z(n, latent, seed, device),
+        model.condition(&labels, device),
+    )
 }
 
 /// Encodes images and decodes their posterior means: the model's reconstruction.

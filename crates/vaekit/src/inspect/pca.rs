@@ -29,7 +29,10 @@ impl Pca {
             .iter()
             .map(|&j| {
                 let mut c: Vec<f64> = (0..dims).map(|i| v[i * dims + j]).collect();
-                let big = c.iter().copied().fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
+                let big = c
+                    .iter()
+                    .copied()
+                    .fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
                 if big < 0.0 {
                     c.iter_mut().for_each(|x| *x = -*x);
                 }
@@ -37,14 +40,28 @@ impl Pca {
             })
             .collect();
         let variances: Vec<f64> = order[..k].iter().map(|&j| w[j].max(0.0)).collect();
-        let explained = variances.iter().map(|x| if total > 0.0 { x / total } else { 0.0 }).collect();
-        Pca { mean, components, variances, explained }
+        let explained = variances
+            .iter()
+            .map(|x| if total > 0.0 { x / total } else { 0.0 })
+            .collect();
+        Pca {
+            mean,
+            components,
+            variances,
+            explained,
+        }
     }
     /// Coordinates of one code along the components.
     pub fn project(&self, code: &[f32]) -> Vec<f64> {
         self.components
             .iter()
-            .map(|c| c.iter().zip(code).zip(&self.mean).map(|((w, &x), m)| w * (x as f64 - m)).sum())
+            .map(|c| {
+                c.iter()
+                    .zip(code)
+                    .zip(&self.mean)
+                    .map(|((w, &x), m)| w * (x as f64 - m))
+                    .sum()
+            })
             .collect()
     }
 }
@@ -64,12 +81,19 @@ mod tests {
         let p = Pca::fit(&rows, 3, 2);
         let c = &p.components[0];
         let s = 0.5f64.sqrt();
-        assert!((c[0] - s).abs() < 1e-6 && (c[1] - s).abs() < 1e-6 && c[2].abs() < 1e-3, "{c:?}");
+        assert!(
+            (c[0] - s).abs() < 1e-6 && (c[1] - s).abs() < 1e-6 && c[2].abs() < 1e-3,
+            "{c:?}"
+        );
         assert!(p.explained[0] > 0.99 && p.variances[0] > p.variances[1]);
         // The mean projects to the origin; a step along the component projects to its length.
         let m: Vec<f32> = p.mean.iter().map(|&v| v as f32).collect();
         assert!(p.project(&m)[0].abs() < 1e-5);
-        let moved: Vec<f32> = m.iter().zip([1.0f32, 1.0, 0.0]).map(|(a, b)| a + b).collect();
+        let moved: Vec<f32> = m
+            .iter()
+            .zip([1.0f32, 1.0, 0.0])
+            .map(|(a, b)| a + b)
+            .collect();
         assert!((p.project(&moved)[0] - 2f64.sqrt()).abs() < 1e-5);
     }
 }

@@ -5,7 +5,13 @@
 /// +-3 covers almost all of it), the others kept at the image's code.
 pub fn traverse(code: &[f32], dims: &[usize], range: f64, steps: usize) -> Vec<Vec<f32>> {
     let steps = steps.max(1);
-    let value = |i: usize| if steps == 1 { 0.0 } else { -range + 2.0 * range * i as f64 / (steps - 1) as f64 };
+    let value = |i: usize| {
+        if steps == 1 {
+            0.0
+        } else {
+            -range + 2.0 * range * i as f64 / (steps - 1) as f64
+        }
+    };
     dims.iter()
         .flat_map(|&d| {
             (0..steps).map(move |i| {

@@ -86,7 +86,19 @@ impl ConvVae {
             );
             c_in = c;
         }
-        ConvVae { enc_convs, enc_mean, enc_logvar, dec_dense, dec_convs, bottleneck, leaky_slope, image_channels: image.channels, logistic, global_scale, classes }
+        ConvVae {
+            enc_convs,
+            enc_mean,
+            enc_logvar,
+            dec_dense,
+            dec_convs,
+            bottleneck,
+            leaky_slope,
+            image_channels: image.channels,
+            logistic,
+            global_scale,
+            classes,
+        }
     }
 
     /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).

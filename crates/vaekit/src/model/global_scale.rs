@@ -13,7 +13,9 @@ pub struct GlobalLogStd {
 impl GlobalLogStd {
     /// One parameter per channel.
     pub fn new(channels: usize, device: &Device) -> GlobalLogStd {
-        GlobalLogStd { log_std: Param::from_tensor(Tensor::zeros([channels], device)) }
+        GlobalLogStd {
+            log_std: Param::from_tensor(Tensor::zeros([channels], device)),
+        }
     }
 
     /// Appends the log-std maps to the decoder's mean logits, as [`crate::loss::reconstruction_nll`]
@@ -23,7 +25,13 @@ impl GlobalLogStd {
     /// `means`: `[batch, channels, height, width]` -> `[batch, 2 * channels, height, width]`
     pub fn append_to(&self, means: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = means.dims();
-        let maps = self.log_std.val().reshape([1, c, 1, 1]).repeat_dim(0, b).repeat_dim(2, h).repeat_dim(3, w);
+        let maps = self
+            .log_std
+            .val()
+            .reshape([1, c, 1, 1])
+            .repeat_dim(0, b)
+            .repeat_dim(2, h)
+            .repeat_dim(3, w);
         Tensor::cat(vec![means, maps], 1)
     }
 }

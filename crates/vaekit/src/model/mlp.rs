@@ -59,7 +59,18 @@ impl MlpVae {
             w_in = w;
         }
         let dec_out = LinearConfig::new(w_in, d * params).init(device);
-        MlpVae { enc_hidden, enc_mean, enc_logvar, dec_hidden, dec_out, image: [image.channels, image.height, image.width], params, logistic, global_scale, classes }
+        MlpVae {
+            enc_hidden,
+            enc_mean,
+            enc_logvar,
+            dec_hidden,
+            dec_out,
+            image: [image.channels, image.height, image.width],
+            params,
+            logistic,
+            global_scale,
+            classes,
+        }
     }
 
     /// Classes of the one-hot condition (0: unconditional).

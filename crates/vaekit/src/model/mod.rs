@@ -63,14 +63,35 @@ impl Vae {
         device.seed(seed);
         let p = cfg.likelihood.network_maps();
         let logistic = cfg.likelihood == crate::config::Likelihood::Logistic;
-        let global = (cfg.likelihood == crate::config::Likelihood::GaussianGlobal).then(|| GlobalLogStd::new(cfg.image.channels, device));
+        let global = (cfg.likelihood == crate::config::Likelihood::GaussianGlobal)
+            .then(|| GlobalLogStd::new(cfg.image.channels, device));
         let model = match &cfg.architecture {
-            Architecture::Conv { channels, kernel, leaky_slope } => {
-                Vae::Conv(ConvVae::new(cfg.image, cfg.latent_dim, channels, *kernel, *leaky_slope, p, logistic, global, cfg.classes, device))
-            }
-            Architecture::Mlp { hidden } => {
-                Vae::Mlp(MlpVae::new(cfg.image, cfg.latent_dim, hidden, p, logistic, global, cfg.classes, device))
-            }
+            Architecture::Conv {
+                channels,
+                kernel,
+                leaky_slope,
+            } => Vae::Conv(ConvVae::new(
+                cfg.image,
+                cfg.latent_dim,
+                channels,
+                *kernel,
+                *leaky_slope,
+                p,
+                logistic,
+                global,
+                cfg.classes,
+                device,
+            )),
+            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(
+                cfg.image,
+                cfg.latent_dim,
+                hidden,
+                p,
+                logistic,
+                global,
+                cfg.classes,
+                device,
+            )),
         };
         // Mapping materialises every lazily initialised parameter while the lock is held.
         model.map(&mut PositionalIds(0))
@@ -91,7 +112,12 @@ impl Vae {
     /// returns `[labels.len(), classes]`
     pub fn condition(&self, labels: &[u32], device: &Device) -> Option<Tensor<2>> {
         let c = self.classes();
-        (c > 0).then(|| Tensor::from_data(burn::tensor::TensorData::new(crate::data::one_hot(labels, c), [labels.len(), c]), device))
+        (c > 0).then(|| {
+            Tensor::from_data(
+                burn::tensor::TensorData::new(crate::data::one_hot(labels, c), [labels.len(), c]),
+                device,
+            )
+        })
     }
 
     /// q(z|x) (q(z|x, y) for a conditional model, `y` one-hot).
@@ -137,7 +163,11 @@ impl Vae {
         let posterior = self.encode(x, y.clone());
         let z = posterior.rsample(eps);
         let logits = self.decode(z.clone(), y);
-        VaeOutput { logits, posterior, z }
+        VaeOutput {
+            logits,
+            posterior,
+            z,
+        }
     }
 }
 
@@ -170,11 +200,21 @@ mod tests {
     fn conv_and_mlp_map_images_to_latents_and_back() {
         let mut cfg = ModelConfig::default();
         assert_eq!(dims_of(&cfg), ([3, 20], [3, 1, 28, 28]));
-        cfg.image = ImageShape { channels: 3, height: 32, width: 32 };
-        cfg.architecture = Architecture::Conv { channels: vec![8, 16, 32], kernel: 3, leaky_slope: 0.2 };
+        cfg.image = ImageShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+        };
+        cfg.architecture = Architecture::Conv {
+            channels: vec![8, 16, 32],
+            kernel: 3,
+            leaky_slope: 0.2,
+        };
         cfg.latent_dim = 7;
         assert_eq!(dims_of(&cfg), ([3, 7], [3, 3, 32, 32]));
-        cfg.architecture = Architecture::Mlp { hidden: vec![64, 32] };
+        cfg.architecture = Architecture::Mlp {
+            hidden: vec![64, 32],
+        };
         assert_eq!(dims_of(&cfg), ([3, 7], [3, 3, 32, 32]));
     }
 
@@ -185,9 +225,15 @@ mod tests {
         let want = 416 + 12832 + 2 * 31380 + 32928 + 12816 + 401;
         let m = Vae::init(&ModelConfig::default(), 0, &Device::flex());
         assert_eq!(m.num_params(), want);
-        let mlp = ModelConfig { architecture: Architecture::default_mlp(), ..ModelConfig::default() };
+        let mlp = ModelConfig {
+            architecture: Architecture::default_mlp(),
+            ..ModelConfig::default()
+        };
         // 784*400+400 + 2*(400*20+20) + 20*400+400 + 400*784+784
-        assert_eq!(Vae::init(&mlp, 0, &Device::flex()).num_params(), 314_000 + 16_040 + 8_400 + 314_384);
+        assert_eq!(
+            Vae::init(&mlp, 0, &Device::flex()).num_params(),
+            314_000 + 16_040 + 8_400 + 314_384
+        );
     }
 
     #[test]
@@ -206,7 +252,11 @@ mod tests {
     fn a_conditional_decoder_changes_with_the_label_for_a_fixed_z() {
         let dev = Device::flex();
         for arch in [Architecture::default_conv(), Architecture::default_mlp()] {
-            let cfg = ModelConfig { classes: 10, architecture: arch, ..ModelConfig::default() };
+            let cfg = ModelConfig {
+                classes: 10,
+                architecture: arch,
+                ..ModelConfig::default()
+            };
             let m = Vae::init(&cfg, 0, &dev);
             assert_eq!(m.classes(), 10);
             let z = Tensor::<2>::ones([2, 20], &dev);
@@ -217,11 +267,18 @@ mod tests {
             assert_eq!(a, a2);
             // The encoder sees the label too.
             let x = Tensor::<4>::ones([1, 1, 28, 28], &dev);
-            let qa = m.encode(x.clone(), m.condition(&[0], &dev)).mean.into_data();
+            let qa = m
+                .encode(x.clone(), m.condition(&[0], &dev))
+                .mean
+                .into_data();
             let qb = m.encode(x, m.condition(&[9], &dev)).mean.into_data();
             assert_ne!(qa, qb);
         }
         // An unconditional model takes no condition.
-        assert!(Vae::init(&ModelConfig::default(), 0, &dev).condition(&[1], &dev).is_none());
+        assert!(
+            Vae::init(&ModelConfig::default(), 0, &dev)
+                .condition(&[1], &dev)
+                .is_none()
+        );
     }
 }

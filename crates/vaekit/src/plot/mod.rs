@@ -28,7 +28,8 @@ pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font is a constant of this crate; failing to parse it is a build defect.
-        let ok = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+        let ok = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+            .is_ok()
             && plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok();
         assert!(ok, "the embedded DejaVu Sans font parses");
     });
@@ -46,20 +47,33 @@ pub fn render_png(
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
-        draw(&root).map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: format!("plotting failed: {e}") })?;
+        draw(&root).map_err(|e| Error::BadImage {
+            path: path.to_path_buf(),
+            reason: format!("plotting failed: {e}"),
+        })?;
         root.present().map_err(|e| plot_error(path, e))?;
     }
     // Plots are mostly flat colour: the best compression makes them several times smaller.
     use image::ImageEncoder;
     let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new_with_quality(&mut bytes, image::codecs::png::CompressionType::Best, image::codecs::png::FilterType::Adaptive)
-        .write_image(&buf, width, height, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::BadImage { path: path.to_path_buf(), reason: e.to_string() })?;
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut bytes,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::Adaptive,
+    )
+    .write_image(&buf, width, height, image::ExtendedColorType::Rgb8)
+    .map_err(|e| Error::BadImage {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     write_atomic(path, &bytes)
 }
 
 fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::BadImage { path: path.to_path_buf(), reason: format!("plotting failed: {e}") }
+    Error::BadImage {
+        path: path.to_path_buf(),
+        reason: format!("plotting failed: {e}"),
+    }
 }
 
 /// Turns any displayable error into the `String` that [`render_png`]'s closure returns.

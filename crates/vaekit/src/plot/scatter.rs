@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{render_png, s, FONT};
+use super::{FONT, render_png, s};
 use crate::error::{Error, Result};
 
 /// The colour of class `c`: ten well-separated hues (matplotlib's tab10), then the palette of
@@ -32,11 +32,26 @@ pub fn class_colour(c: usize) -> RGBColor {
 }
 
 /// Draws `points` (x, y) coloured by `labels`, one legend entry per class in `class_names`.
-pub fn plot_scatter(points: &[(f64, f64)], labels: &[u32], class_names: &[String], title: &str, axes: (&str, &str), out: &Path) -> Result<()> {
+pub fn plot_scatter(
+    points: &[(f64, f64)],
+    labels: &[u32],
+    class_names: &[String],
+    title: &str,
+    axes: (&str, &str),
+    out: &Path,
+) -> Result<()> {
     if points.is_empty() {
-        return Err(Error::BadConfig { path: out.to_path_buf(), reason: "no points to plot".into() });
+        return Err(Error::BadConfig {
+            path: out.to_path_buf(),
+            reason: "no points to plot".into(),
+        });
     }
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in points {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
@@ -57,16 +72,29 @@ pub fn plot_scatter(points: &[(f64, f64)], labels: &[u32], class_names: &[String
             .axis_desc_style((FONT, 16))
             .draw()
             .map_err(s)?;
-        let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0).max(class_names.len());
+        let classes = labels
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(class_names.len());
         for c in 0..classes {
             let colour = class_colour(c);
-            let pts: Vec<(f64, f64)> = points.iter().zip(labels).filter(|&(_, &l)| l as usize == c).map(|(&p, _)| p).collect();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .zip(labels)
+                .filter(|&(_, &l)| l as usize == c)
+                .map(|(&p, _)| p)
+                .collect();
             if pts.is_empty() {
                 continue;
             }
             let name = class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 2, colour.mix(0.6).filled())))
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| Circle::new(p, 2, colour.mix(0.6).filled())),
+                )
                 .map_err(s)?
                 .label(name)
                 .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
@@ -101,7 +129,15 @@ mod tests {
             pts.push((1.0 - e, 1.0 + e));
             labels.push(1);
         }
-        plot_scatter(&pts, &labels, &["zero".into(), "one".into()], "test", ("x", "y"), &p).unwrap();
+        plot_scatter(
+            &pts,
+            &labels,
+            &["zero".into(), "one".into()],
+            "test",
+            ("x", "y"),
+            &p,
+        )
+        .unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (1000, 860));
         let count = |c: RGBColor| img.pixels().filter(|px| px.0 == [c.0, c.1, c.2]).count();
@@ -111,10 +147,27 @@ mod tests {
         assert!(white > img.pixels().len() / 2);
         // Points (drawn translucent, so overlaps approach the full colour) sit where their
         // class is: class 0 in the lower left quarter, class 1 in the right half.
-        let near = |px: &image::Rgb<u8>, c: RGBColor| (px.0[0].abs_diff(c.0) as u32 + px.0[1].abs_diff(c.1) as u32 + px.0[2].abs_diff(c.2) as u32) < 30;
-        let lower_left = img.enumerate_pixels().filter(|(x, y, px)| *x < 500 && *y > 430 && near(px, class_colour(0))).count();
-        let right = img.enumerate_pixels().filter(|(x, _, px)| *x > 500 && near(px, class_colour(1))).count();
-        let wrong = img.enumerate_pixels().filter(|(x, y, px)| *x < 500 && *y > 430 && near(px, class_colour(1))).count();
-        assert!(lower_left > 20 && right > 20 && wrong == 0, "{lower_left} {right} {wrong}");
+        let near = |px: &image::Rgb<u8>, c: RGBColor| {
+            (px.0[0].abs_diff(c.0) as u32
+                + px.0[1].abs_diff(c.1) as u32
+                + px.0[2].abs_diff(c.2) as u32)
+                < 30
+        };
+        let lower_left = img
+            .enumerate_pixels()
+            .filter(|(x, y, px)| *x < 500 && *y > 430 && near(px, class_colour(0)))
+            .count();
+        let right = img
+            .enumerate_pixels()
+            .filter(|(x, _, px)| *x > 500 && near(px, class_colour(1)))
+            .count();
+        let wrong = img
+            .enumerate_pixels()
+            .filter(|(x, y, px)| *x < 500 && *y > 430 && near(px, class_colour(1)))
+            .count();
+        assert!(
+            lower_left > 20 && right > 20 && wrong == 0,
+            "{lower_left} {right} {wrong}"
+        );
     }
 }
