@@ -67,6 +67,9 @@ pub enum ModelArg {
     /// A conditional VAE: the one-hot label enters encoder and decoder (network of --arch), so
     /// `sample --class C` draws that class.
     Cvae,
+    /// A hierarchical VAE with two stochastic layers (the IWAE paper's two-layer model): the
+    /// network of --arch gives z (--latent) and tanh MLPs put z2 (--latent2) above it.
+    Hvae,
 }
 
 /// Networks for `--arch`.
@@ -132,7 +135,7 @@ pub struct TrainArgs {
     /// Model family.
     #[arg(long, value_enum)]
     pub model: Option<ModelArg>,
-    /// The network, for families that can use either (--model iwae).
+    /// The network, for families that can use either (--model iwae, cvae, hvae).
     #[arg(long, value_enum)]
     pub arch: Option<ArchArg>,
     /// Importance samples per image of the IWAE bound (--model iwae).
@@ -141,6 +144,9 @@ pub struct TrainArgs {
     /// Dimension of z.
     #[arg(long, value_name = "N")]
     pub latent: Option<usize>,
+    /// Dimension of z2, the upper stochastic layer (--model hvae). Default 10.
+    #[arg(long, value_name = "N")]
+    pub latent2: Option<usize>,
     /// Passes over the training set.
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,

@@ -139,6 +139,26 @@ impl Architecture {
     }
 }
 
+/// The second stochastic layer of a hierarchical VAE (see [`crate::model::TopLatent`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopLatentConfig {
+    /// Dimension of z2. Default 10.
+    pub latent_dim: usize,
+    /// Widths of the tanh layers between z1 and z2, each way. Default `[100, 100]`, as between
+    /// the stochastic layers of the IWAE paper's two-layer models.
+    pub hidden: Vec<usize>,
+}
+
+impl Default for TopLatentConfig {
+    fn default() -> Self {
+        TopLatentConfig {
+            latent_dim: 10,
+            hidden: vec![100, 100],
+        }
+    }
+}
+
 /// Everything needed to build a model: saved in `config.json` and read back by every command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +175,10 @@ pub struct ModelConfig {
     /// encoder beside the image features and the decoder beside z). Default 0: unconditional.
     #[serde(default)]
     pub classes: usize,
+    /// A second stochastic layer z2 above z (a hierarchical VAE): the prior of z becomes
+    /// p(z|z2) with z2 ~ N(0, I). Default none: the one-layer VAE with z ~ N(0, I).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<TopLatentConfig>,
 }
 
 impl Default for ModelConfig {
@@ -165,6 +189,7 @@ impl Default for ModelConfig {
             architecture: Architecture::default_conv(),
             likelihood: Likelihood::Bernoulli,
             classes: 0,
+            top: None,
         }
     }
 }
@@ -181,6 +206,20 @@ impl ModelConfig {
                 "image must have 1 or 3 channels and a positive size, got {}x{}x{}",
                 self.image.channels, self.image.height, self.image.width
             ));
+        }
+        if let Some(top) = &self.top {
+            if top.latent_dim == 0 || top.hidden.contains(&0) {
+                return bad(
+                    "the top layer (hvae) needs a positive latent_dim and positive hidden widths"
+                        .into(),
+                );
+            }
+            if self.classes > 0 {
+                return bad(
+                    "a hierarchical VAE (top layer) cannot also be conditional (classes > 0)"
+                        .into(),
+                );
+            }
         }
         if let Likelihood::Gaussian { std } = self.likelihood
             && !(std > 0.0 && std.is_finite())

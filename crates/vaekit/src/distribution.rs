@@ -64,15 +64,31 @@ impl DiagonalGaussian {
             .mul_scalar(0.5)
     }
 
+    /// KL(q || N(0, I)) of every item and dimension.
+    ///
+    /// # Shapes
+    /// returns `[batch, latent]`
+    pub fn kl_terms_per_item(&self) -> Tensor<2> {
+        self.kl_terms().mul_scalar(0.5)
+    }
+
     /// log q(z) per item, summed over dimensions.
     ///
     /// # Shapes
     /// `z`: `[batch, latent]` -> `[batch]`
     pub fn log_prob(&self, z: Tensor<2>) -> Tensor<1> {
+        self.log_prob_per_dim(z).sum_dim(1).squeeze_dim::<1>(1)
+    }
+
+    /// log q(z_d) of every item and dimension.
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]` -> `[batch, latent]`
+    pub fn log_prob_per_dim(&self, z: Tensor<2>) -> Tensor<2> {
         let d = z - self.mean.clone();
         let terms =
             d.clone() * d * self.logvar.clone().neg().exp() + self.logvar.clone() + (2.0 * PI).ln();
-        terms.sum_dim(1).squeeze_dim::<1>(1).mul_scalar(-0.5)
+        terms.mul_scalar(-0.5)
     }
 }
 

@@ -24,13 +24,14 @@ pub fn iwae_loss(log_weights: Tensor<1>, k: usize) -> Tensor<1> {
 }
 
 /// The terms of one training step for `objective`: the loss to minimise and, for reporting,
-/// the mean reconstruction term over all samples and the closed-form KL.
+/// the mean reconstruction term and the KL term (see [`crate::model::LatentDraw::kl_dims`])
+/// over all samples.
 ///
-/// `eps` holds `objective.samples()` standard normal draws per image, sample-major; `y` is the
-/// one-hot condition of a conditional model.
+/// `eps` holds `objective.samples()` standard normal draws of width `model.noise_dim()` per
+/// image, sample-major; `y` is the one-hot condition of a conditional model.
 ///
 /// # Shapes
-/// `x`: `[b, c, h, w]`, `y`: `[b, classes]`, `eps`: `[k * b, latent]`
+/// `x`: `[b, c, h, w]`, `y`: `[b, classes]`, `eps`: `[k * b, noise_dim]`
 #[allow(clippy::too_many_arguments)]
 pub fn training_terms(
     model: &Vae,
@@ -45,19 +46,20 @@ pub fn training_terms(
     let posterior = model.encode(x.clone(), y.clone());
     match objective {
         Objective::Elbo => {
-            let logits = model.decode(posterior.rsample(eps), y);
-            neg_elbo(logits, x, &posterior, likelihood, beta, free_bits)
+            let draw = model.draw(&posterior, eps);
+            let logits = model.decode(draw.z, y);
+            neg_elbo(logits, x, draw.kl_dims, likelihood, beta, free_bits)
         }
         Objective::Iwae { k } => {
             let yk = y.map(|y| y.repeat_dim(0, k)); // labels of the sample-major rows
             let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
                 reconstruction_nll(model.decode(z, yk.clone()), xs, likelihood).neg()
             };
-            let (log_w, log_lik) = log_weights(&posterior, &x, eps, k, &log_lik); // [k * b] each
+            let (log_w, log_lik, draw) = log_weights(&posterior, &x, eps, k, model, &log_lik); // [k * b] each
             NegElbo {
                 loss: iwae_loss(log_w, k),
                 recon: log_lik.mean().neg(),
-                kl: posterior.kl_to_standard_normal().mean(),
+                kl: draw.kl_dims.sum_dim(1).mean(),
             }
         }
     }
@@ -90,7 +92,6 @@ mod tests {
     #[test]
     fn one_sample_iwae_is_the_sampled_elbo_and_k_tightens_it() {
         let dev = Device::flex();
-        let model = Vae::init(&ModelConfig::default(), 3, &dev);
         let x = Tensor::<4>::from_data(
             TensorData::new(
                 (0..2 * 784)
@@ -100,83 +101,100 @@ mod tests {
             ),
             &dev,
         );
-        let eps = |n: usize, seed: u64| {
-            Tensor::<2>::from_data(
-                TensorData::new(
-                    normals(&mut stream_rng(seed, Stream::TrainNoise, 0), n * 2 * 20),
-                    [n * 2, 20],
-                ),
-                &dev,
-            )
-        };
         let v = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
-        // k = 1: recon + log q(z|x) - log p(z) at the same z, i.e. the ELBO with the KL sampled.
-        let one = training_terms(
-            &model,
-            x.clone(),
-            None,
-            eps(1, 0),
-            Objective::Iwae { k: 1 },
-            Likelihood::Bernoulli,
-            1.0,
-            0.0,
-        );
-        let q = model.encode(x.clone(), None);
-        let z = q.rsample(eps(1, 0));
-        let sampled = reconstruction_nll(
-            model.decode(z.clone(), None),
-            x.clone(),
-            Likelihood::Bernoulli,
-        ) + q.log_prob(z.clone())
-            - standard_normal_log_prob(z);
-        assert!((v(one.loss) - v(sampled.mean())).abs() < 1e-3);
-        // Averaged over noise, the k = 1 loss is the VAE objective (closed-form KL) ...
-        let elbo = |seed| {
-            v(training_terms(
-                &model,
-                x.clone(),
-                None,
-                eps(1, seed),
-                Objective::Elbo,
-                Likelihood::Bernoulli,
-                1.0,
-                0.0,
-            )
-            .loss)
+        let two_layers = ModelConfig {
+            top: Some(crate::config::TopLatentConfig::default()),
+            ..ModelConfig::default()
         };
-        let iw1 = |seed| {
-            v(training_terms(
+        for cfg in [ModelConfig::default(), two_layers] {
+            let model = Vae::init(&cfg, 3, &dev);
+            let w = model.noise_dim();
+            let eps = |n: usize, seed: u64| {
+                Tensor::<2>::from_data(
+                    TensorData::new(
+                        normals(&mut stream_rng(seed, Stream::TrainNoise, 0), n * 2 * w),
+                        [n * 2, w],
+                    ),
+                    &dev,
+                )
+            };
+            // k = 1: recon + log q(z|x) - log p(z) at the same z, i.e. the ELBO with the KL sampled.
+            let one = training_terms(
                 &model,
                 x.clone(),
                 None,
-                eps(1, seed),
+                eps(1, 0),
                 Objective::Iwae { k: 1 },
                 Likelihood::Bernoulli,
                 1.0,
                 0.0,
-            )
-            .loss)
-        };
-        let iw20 = |seed| {
-            v(training_terms(
-                &model,
+            );
+            let q = model.encode(x.clone(), None);
+            let d = model.draw(&q, eps(1, 0));
+            let sampled = reconstruction_nll(
+                model.decode(d.z.clone(), None),
                 x.clone(),
-                None,
-                eps(20, seed),
-                Objective::Iwae { k: 20 },
                 Likelihood::Bernoulli,
-                1.0,
-                0.0,
-            )
-            .loss)
-        };
-        let mean = |f: &dyn Fn(u64) -> f64| (0..200).map(f).sum::<f64>() / 200.0;
-        let (m_elbo, m_iw1, m_iw20) = (mean(&elbo), mean(&iw1), mean(&iw20));
-        assert!(
-            (m_elbo - m_iw1).abs() < 0.02 * m_elbo.abs(),
-            "{m_elbo} vs {m_iw1}"
-        );
-        // ... and more samples give a tighter (lower) bound.
-        assert!(m_iw20 < m_iw1, "{m_iw20} vs {m_iw1}");
+            ) - d.log_ratio;
+            assert!((v(one.loss) - v(sampled.mean())).abs() < 1e-3);
+            if cfg.top.is_none() {
+                let z = q.rsample(eps(1, 0));
+                let by_hand = standard_normal_log_prob(z.clone()) - q.log_prob(z);
+                assert!((v(by_hand.mean()) - d_ratio(&model, &q, eps(1, 0))).abs() < 1e-4);
+            }
+            // Averaged over noise, the k = 1 loss is the VAE objective (closed-form KL) ...
+            let elbo = |seed| {
+                v(training_terms(
+                    &model,
+                    x.clone(),
+                    None,
+                    eps(1, seed),
+                    Objective::Elbo,
+                    Likelihood::Bernoulli,
+                    1.0,
+                    0.0,
+                )
+                .loss)
+            };
+            let iw1 = |seed| {
+                v(training_terms(
+                    &model,
+                    x.clone(),
+                    None,
+                    eps(1, seed),
+                    Objective::Iwae { k: 1 },
+                    Likelihood::Bernoulli,
+                    1.0,
+                    0.0,
+                )
+                .loss)
+            };
+            let iw20 = |seed| {
+                v(training_terms(
+                    &model,
+                    x.clone(),
+                    None,
+                    eps(20, seed),
+                    Objective::Iwae { k: 20 },
+                    Likelihood::Bernoulli,
+                    1.0,
+                    0.0,
+                )
+                .loss)
+            };
+            let mean = |f: &dyn Fn(u64) -> f64| (0..200).map(f).sum::<f64>() / 200.0;
+            let (m_elbo, m_iw1, m_iw20) = (mean(&elbo), mean(&iw1), mean(&iw20));
+            assert!(
+                (m_elbo - m_iw1).abs() < 0.02 * m_elbo.abs(),
+                "{m_elbo} vs {m_iw1}"
+            );
+            // ... and more samples give a tighter (lower) bound.
+            assert!(m_iw20 < m_iw1, "{m_iw20} vs {m_iw1}");
+        }
+    }
+
+    /// The mean log p(z) - log q(z|x) of a draw.
+    fn d_ratio(model: &Vae, q: &crate::distribution::DiagonalGaussian, eps: Tensor<2>) -> f64 {
+        model.draw(q, eps).log_ratio.mean().into_scalar::<f32>() as f64
     }
 }

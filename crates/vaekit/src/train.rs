@@ -143,7 +143,7 @@ pub fn train(
 
     let n = data.train.len();
     let spe = steps_per_epoch(n, cfg.batch_size);
-    let latent = cfg.model.latent_dim;
+    let noise = model.noise_dim(); // standard normals per sample: z (and z2 for hvae)
     // Scored on one fixed binary draw of the test set when the model sees binary images.
     let test = eval_set(
         &data.test,
@@ -173,9 +173,9 @@ pub fn train(
             let k = cfg.objective.samples();
             let eps = normals(
                 &mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64),
-                k * b * latent,
+                k * b * noise,
             );
-            let eps = Tensor::from_data(TensorData::new(eps, [k * b, latent]), &ad);
+            let eps = Tensor::from_data(TensorData::new(eps, [k * b, noise]), &ad);
             let beta = cfg.beta_at(meta.step + 1, spe);
             let y = model.condition(&data.train.labels_of(idx), &ad);
             let terms = training_terms(
@@ -300,14 +300,7 @@ fn write_epoch_pictures(
         stack_rows(&files, grid.height, &run.root().join("reconstructions.png"))?;
     }
     if cfg.sample_images > 0 {
-        let samples = sample(
-            model,
-            cfg.sample_images,
-            cfg.model.latent_dim,
-            cfg.seed,
-            None,
-            device,
-        );
+        let samples = sample(model, cfg.sample_images, cfg.seed, None, device);
         let cols = (cfg.sample_images as f64).sqrt().ceil() as usize;
         let grid = Grid::from_tensor(samples, cols);
         grid.save_png(&images.join(format!("samples_epoch_{epoch:03}.png")))?;

@@ -32,6 +32,8 @@ struct EvalJson {
     recon: f64,
     kl: f64,
     active_units: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_active_units: Option<usize>,
     kl_per_dim: Vec<f64>,
     mean_variance: Vec<f64>,
     recon_mse: f64,
@@ -113,7 +115,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     });
     pb.finish_and_clear();
     let pb = bar(n, "latents", a.json);
-    let lat = latent_statistics(model, &ds, EVAL_BATCH, dev, |done, _| {
+    let lat = latent_statistics(model, &ds, EVAL_BATCH, a.seed, dev, |done, _| {
         pb.set_position(done as u64)
     });
     pb.finish_and_clear();
@@ -134,16 +136,10 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     });
     let generation = classifier.as_ref().map(|(c, _)| {
         let pb = bar(n + a.fid_samples as u64, "Frechet distance", a.json);
-        let r: GenerationReport = evaluate_generation(
-            model,
-            model_cfg.latent_dim,
-            c,
-            &gray,
-            a.fid_samples,
-            a.seed,
-            dev,
-            |done, _| pb.set_position(done as u64),
-        );
+        let r: GenerationReport =
+            evaluate_generation(model, c, &gray, a.fid_samples, a.seed, dev, |done, _| {
+                pb.set_position(done as u64)
+            });
         pb.finish_and_clear();
         r
     });
@@ -161,6 +157,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             recon: elbo.recon,
             kl: elbo.kl,
             active_units: lat.active_units,
+            top_active_units: lat.top_active_units,
             kl_per_dim: lat.kl_per_dim.clone(),
             mean_variance: lat.mean_variance.clone(),
             recon_mse: lat.recon_mse,
@@ -211,13 +208,31 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             r.nll, r.k, secs
         );
     }
+    let latent = lat.mean_variance.len();
     println!(
-        "  active units    {:>9}  of {} (variance of the posterior mean across images > 0.01)",
+        "  active units    {:>9}  of {latent} (variance of the posterior mean across images > 0.01)",
         lat.active_units,
-        lat.kl_per_dim.len()
     );
-    let kl: Vec<String> = lat.kl_per_dim.iter().map(|v| format!("{v:.2}")).collect();
-    println!("  KL per dim      {}", kl.join(" "));
+    let kl = |v: &[f64]| {
+        v.iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match lat.top_active_units {
+        None => println!("  KL per dim      {}", kl(&lat.kl_per_dim)),
+        Some(top) => {
+            println!(
+                "  active units z2 {top:>9}  of {} (means of q(z2|z1) at the posterior mean of z1)",
+                lat.kl_per_dim.len() - latent
+            );
+            println!(
+                "  KL per dim z1   {}  (log q(z1|x) - log p(z1|z2), one draw)",
+                kl(&lat.kl_per_dim[..latent])
+            );
+            println!("  KL per dim z2   {}", kl(&lat.kl_per_dim[latent..]));
+        }
+    }
     println!(
         "  recon MSE       {:>9.5} per pixel (decoder mean at the posterior mean)",
         lat.recon_mse

@@ -15,7 +15,7 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
     }
     let device = device.device()?;
     let run = RunDir::open(&a.run)?;
-    let (model, cfg, meta) = load_model(&run, &device)?;
+    let (model, _, meta) = load_model(&run, &device)?;
     if let Some(c) = a.class {
         match model.classes() {
             0 => bail!("--class needs a conditional model (train with --model cvae)"),
@@ -26,7 +26,7 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
             _ => {}
         }
     }
-    let x = sample(&model, a.n, cfg.latent_dim, a.seed, a.class, &device);
+    let x = sample(&model, a.n, a.seed, a.class, &device);
     let cols = (a.n as f64).sqrt().ceil() as usize;
     Grid::from_tensor(x, cols).save_png(&a.out)?;
     println!(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
-use vaekit::config::{Architecture, Binarize, Likelihood, Objective, TrainConfig};
+use vaekit::config::{Architecture, Binarize, Likelihood, Objective, TopLatentConfig, TrainConfig};
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
 use vaekit::run::{EpochMetrics, RunDir};
@@ -80,12 +80,11 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     println!(
         "training {} {} (z = {}) on {} ({} train / {} test images) into {}",
         cfg.model.architecture.name(),
-        match (cfg.objective, cfg.model.classes) {
-            (Objective::Iwae { k }, _) => format!("IWAE (k = {k})"),
-            (Objective::Elbo, 0) => "VAE".to_string(),
-            (Objective::Elbo, c) => format!("conditional VAE ({c} classes)"),
+        family(&cfg),
+        match &cfg.model.top {
+            Some(t) => format!("{}, z2 = {}", cfg.model.latent_dim, t.latent_dim),
+            None => cfg.model.latent_dim.to_string(),
         },
-        cfg.model.latent_dim,
         data.source,
         data.train.len(),
         data.test.len(),
@@ -107,6 +106,7 @@ fn prepare_resume(
         a.arch.is_some(),
         a.k.is_some(),
         a.latent.is_some(),
+        a.latent2.is_some(),
         a.batch_size.is_some(),
         a.lr.is_some(),
         a.seed.is_some(),
@@ -224,6 +224,18 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         cfg.objective = Objective::Elbo;
         cfg.model.classes = 0;
     }
+    if matches!(
+        a.model,
+        Some(ModelArg::Conv | ModelArg::Mlp | ModelArg::Cvae)
+    ) {
+        cfg.model.top = None;
+    }
+    if a.model == Some(ModelArg::Hvae) || a.latent2.is_some() {
+        let top = cfg.model.top.get_or_insert_with(TopLatentConfig::default);
+        if let Some(d) = a.latent2 {
+            top.latent_dim = d;
+        }
+    }
     if a.model == Some(ModelArg::Iwae) || a.k.is_some() {
         let k = a.k.unwrap_or(match cfg.objective {
             Objective::Iwae { k } => k,
@@ -268,12 +280,30 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
     }
 }
 
+/// The model family in words, for the first line of a run.
+fn family(cfg: &TrainConfig) -> String {
+    let base = match (cfg.model.classes, &cfg.model.top) {
+        (_, Some(_)) => "hierarchical VAE".to_string(),
+        (0, None) => "VAE".to_string(),
+        (c, None) => format!("conditional VAE ({c} classes)"),
+    };
+    match cfg.objective {
+        Objective::Iwae { k } if cfg.model.top.is_none() && cfg.model.classes == 0 => {
+            format!("IWAE (k = {k})")
+        }
+        Objective::Iwae { k } => format!("{base} on the IWAE bound (k = {k})"),
+        Objective::Elbo => base,
+    }
+}
+
 /// `runs/DATASET-MODEL`, or `-2`, `-3`, ... if taken.
 fn default_out(cfg: &TrainConfig) -> PathBuf {
-    let family = match (cfg.objective, cfg.model.classes) {
-        (Objective::Iwae { k }, _) => format!("iwae{k}-"),
-        (Objective::Elbo, 0) => String::new(),
-        (Objective::Elbo, _) => "cvae-".into(),
+    let family = match (cfg.objective, cfg.model.classes, &cfg.model.top) {
+        (Objective::Iwae { k }, _, None) => format!("iwae{k}-"),
+        (Objective::Iwae { k }, _, Some(_)) => format!("hvae-iwae{k}-"),
+        (Objective::Elbo, _, Some(_)) => "hvae-".into(),
+        (Objective::Elbo, 0, None) => String::new(),
+        (Objective::Elbo, _, None) => "cvae-".into(),
     };
     let base = format!(
         "{}-{family}{}",

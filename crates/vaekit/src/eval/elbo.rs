@@ -16,7 +16,8 @@ pub struct ElboReport {
     pub neg_elbo: f64,
     /// Reconstruction negative log-likelihood, nats per image.
     pub recon: f64,
-    /// KL(q(z|x) || N(0, I)), nats per image.
+    /// KL(q(z|x) || N(0, I)), nats per image (for a hierarchical VAE the single-sample
+    /// estimate of KL(q(z1, z2|x) || p(z1, z2)), see [`crate::model::LatentDraw::kl_dims`]).
     pub kl: f64,
     /// Images evaluated.
     pub images: usize,
@@ -46,15 +47,18 @@ pub fn evaluate_elbo(
         let x = batch_tensor(ds, &idx, None, device);
         let y = model.condition(&ds.labels_of(&idx), device);
         let posterior = model.encode(x.clone(), y.clone());
-        let latent = posterior.mean.dims()[1];
+        let noise = model.noise_dim();
         let eps = normals(
             &mut stream_rng(seed, Stream::EvalNoise, b as u64),
-            idx.len() * latent,
+            idx.len() * noise,
         );
-        let eps = Tensor::from_data(TensorData::new(eps, [idx.len(), latent]), device);
-        let logits = model.decode(posterior.rsample(eps), y);
+        let draw = model.draw(
+            &posterior,
+            Tensor::from_data(TensorData::new(eps, [idx.len(), noise]), device),
+        );
+        let logits = model.decode(draw.z, y);
         let r: Tensor<1> = reconstruction_nll(logits, x, likelihood).sum();
-        let k: Tensor<1> = posterior.kl_to_standard_normal().sum();
+        let k: Tensor<1> = draw.kl_dims.sum();
         recon += r.into_scalar::<f32>() as f64;
         kl += k.into_scalar::<f32>() as f64;
         done += idx.len();

@@ -38,7 +38,6 @@ pub struct GenerationReport {
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_generation(
     model: &Vae,
-    latent: usize,
     classifier: &Classifier,
     real: &Dataset,
     samples: usize,
@@ -76,7 +75,7 @@ pub fn evaluate_generation(
     let (mut hits, mut drawn) = (vec![0usize; classes], vec![0usize; classes]);
     for (b, start) in (0..samples).step_by(BATCH).enumerate() {
         let m = BATCH.min(samples - start);
-        let x = sample_batch(model, m, latent, seed, b as u64, None, device);
+        let x = sample_batch(model, m, seed, b as u64, None, device);
         let f = classifier.features(x);
         if classes > 0 {
             let want = sample_labels(model, m, None, b * m);

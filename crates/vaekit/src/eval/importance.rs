@@ -8,7 +8,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
+use crate::distribution::DiagonalGaussian;
+use crate::model::{LatentDraw, Latents};
 use crate::rng::{Stream, normals, stream_rng};
 
 /// Running log-sum-exp of one image's log weights, in f64.
@@ -47,36 +48,37 @@ impl LogSumExp {
     }
 }
 
-/// log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for `k` samples per image, and the
-/// log p(x|z_k) term alone.
+/// log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for `k` samples per image (with both
+/// layers of a hierarchical model, see [`LatentDraw::log_ratio`]), the log p(x|z_k) term alone,
+/// and the draw.
 ///
 /// `log_likelihood(z, x)` returns log p(x|z) per row. Rows are sample-major: row `s * b + i` is
 /// sample `s` of image `i`, which is how `repeat_dim(0, k)` tiles a batch (use it for anything
 /// else that goes with the rows, such as labels).
 ///
 /// # Shapes
-/// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]`, `eps`: `[k * b, latent]` -> both `[k * b]`
+/// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]`, `eps`: `[k * b, noise_dim]` -> log weights
+/// and log-likelihoods `[k * b]`
 pub fn log_weights(
     posterior: &DiagonalGaussian,
     x: &Tensor<4>,
     eps: Tensor<2>,
     k: usize,
+    latents: &dyn Latents,
     log_likelihood: &dyn Fn(Tensor<2>, Tensor<4>) -> Tensor<1>,
-) -> (Tensor<1>, Tensor<1>) {
+) -> (Tensor<1>, Tensor<1>, LatentDraw) {
     let q = DiagonalGaussian::new(
         posterior.mean.clone().repeat_dim(0, k),
         posterior.logvar.clone().repeat_dim(0, k),
     ); // [k * b, latent]
-    let z = q.rsample(eps);
-    let log_lik = log_likelihood(z.clone(), x.clone().repeat_dim(0, k));
-    (
-        log_lik.clone() + standard_normal_log_prob(z.clone()) - q.log_prob(z),
-        log_lik,
-    )
+    let draw = latents.draw(&q, eps);
+    let log_lik = log_likelihood(draw.z.clone(), x.clone().repeat_dim(0, k));
+    (log_lik.clone() + draw.log_ratio.clone(), log_lik, draw)
 }
 
 /// The IS estimate of log p(x) for each image of a batch, with `k` samples drawn `chunk` at a
-/// time from the generator seeded by (`seed`, `batch_index`).
+/// time from the generator seeded by (`seed`, `batch_index`); `latents` draws and scores the
+/// latents (a [`crate::model::Vae`], or [`crate::model::StandardNormalPrior`]).
 ///
 /// # Shapes
 /// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]` -> one value per image
@@ -89,19 +91,21 @@ pub fn log_likelihood_batch(
     seed: u64,
     batch_index: u64,
     device: &Device,
+    latents: &dyn Latents,
     log_likelihood: &dyn Fn(Tensor<2>, Tensor<4>) -> Tensor<1>,
 ) -> Vec<f64> {
-    let [b, latent] = posterior.mean.dims();
+    let b = posterior.mean.dims()[0];
+    let noise = latents.noise_dim();
     let mut acc = vec![LogSumExp::default(); b];
     let mut rng = stream_rng(seed, Stream::ImportanceNoise, batch_index);
     let mut done = 0;
     while done < k {
         let kk = chunk.max(1).min(k - done);
         let eps = Tensor::from_data(
-            TensorData::new(normals(&mut rng, kk * b * latent), [kk * b, latent]),
+            TensorData::new(normals(&mut rng, kk * b * noise), [kk * b, noise]),
             device,
         );
-        let lw = log_weights(posterior, x, eps, kk, log_likelihood)
+        let lw = log_weights(posterior, x, eps, kk, latents, log_likelihood)
             .0
             .into_data()
             .try_into_vec::<f32>()
@@ -117,6 +121,8 @@ pub fn log_likelihood_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distribution::standard_normal_log_prob;
+    use crate::model::StandardNormalPrior;
     use std::f64::consts::PI;
 
     #[test]
@@ -159,7 +165,17 @@ mod tests {
             .iter()
             .map(|&v| -0.5 * ((v as f64).powi(2) / (1.0 + s * s) + (2.0 * PI * (1.0 + s * s)).ln()))
             .collect();
-        let big = log_likelihood_batch(&q, &x, 20_000, 5_000, 0, 0, &dev, &f);
+        let big = log_likelihood_batch(
+            &q,
+            &x,
+            20_000,
+            5_000,
+            0,
+            0,
+            &dev,
+            &StandardNormalPrior(1),
+            &f,
+        );
         for i in 0..3 {
             assert!(
                 (big[i] - exact[i]).abs() < 0.03,
@@ -172,7 +188,7 @@ mod tests {
         let mean = |k: usize| -> f64 {
             (0..100)
                 .map(|seed| {
-                    log_likelihood_batch(&q, &x, k, k, seed, 0, &dev, &f)
+                    log_likelihood_batch(&q, &x, k, k, seed, 0, &dev, &StandardNormalPrior(1), &f)
                         .iter()
                         .sum::<f64>()
                 })
@@ -198,7 +214,7 @@ mod tests {
             Tensor::<1>::from_floats([-1.0f32, -0.5], &dev).reshape([2, 1]),
         );
         // K = 1: log p(x|z) + log p(z) - log q(z|x) at the same z.
-        let est = log_likelihood_batch(&q, &x, 1, 1, 9, 0, &dev, &f);
+        let est = log_likelihood_batch(&q, &x, 1, 1, 9, 0, &dev, &StandardNormalPrior(1), &f);
         let eps = normals(&mut stream_rng(9, Stream::ImportanceNoise, 0), 2);
         let z = q.rsample(Tensor::<1>::from_floats(eps.as_slice(), &dev).reshape([2, 1]));
         let elbo = (f(z.clone(), x.clone()) + standard_normal_log_prob(z.clone()) - q.log_prob(z))
@@ -221,7 +237,7 @@ mod tests {
             ),
             &dev,
         );
-        let lw = log_weights(&q, &x, eps, 50, &f)
+        let lw = log_weights(&q, &x, eps, 50, &StandardNormalPrior(1), &f)
             .0
             .into_data()
             .try_into_vec::<f32>()

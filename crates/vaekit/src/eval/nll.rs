@@ -74,7 +74,9 @@ pub fn evaluate_nll(
             reconstruction_nll(model.decode(z, yk), xs, likelihood).neg()
         };
         let chunk = (IW_ROWS / idx.len()).max(1);
-        let lp = log_likelihood_batch(&posterior, &x, k, chunk, seed, b as u64, device, &log_lik);
+        let lp = log_likelihood_batch(
+            &posterior, &x, k, chunk, seed, b as u64, device, model, &log_lik,
+        );
         total -= lp.iter().sum::<f64>();
         done += idx.len();
         progress(done, n);

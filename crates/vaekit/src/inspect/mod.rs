@@ -35,24 +35,22 @@ pub fn prior_z_at(n: usize, latent: usize, seed: u64, index: u64, device: &Devic
     Tensor::from_data(TensorData::new(v, [n, latent]), device)
 }
 
-/// Decodes batch `index` of prior draws from `seed` (see [`prior_z_at`]) into mean images.
+/// Decodes batch `index` of prior draws from `seed` (see [`prior_z_at`]) into mean images:
+/// z ~ N(0, I), or for a hierarchical VAE z2 ~ N(0, I), z ~ p(z|z2) (see [`Vae::prior_sample`]).
 ///
 /// # Shapes
 /// returns `[n, channels, height, width]`
 pub fn sample_batch(
     model: &Vae,
     n: usize,
-    latent: usize,
     seed: u64,
     index: u64,
     class: Option<u32>,
     device: &Device,
 ) -> Tensor<4> {
     let labels = sample_labels(model, n, class, index as usize * n);
-    model.decode_mean(
-        prior_z_at(n, latent, seed, index, device),
-        model.condition(&labels, device),
-    )
+    let z = model.prior_sample(prior_z_at(n, model.noise_dim(), seed, index, device));
+    model.decode_mean(z, model.condition(&labels, device))
 }
 
 /// Labels for `n` samples of a conditional model: all `class`, or the classes in turn starting
@@ -103,25 +101,14 @@ pub fn decode_codes_soft(
     model.decode_mean(z, y)
 }
 
-/// Decodes `n` draws from the prior into mean images in [0, 1].
+/// Decodes `n` draws from the prior into mean images in [0, 1] (batch 0 of [`sample_batch`]).
 ///
 /// # Shapes
 /// returns `[n, channels, height, width]`
 ///
 /// A conditional model draws `class` only, or every class in turn when `class` is `None`.
-pub fn sample(
-    model: &Vae,
-    n: usize,
-    latent: usize,
-    seed: u64,
-    class: Option<u32>,
-    device: &Device,
-) -> Tensor<4> {
-    let labels = sample_labels(model, n, class, 0);
-    model.decode_mean(
-        prior_z(n, latent, seed, device),
-        model.condition(&labels, device),
-    )
+pub fn sample(model: &Vae, n: usize, seed: u64, class: Option<u32>, device: &Device) -> Tensor<4> {
+    sample_batch(model, n, seed, 0, class, device)
 }
 
 /// Encodes images and decodes their posterior means: the model's reconstruction.

@@ -33,6 +33,8 @@ pub struct ConvVae {
     global_scale: Option<super::GlobalLogStd>,
     /// Classes of the one-hot condition (0: unconditional).
     classes: usize,
+    /// The second stochastic layer of a hierarchical VAE.
+    top: Option<super::TopLatent>,
 }
 
 impl ConvVae {
@@ -98,6 +100,7 @@ impl ConvVae {
             logistic,
             global_scale,
             classes,
+            top: None,
         }
     }
 
@@ -112,6 +115,21 @@ impl ConvVae {
     /// Classes of the one-hot condition (0: unconditional).
     pub fn classes(&self) -> usize {
         self.classes
+    }
+
+    /// Puts a second stochastic layer above z (a hierarchical VAE).
+    pub fn with_top(self, top: Option<super::TopLatent>) -> Self {
+        Self { top, ..self }
+    }
+
+    /// Dimension of z.
+    pub fn latent_dim(&self) -> usize {
+        self.enc_mean.weight.val().dims()[1]
+    }
+
+    /// The second stochastic layer, if any.
+    pub fn top(&self) -> Option<&super::TopLatent> {
+        self.top.as_ref()
     }
 
     /// q(z|x).

@@ -26,6 +26,8 @@ pub struct MlpVae {
     global_scale: Option<super::GlobalLogStd>,
     /// Classes of the one-hot condition (0: unconditional).
     classes: usize,
+    /// The second stochastic layer of a hierarchical VAE.
+    top: Option<super::TopLatent>,
 }
 
 impl MlpVae {
@@ -70,12 +72,28 @@ impl MlpVae {
             logistic,
             global_scale,
             classes,
+            top: None,
         }
     }
 
     /// Classes of the one-hot condition (0: unconditional).
     pub fn classes(&self) -> usize {
         self.classes
+    }
+
+    /// Puts a second stochastic layer above z (a hierarchical VAE).
+    pub fn with_top(self, top: Option<super::TopLatent>) -> Self {
+        Self { top, ..self }
+    }
+
+    /// Dimension of z.
+    pub fn latent_dim(&self) -> usize {
+        self.enc_mean.weight.val().dims()[1]
+    }
+
+    /// The second stochastic layer, if any.
+    pub fn top(&self) -> Option<&super::TopLatent> {
+        self.top.as_ref()
     }
 
     /// q(z|x).

@@ -9,12 +9,14 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Architecture, ModelConfig};
-use crate::distribution::DiagonalGaussian;
+use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
 pub mod global_scale;
+pub mod top;
 
 pub use conv::ConvVae;
 pub use global_scale::GlobalLogStd;
 pub use mlp::MlpVae;
+pub use top::TopLatent;
 
 /// Any vaekit model; built from a [`ModelConfig`] with [`Vae::init`].
 #[derive(Module, Debug)]
@@ -37,6 +39,65 @@ pub struct VaeOutput {
     pub posterior: DiagonalGaussian,
     /// The reparameterised sample the logits were decoded from.
     pub z: Tensor<2>,
+}
+
+/// Latent variables drawn from the posterior for a batch, with the terms every objective and
+/// estimate is built from.
+///
+/// # Shapes
+/// `z`: `[n, latent]`, `log_ratio`: `[n]`, `kl_dims`: `[n, latent (+ top latent)]`
+#[derive(Clone, Debug)]
+pub struct LatentDraw {
+    /// The decoder's latent (z1 of a hierarchical VAE), reparameterised.
+    pub z: Tensor<2>,
+    /// log p(z) - log q(z|x) at the draw; for a hierarchical VAE
+    /// log p(z1|z2) + log p(z2) - log q(z1|x) - log q(z2|z1). Added to log p(x|z) it is the
+    /// log importance weight.
+    pub log_ratio: Tensor<1>,
+    /// The ELBO's KL term per item and dimension; summed over dimensions it is the KL the
+    /// loss uses. One layer: KL(q(z_d|x) || N(0, 1)) in closed form. Two layers: for the z1
+    /// dimensions the single-sample log q(z1_d|x) - log p(z1_d|z2), for the z2 dimensions
+    /// KL(q(z2_d|z1) || N(0, 1)) in closed form: an unbiased estimate of KL(q(z1, z2|x) ||
+    /// p(z1, z2)).
+    pub kl_dims: Tensor<2>,
+}
+
+/// How latents are drawn from a posterior and scored against the prior: what the
+/// importance-sampled estimate and the IWAE bound need of a model.
+pub trait Latents {
+    /// Standard normal values per draw (see [`Vae::noise_dim`]).
+    fn noise_dim(&self) -> usize;
+    /// The draw for noise `eps` (see [`Vae::draw`]).
+    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw;
+}
+
+/// One latent layer with prior N(0, I), of the given dimension.
+#[derive(Clone, Copy, Debug)]
+pub struct StandardNormalPrior(pub usize);
+
+impl Latents for StandardNormalPrior {
+    fn noise_dim(&self) -> usize {
+        self.0
+    }
+
+    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
+        let z = q.rsample(eps);
+        LatentDraw {
+            log_ratio: standard_normal_log_prob(z.clone()) - q.log_prob(z.clone()),
+            kl_dims: q.kl_terms_per_item(),
+            z,
+        }
+    }
+}
+
+impl Latents for Vae {
+    fn noise_dim(&self) -> usize {
+        Vae::noise_dim(self)
+    }
+
+    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
+        Vae::draw(self, q, eps)
+    }
 }
 
 /// Serialises seeding and initialisation: burn's CPU generator is process-wide, so two models
@@ -93,6 +154,14 @@ impl Vae {
                 device,
             )),
         };
+        let top = cfg
+            .top
+            .as_ref()
+            .map(|t| TopLatent::new(cfg.latent_dim, t.latent_dim, &t.hidden, device));
+        let model = match model {
+            Vae::Conv(m) => Vae::Conv(m.with_top(top)),
+            Vae::Mlp(m) => Vae::Mlp(m.with_top(top)),
+        };
         // Mapping materialises every lazily initialised parameter while the lock is held.
         model.map(&mut PositionalIds(0))
     }
@@ -102,6 +171,54 @@ impl Vae {
         match self {
             Vae::Conv(m) => m.classes(),
             Vae::Mlp(m) => m.classes(),
+        }
+    }
+
+    /// The second stochastic layer of a hierarchical VAE, if any.
+    pub fn top(&self) -> Option<&TopLatent> {
+        match self {
+            Vae::Conv(m) => m.top(),
+            Vae::Mlp(m) => m.top(),
+        }
+    }
+
+    /// Standard normal values per draw of the latents: z's dimension, plus z2's for a
+    /// hierarchical VAE. Noise for [`Vae::draw`] and [`Vae::prior_sample`] has this many
+    /// columns, z's first.
+    pub fn noise_dim(&self) -> usize {
+        self.latent_dim() + self.top().map_or(0, TopLatent::latent)
+    }
+
+    /// Dimension of z, the decoder's latent (z1 of a hierarchical VAE).
+    pub fn latent_dim(&self) -> usize {
+        match self {
+            Vae::Conv(m) => m.latent_dim(),
+            Vae::Mlp(m) => m.latent_dim(),
+        }
+    }
+
+    /// Draws from the prior of the decoder's latent, from standard normal `noise`: z = noise
+    /// for a one-layer model; for a hierarchical VAE z2 = the last columns, z1 = mean(z2) +
+    /// std(z2) * the first columns.
+    ///
+    /// # Shapes
+    /// `noise`: `[n, noise_dim]` -> `[n, latent]`
+    pub fn prior_sample(&self, noise: Tensor<2>) -> Tensor<2> {
+        match self.top() {
+            None => noise,
+            Some(top) => top::prior_two_layers(noise, self.latent_dim(), &|z2| top.prior(z2)),
+        }
+    }
+
+    /// Draws the latents from the posterior `q` = q(z|x) (and q(z2|z1) above it) with the
+    /// standard normal `eps`, and computes the terms of [`LatentDraw`].
+    ///
+    /// # Shapes
+    /// `q`: `[n, latent]`, `eps`: `[n, noise_dim]`
+    pub fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
+        match self.top() {
+            None => StandardNormalPrior(q.mean.dims()[1]).draw(q, eps),
+            Some(top) => top::draw_two_layers(q, eps, &|z1| top.encode(z1), &|z2| top.prior(z2)),
         }
     }
 
@@ -158,10 +275,12 @@ impl Vae {
     /// Encodes, draws z = mean + std * eps, decodes.
     ///
     /// # Shapes
-    /// `x`: `[batch, channels, height, width]`, `eps`: `[batch, latent]`
+    /// `x`: `[batch, channels, height, width]`, `eps`: `[batch, latent]` or wider (the first
+    /// `latent` columns are used)
     pub fn forward(&self, x: Tensor<4>, y: Option<Tensor<2>>, eps: Tensor<2>) -> VaeOutput {
         let posterior = self.encode(x, y.clone());
-        let z = posterior.rsample(eps);
+        let latent = posterior.mean.dims()[1];
+        let z = posterior.rsample(eps.narrow(1, 0, latent));
         let logits = self.decode(z.clone(), y);
         VaeOutput {
             logits,
