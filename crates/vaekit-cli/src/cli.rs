@@ -286,8 +286,17 @@ pub struct InterpolateArgs {
     #[arg(long, value_name = "I")]
     pub from: usize,
     /// Index of the second image in the split.
-    #[arg(long, value_name = "J")]
-    pub to: usize,
+    #[arg(
+        long,
+        value_name = "J",
+        required_unless_present = "to_class",
+        conflicts_with = "to_class"
+    )]
+    pub to: Option<usize>,
+    /// For a conditional model: keep image I's style (its code z) and move the label from
+    /// its class to class C.
+    #[arg(long, value_name = "C")]
+    pub to_class: Option<u32>,
     /// Codes along the path, both ends included.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,

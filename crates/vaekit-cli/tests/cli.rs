@@ -1221,6 +1221,24 @@ fn hierarchical_vae_trains_two_layers_and_works_with_every_command() {
         &["traverse", "--run", "h", "--image", "0", "--out", "t.png"],
         &f.root,
     );
+    let err = fails(
+        &[
+            "interpolate",
+            "--run",
+            "h",
+            "--from",
+            "0",
+            "--to-class",
+            "1",
+            "--out",
+            "x.png",
+        ],
+        &f.root,
+    );
+    assert!(
+        err.contains("--to-class needs a conditional model"),
+        "{err}"
+    );
     ok(&["train", "--resume", "h", "--epochs", "2"], &f.root);
     assert_eq!(
         std::fs::read_to_string(f.root.join("h/metrics.jsonl"))
@@ -1480,6 +1498,96 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
         &["encode", "--run", "c", "--limit", "5", "--out", "codes.csv"],
         &f.root,
     );
+    // --to-class keeps image 0's code (its style) and moves only the label: the first decoded
+    // tile is that code under its own label, the last the same code under class 7, exactly as
+    // `decode` draws them.
+    let bare = ["--border", "0", "--no-labels"];
+    let to_class = [
+        "interpolate",
+        "--run",
+        "c",
+        "--from",
+        "0",
+        "--to-class",
+        "7",
+        "--steps",
+        "3",
+        "--out",
+        "ic.png",
+    ];
+    ok(&[&to_class[..], &bare[..]].concat(), &f.root);
+    assert_eq!(png_size(&f.root.join("ic.png")), (4 * 28, 28));
+    std::fs::write(
+        f.root.join("one.csv"),
+        std::fs::read_to_string(f.root.join("codes.csv"))
+            .unwrap()
+            .lines()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    ok(
+        &[
+            &[
+                "decode", "--run", "c", "--codes", "one.csv", "--out", "own.png",
+            ][..],
+            &bare[..],
+        ]
+        .concat(),
+        &f.root,
+    );
+    ok(
+        &[
+            &[
+                "decode",
+                "--run",
+                "c",
+                "--codes",
+                "one.csv",
+                "--class",
+                "7",
+                "--out",
+                "seven.png",
+            ][..],
+            &bare[..],
+        ]
+        .concat(),
+        &f.root,
+    );
+    let path = image::open(f.root.join("ic.png")).unwrap().to_luma8();
+    let tile = |x0: u32| -> Vec<u8> {
+        (0..28)
+            .flat_map(|y| (0..28).map(move |x| (x0 + x, y)))
+            .map(|(x, y)| path.get_pixel(x, y)[0])
+            .collect()
+    };
+    let own = image::open(f.root.join("own.png"))
+        .unwrap()
+        .to_luma8()
+        .into_raw();
+    let seven = image::open(f.root.join("seven.png"))
+        .unwrap()
+        .to_luma8()
+        .into_raw();
+    assert_eq!(tile(28), own);
+    assert_eq!(tile(3 * 28), seven);
+    assert_ne!(own, seven);
+    let err = fails(
+        &[
+            "interpolate",
+            "--run",
+            "c",
+            "--from",
+            "0",
+            "--to-class",
+            "12",
+            "--out",
+            "x.png",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("--to-class 12 is out of range"), "{err}");
     ok(
         &[
             "decode",

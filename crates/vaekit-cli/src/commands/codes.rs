@@ -38,10 +38,9 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
         .max(1);
     // A conditional model needs a label per code: --class, or the file's `label` column.
     let classes = l.model.classes();
-    let labels = match (a.class, classes) {
+    let labels = match (super::check_class(classes, a.class, "--class")?, classes) {
         (_, 0) => Vec::new(),
-        (Some(c), k) if (c as usize) < k => vec![c; n],
-        (Some(c), k) => bail!("--class {c} is out of range: the model knows {k} classes"),
+        (Some(c), _) => vec![c; n],
         (None, k) => match read_label_column(&a.codes)? {
             Some(l) if l.iter().all(|&c| (c as usize) < k) => l,
             Some(_) => bail!(

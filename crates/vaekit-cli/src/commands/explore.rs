@@ -23,20 +23,6 @@ fn decode_grid(l: &super::Loaded, codes: &[Vec<f32>], class: u32, columns: usize
     )
 }
 
-/// A valid class for a conditional model (`--class`, default `fallback`).
-fn class_for(l: &super::Loaded, class: Option<u32>, fallback: u32) -> Result<u32> {
-    let c = l.model.classes();
-    match class {
-        Some(_) if c == 0 => bail!("--class needs a conditional model (train with --model cvae)"),
-        Some(k) if k as usize >= c => bail!(
-            "--class {k} is out of range: the model knows {c} classes (0..{})",
-            c - 1
-        ),
-        Some(k) => Ok(k),
-        None => Ok(fallback),
-    }
-}
-
 pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     if a.steps < 2 {
         bail!("--steps must be at least 2");
@@ -45,9 +31,12 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     let data = super::run_data(&l.cfg, None)?;
     let ds = data.get(Split::from(a.split));
     super::check_index(a.from, ds, a.split, "--from")?;
-    super::check_index(a.to, ds, a.split, "--to")?;
+    let Some(to) = a.to else {
+        return interpolate_class(&l, ds, &a);
+    };
+    super::check_index(to, ds, a.split, "--to")?;
     // Posterior means, not samples: the path between what the encoder believes of each image.
-    let codes = encode_dataset(&l.model, ds, Some(&[a.from, a.to]), 2, &l.device);
+    let codes = encode_dataset(&l.model, ds, Some(&[a.from, to]), 2, &l.device);
     let codes_path = path(codes.mean_of(0), codes.mean_of(1), a.steps, a.slerp);
     // A conditional model also moves from one image's label to the other's (mixed one-hots).
     let classes = l.model.classes();
@@ -55,7 +44,7 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
         0 => (Vec::new(), Vec::new()),
         _ => (
             one_hot(&[ds.labels[a.from]], classes),
-            one_hot(&[ds.labels[a.to]], classes),
+            one_hot(&[ds.labels[to]], classes),
         ),
     };
     let weights: Vec<f32> = (0..a.steps)
@@ -66,7 +55,7 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
         decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device),
         a.steps + 2,
     );
-    let originals: Tensor<4> = batch_tensor(ds, &[a.from, a.to], None, &l.device);
+    let originals: Tensor<4> = batch_tensor(ds, &[a.from, to], None, &l.device);
     let mut both = Grid::from_tensor(originals, a.steps + 2);
     let mut grid = Grid {
         images: Vec::new(),
@@ -76,14 +65,48 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     grid.extend(decoded);
     grid.images.push(both.images.remove(0));
     let kind = if a.slerp { "slerp" } else { "lerp" };
-    let grid = super::style_grid(grid, &a.grid, vec![format!("{} {kind} {}", a.from, a.to)]);
+    let grid = super::style_grid(grid, &a.grid, vec![format!("{} {kind} {to}", a.from)]);
     grid.save_png(&a.out)?;
     println!(
-        "wrote image {} (left), {} decoded codes on the {} path between their posterior means, and image {} (right) to {}",
+        "wrote image {} (left), {} decoded codes on the {} path between their posterior means, and image {to} (right) to {}",
         a.from,
         a.steps,
         if a.slerp { "spherical" } else { "straight" },
-        a.to,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// `interpolate --to-class C`: image `--from`'s code (its style) decoded under labels moving
+/// from its own class to C, after the original.
+fn interpolate_class(
+    l: &super::Loaded,
+    ds: &vaekit::data::Dataset,
+    a: &InterpolateArgs,
+) -> Result<()> {
+    let classes = l.model.classes();
+    let to = super::check_class(classes, a.to_class, "--to-class")?.unwrap_or(0);
+    let from = ds.labels[a.from];
+    let codes = encode_dataset(&l.model, ds, Some(&[a.from]), 1, &l.device);
+    let (ya, yb) = (one_hot(&[from], classes), one_hot(&[to], classes));
+    let weights: Vec<f32> = (0..a.steps)
+        .flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64))
+        .collect();
+    let flat: Vec<f32> = (0..a.steps)
+        .flat_map(|_| codes.mean_of(0).iter().copied())
+        .collect();
+    let decoded = Grid::from_tensor(
+        decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device),
+        a.steps + 1,
+    );
+    let mut grid = Grid::from_tensor(batch_tensor(ds, &[a.from], None, &l.device), a.steps + 1);
+    grid.extend(decoded);
+    let grid = super::style_grid(grid, &a.grid, vec![format!("{} class {from}-{to}", a.from)]);
+    grid.save_png(&a.out)?;
+    println!(
+        "wrote image {} (left) and its code decoded under {} labels from its class {from} to class {to} to {}",
+        a.from,
+        a.steps,
         a.out.display()
     );
     Ok(())
@@ -152,7 +175,7 @@ pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
             l.cfg.model.latent_dim
         );
     }
-    let class = class_for(&l, a.class, 0)?;
+    let class = super::check_class(l.model.classes(), a.class, "--class")?.unwrap_or(0);
     let grid = decode_grid(&l, &manifold_codes(a.steps), class, a.steps);
     let labels = normal_quantiles(a.steps)
         .iter()

@@ -89,6 +89,22 @@ fn run_data(
     Ok(data)
 }
 
+/// Checks the class given with `flag` against a model of `classes` classes (0: unconditional).
+fn check_class(classes: usize, class: Option<u32>, flag: &str) -> anyhow::Result<Option<u32>> {
+    match class {
+        Some(_) if classes == 0 => {
+            anyhow::bail!("{flag} needs a conditional model (train with --model cvae)")
+        }
+        Some(k) if k as usize >= classes => {
+            anyhow::bail!(
+                "{flag} {k} is out of range: the model knows {classes} classes (0..{})",
+                classes - 1
+            )
+        }
+        _ => Ok(class),
+    }
+}
+
 /// Everything an inspection command needs from a run: model, configs, progress, device.
 struct Loaded {
     model: vaekit::model::Vae,
