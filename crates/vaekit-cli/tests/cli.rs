@@ -1470,6 +1470,22 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
         .collect();
     assert_eq!(acc.len(), 10);
     assert!(acc.iter().all(|a| (0.0..=1.0).contains(a)), "{g}");
+    // Per class on the real images: the overall accuracy is their weighted mean.
+    let real: Vec<f64> = g["real_class_accuracy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let overall = g["classifier_accuracy"].as_f64().unwrap();
+    assert_eq!(real.len(), 10);
+    let (lo, hi) = real
+        .iter()
+        .fold((1.0f64, 0.0f64), |(lo, hi), &a| (lo.min(a), hi.max(a)));
+    assert!(
+        lo - 1e-9 <= overall && overall <= hi + 1e-9,
+        "{real:?} vs {overall}"
+    );
     assert!(
         acc.iter().sum::<f64>() / 10.0 > 0.3,
         "class samples should mostly look like their class: {acc:?}"

@@ -61,6 +61,8 @@ struct FidJson {
     recon_accuracy: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     class_accuracy: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_class_accuracy: Option<Vec<f64>>,
 }
 
 pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
@@ -178,6 +180,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                     classifier_accuracy: g.classifier_accuracy,
                     recon_accuracy: g.recon_accuracy,
                     class_accuracy: g.class_accuracy.clone(),
+                    real_class_accuracy: g.real_class_accuracy.clone(),
                 }),
         };
         println!("{}", serde_json::to_string(&j)?);
@@ -250,11 +253,20 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             100.0 * g.recon_accuracy,
             100.0 * g.classifier_accuracy
         );
-        if let Some(acc) = &g.class_accuracy {
-            let per: Vec<String> = acc.iter().map(|a| format!("{:.1}", 100.0 * a)).collect();
+        let percent = |v: &[f64]| {
+            v.iter()
+                .map(|a| format!("{:5.1}", 100.0 * a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if let (Some(acc), Some(real)) = (&g.class_accuracy, &g.real_class_accuracy) {
             println!(
                 "  class samples   {}  (% of each class's samples classified as that class)",
-                per.join(" ")
+                percent(acc)
+            );
+            println!(
+                "  real images     {}  (% of each class's {split} images, for comparison)",
+                percent(real)
             );
         }
     }

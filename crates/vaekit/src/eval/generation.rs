@@ -31,6 +31,9 @@ pub struct GenerationReport {
     /// For a conditional model: per class, the fraction of the samples drawn for that class
     /// that the classifier assigns to it (samples cycle through the classes).
     pub class_accuracy: Option<Vec<f64>>,
+    /// For a conditional model: per class, the classifier's accuracy on the real images of that
+    /// class (what `class_accuracy` can be compared with).
+    pub real_class_accuracy: Option<Vec<f64>>,
 }
 
 /// Scores `model` against the real images `real` (gray values, as the classifier was trained)
@@ -50,17 +53,24 @@ pub fn evaluate_generation(
     let (mut real_feats, mut fake_feats) = (Vec::new(), Vec::new());
     let (mut right, mut recon_right) = (0usize, 0usize);
     let mut dims = 0;
+    let classes = model.classes();
+    let (mut real_hits, mut real_seen) = (vec![0usize; classes], vec![0usize; classes]);
     for start in (0..n).step_by(BATCH) {
         let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
         let x = batch_tensor(real, &idx, None, device);
         let f = classifier.features(x.clone());
         dims = f.dims()[1];
         let labels = idx.iter().map(|&i| real.labels[i]);
-        right += labels
+        for (want, got) in labels
             .clone()
             .zip(argmax_rows(classifier.logits(f.clone())))
-            .filter(|(a, b)| a == b)
-            .count();
+        {
+            right += usize::from(want == got);
+            if (want as usize) < classes {
+                real_seen[want as usize] += 1;
+                real_hits[want as usize] += usize::from(want == got);
+            }
+        }
         real_feats.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
         recon_right += labels
             .zip(predict(
@@ -71,7 +81,6 @@ pub fn evaluate_generation(
             .count();
         progress(start + idx.len(), total);
     }
-    let classes = model.classes();
     let (mut hits, mut drawn) = (vec![0usize; classes], vec![0usize; classes]);
     for (b, start) in (0..samples).step_by(BATCH).enumerate() {
         let m = BATCH.min(samples - start);
@@ -97,11 +106,15 @@ pub fn evaluate_generation(
         reference_images: n,
         classifier_accuracy: right as f64 / n.max(1) as f64,
         recon_accuracy: recon_right as f64 / n.max(1) as f64,
-        class_accuracy: (classes > 0).then(|| {
-            hits.iter()
-                .zip(&drawn)
-                .map(|(h, d)| *h as f64 / (*d).max(1) as f64)
-                .collect()
-        }),
+        class_accuracy: (classes > 0).then(|| fractions(&hits, &drawn)),
+        real_class_accuracy: (classes > 0).then(|| fractions(&real_hits, &real_seen)),
     }
+}
+
+/// hits / total for each class (0 where a class has none).
+fn fractions(hits: &[usize], total: &[usize]) -> Vec<f64> {
+    hits.iter()
+        .zip(total)
+        .map(|(h, t)| *h as f64 / (*t).max(1) as f64)
+        .collect()
 }
