@@ -1239,6 +1239,32 @@ fn hierarchical_vae_trains_two_layers_and_works_with_every_command() {
         err.contains("--to-class needs a conditional model"),
         "{err}"
     );
+    // Codes are z1: 4 means and 4 log-variances per row, decoded back to the reconstruction.
+    ok(
+        &["encode", "--run", "h", "--limit", "3", "--out", "h.csv"],
+        &f.root,
+    );
+    let header = std::fs::read_to_string(f.root.join("h.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        header.split(',').filter(|c| c.starts_with("mean_")).count(),
+        4,
+        "{header}"
+    );
+    ok(
+        &[
+            "decode", "--run", "h", "--codes", "h.csv", "--out", "hd.png",
+        ],
+        &f.root,
+    );
+    ok(
+        &["scatter", "--run", "h", "--limit", "40", "--out", "hs.png"],
+        &f.root,
+    );
     ok(&["train", "--resume", "h", "--epochs", "2"], &f.root);
     assert_eq!(
         std::fs::read_to_string(f.root.join("h/metrics.jsonl"))
