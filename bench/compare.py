@@ -7,6 +7,11 @@ training throughput (median over epochs), peak RSS, and the ratios vaekit / PyTo
 
   python3 bench/compare.py                      # conv 10 epochs + mlp 3 epochs, Fashion-MNIST
   python3 bench/compare.py --conv-epochs 2 --mlp-epochs 1 --limit 10000   # quicker
+  python3 bench/compare.py --bench              # `vaekit bench` vs pytorch_vae.py --bench
+
+--bench times training steps, sampling and the IS estimate with repetitions instead of whole
+epochs (see `vaekit bench --help`), conv (batch 100) and mlp (batch 128), one process per model
+and framework, and prints medians and ratios (vaekit / PyTorch; above 1 means vaekit is faster).
 """
 import argparse
 import json
@@ -62,12 +67,17 @@ def main():
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--bench", action="store_true", help="time steps, sampling and IS instead of epochs")
+    ap.add_argument("--steps", type=int, default=50, help="--bench: timed steps per repetition")
+    ap.add_argument("--reps", type=int, default=5, help="--bench: repetitions")
     args = ap.parse_args()
 
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "vaekit-cli"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     binary = os.path.join(target, "release", "vaekit")
+    if args.bench:
+        return bench(binary, args)
     rows = []
     # conv: the article's batch of 100; mlp: pytorch/examples' batch of 128.
     for model, epochs, batch in [("conv", args.conv_epochs, 100), ("mlp", args.mlp_epochs, 128)]:
@@ -86,6 +96,29 @@ def main():
         print(f"{model:6} {epochs:>6} | {v['neg_elbo']:>20.2f} {t['neg_elbo']:>8.2f} | "
               f"{v['img_s']:>12.0f} {t['img_s']:>8.0f} {v['img_s'] / t['img_s']:>5.2f}x | "
               f"{v['rss']:>19.0f} {t['rss']:>8.0f}")
+
+
+def bench(binary, args):
+    """`vaekit bench` and `pytorch_vae.py --bench`, one process each, conv then mlp."""
+    common = ["--steps", str(args.steps), "--reps", str(args.reps)]
+    keys = [("train_img_per_s", "training img/s"), ("sample_img_per_s", "sampling img/s"),
+            ("iw_samples_per_s", "IS samples/s")]
+    print(f"data: {args.data} | vaekit: burn Flex (CPU), release build | PyTorch {args.threads} threads | "
+          f"medians of {args.reps} repetitions ({args.steps} training steps each)")
+    print(f"{'model':6} {'measure':16} | {'vaekit':>9} {'pytorch':>9} {'ratio':>6}")
+    for model, batch in [("conv", 100), ("mlp", 128)]:
+        out = subprocess.run([binary, "bench", "--model", model, "--data-dir", args.data, "--json"] + common,
+                             capture_output=True, text=True, check=True).stdout
+        v = json.loads(out.strip().splitlines()[-1])
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--bench", "--model", model,
+                              "--batch-size", str(batch), "--data", args.data, "--threads", str(args.threads)] + common,
+                             capture_output=True, text=True, check=True).stdout
+        t = json.loads(out.strip().splitlines()[-1])
+        for key, label in keys:
+            a, b = v[key]["median"], t[key]["median"]
+            print(f"{model:6} {label:16} | {a:>9.0f} {b:>9.0f} {a / b:>5.2f}x")
+        print(f"{model:6} {'peak RSS MiB':16} | {v['peak_rss_mib']:>9.0f} {t['peak_rss_mib']:>9.0f} "
+              f"{v['peak_rss_mib'] / t['peak_rss_mib']:>5.2f}x")
 
 
 if __name__ == "__main__":

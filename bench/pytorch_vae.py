@@ -16,9 +16,18 @@ on the first --iw-limit images. Prints one JSON line per epoch / estimate and a 
 
   python3 bench/pytorch_vae.py --model conv --epochs 10 --data /usr/share/datasets/fashion-mnist
   python3 bench/pytorch_vae.py --binarize dynamic --iw 1000 5000 --iw-limit 1000 200
+
+With --bench it instead times what `vaekit bench` times, on the same schedule: --warmup untimed
+training steps, then --reps repetitions of --steps steps (consecutive batches of one shuffled
+order), of decoding 1000 prior samples (500 at a time), and of the IS estimate with K = 100 on
+the first 100 test images; it prints one JSON line with the median and every repetition of each
+rate and the peak RSS.
+
+  python3 bench/pytorch_vae.py --bench --model mlp --batch-size 128
 """
 import math
 import argparse
+import resource
 import gzip
 import json
 import os
@@ -138,6 +147,10 @@ def main():
     ap.add_argument("--iw", type=int, nargs="*", default=[], help="importance sample counts K")
     ap.add_argument("--iw-limit", type=int, nargs="*", default=[],
                     help="first N test images for each K of --iw (one value: for all)")
+    ap.add_argument("--bench", action="store_true", help="time steps, sampling and IS like `vaekit bench`")
+    ap.add_argument("--steps", type=int, default=50, help="--bench: timed training steps per repetition")
+    ap.add_argument("--reps", type=int, default=5, help="--bench: repetitions (medians reported)")
+    ap.add_argument("--warmup", type=int, default=5, help="--bench: untimed training steps first")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -151,6 +164,8 @@ def main():
         xte = torch.bernoulli(xte, generator=torch.Generator().manual_seed(args.seed))
     model = ConvVAE() if args.model == "conv" else MlpVAE()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-8)
+    if args.bench:
+        return bench(args, model, opt, xtr, xte)
     n = xtr.shape[0]
     results = []
     for epoch in range(1, args.epochs + 1):
@@ -197,6 +212,53 @@ def main():
                "epochs": args.epochs, "binarize": args.binarize, "final": results[-1], "iw": iw,
                "median_images_per_sec": float(np.median([r["images_per_sec"] for r in results]))}
     print(json.dumps({"summary": summary}))
+
+
+def rate(reps):
+    return {"median": float(np.median(reps)), "reps": reps}
+
+
+def bench(args, model, opt, xtr, xte):
+    n, b = xtr.shape[0], args.batch_size
+    perm = torch.randperm(n)
+    step = 0
+
+    def steps(count):
+        nonlocal step
+        model.train()
+        for _ in range(count):
+            start = (step * b) % (n - b + 1)
+            recon, kl = neg_elbo_terms(model, xtr[perm[start : start + b]])
+            loss = (recon + kl).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()
+            step += 1
+
+    steps(args.warmup)
+    train = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        steps(args.steps)
+        train.append(args.steps * b / (time.perf_counter() - t0))
+    model.eval()
+    sample = []
+    with torch.no_grad():
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            for _ in range(2):
+                torch.sigmoid(model.decode(torch.randn(500, 20)))
+            sample.append(1000 / (time.perf_counter() - t0))
+    iw = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        iw_nll(model, xte[:100], 100)
+        iw.append(100 * 100 / (time.perf_counter() - t0))
+    print(json.dumps({"framework": f"pytorch {torch.__version__}", "model": args.model, "batch_size": b,
+                      "threads": torch.get_num_threads(), "train_img_per_s": rate(train),
+                      "sample_img_per_s": rate(sample), "iw_samples_per_s": rate(iw),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,48 @@ pub enum Command {
     /// Manage datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Time training steps, sampling and the IS estimate (medians over repetitions), and peak
+    /// memory; `bench/compare.py --bench` runs PyTorch on the same and prints the ratios.
+    Bench(BenchArgs),
+}
+
+/// `vaekit bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The model to time: conv (batch 100) or mlp (batch 128), the article's and pytorch/examples'
+    /// networks, on the ELBO.
+    #[arg(long, value_enum, default_value = "conv")]
+    pub model: BenchModel,
+    /// A named dataset (Fashion-MNIST by default).
+    #[arg(long, value_name = "NAME", conflicts_with = "data_dir")]
+    pub dataset: Option<String>,
+    /// A folder with the four IDX files, or an image folder.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Images per training step (default: 100 for conv, 128 for mlp).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Timed training steps per repetition.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub steps: usize,
+    /// Repetitions of every measurement (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub reps: usize,
+    /// Untimed training steps first.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub warmup: usize,
+    /// One JSON line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Models `vaekit bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchModel {
+    /// The article's conv VAE, batch 100.
+    Conv,
+    /// The 784-400-20-400-784 MLP VAE, batch 128.
+    Mlp,
 }
 
 /// Model families for `--model`.

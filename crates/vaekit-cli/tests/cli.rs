@@ -1748,3 +1748,48 @@ fn a_conditional_model_refuses_data_with_labels_it_does_not_know() {
     assert!(err.contains("label"), "{err}");
     assert!(!f.root.join("r.png").exists());
 }
+
+#[test]
+fn bench_times_training_sampling_and_is_with_repetitions() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    for model in ["conv", "mlp"] {
+        let args = [
+            "bench",
+            "--model",
+            model,
+            "--data-dir",
+            d,
+            "--steps",
+            "2",
+            "--reps",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+        ];
+        let j = json(&ok(&args, &f.root));
+        assert_eq!(j["batch_size"], if model == "conv" { 100 } else { 128 });
+        for key in ["train_img_per_s", "sample_img_per_s", "iw_samples_per_s"] {
+            let reps: Vec<f64> = j[key]["reps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(reps.len(), 3, "{key}");
+            let mut sorted = reps.clone();
+            sorted.sort_by(f64::total_cmp);
+            assert!(
+                reps.iter().all(|r| r.is_finite() && *r > 0.0),
+                "{key}: {reps:?}"
+            );
+            assert_eq!(j[key]["median"].as_f64().unwrap(), sorted[1], "{key}");
+        }
+        assert!(j["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    }
+    let err = fails(&["bench", "--data-dir", d, "--steps", "0"], &f.root);
+    assert!(err.contains("--steps"), "{err}");
+    let err = fails(&["bench", "--data-dir", "nowhere"], &f.root);
+    assert!(err.contains("nowhere"), "{err}");
+}

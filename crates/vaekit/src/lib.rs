@@ -17,6 +17,7 @@
 //! # Ok::<(), vaekit::Error>(())
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;

@@ -12,7 +12,7 @@ use crate::checkpoint::{
     OPTIMIZER_FILE, WEIGHTS_FILE, checkpoint_dir, load_optimizer, load_weights, save_checkpoint,
 };
 use crate::config::{Binarize, OptimConfig, TrainConfig};
-use crate::data::{Splits, batch_tensor, epoch_order};
+use crate::data::{Dataset, Splits, batch_tensor, epoch_order};
 use crate::error::{Error, Result};
 use crate::eval::{ElboReport, eval_set, evaluate_elbo};
 use crate::image::{Grid, stack_rows};
@@ -74,12 +74,74 @@ pub struct TrainOutcome {
     pub interrupted: bool,
 }
 
-pub(crate) fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
+/// The Adam optimiser `cfg` describes.
+pub fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
     AdamConfig::new()
         .with_beta_1(cfg.beta1)
         .with_beta_2(cfg.beta2)
         .with_epsilon(cfg.epsilon)
         .init()
+}
+
+/// Losses of one step, nats per image.
+#[derive(Clone, Copy, Debug)]
+pub struct StepLosses {
+    /// The objective (recon + beta * KL, or the IWAE bound).
+    pub loss: f64,
+    /// Reconstruction term.
+    pub recon: f64,
+    /// KL term.
+    pub kl: f64,
+}
+
+/// One Adam step on the training images `idx` of `train`: `step` (the global step, 0-based)
+/// seeds the noise and the dynamic binarisation, `beta` weighs the KL, `device` is the autodiff
+/// device. A loss that is not finite leaves the model as it was (the caller decides).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: Vae,
+    optim: &mut ModuleOptimizer,
+    cfg: &TrainConfig,
+    train: &Dataset,
+    idx: &[usize],
+    step: usize,
+    beta: f64,
+    device: &Device,
+) -> (Vae, StepLosses) {
+    let b = idx.len();
+    let mut bin_rng = stream_rng(cfg.seed, Stream::TrainBinarize, step as u64);
+    let dynamic = cfg.data.binarize == Binarize::Dynamic;
+    let x = batch_tensor(train, idx, dynamic.then_some(&mut bin_rng), device);
+    let (k, noise) = (cfg.objective.samples(), model.noise_dim()); // noise: z (and z2 for hvae)
+    let eps = normals(
+        &mut stream_rng(cfg.seed, Stream::TrainNoise, step as u64),
+        k * b * noise,
+    );
+    let eps = Tensor::from_data(TensorData::new(eps, [k * b, noise]), device);
+    let y = model.condition(&train.labels_of(idx), device);
+    let terms = training_terms(
+        &model,
+        x,
+        y,
+        eps,
+        cfg.objective,
+        cfg.model.likelihood,
+        beta,
+        cfg.free_bits,
+    );
+    let loss = terms.loss.clone().into_scalar::<f32>() as f64;
+    let (recon, kl) = (
+        terms.recon.into_scalar::<f32>() as f64,
+        terms.kl.into_scalar::<f32>() as f64,
+    );
+    if !loss.is_finite() {
+        return (model, StepLosses { loss, recon, kl });
+    }
+    let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
+    (
+        optim.step(cfg.optim.lr, model, grads),
+        StepLosses { loss, recon, kl },
+    )
 }
 
 /// Steps per epoch: the last batch may be smaller.
@@ -143,7 +205,6 @@ pub fn train(
 
     let n = data.train.len();
     let spe = steps_per_epoch(n, cfg.batch_size);
-    let noise = model.noise_dim(); // standard normals per sample: z (and z2 for hvae)
     // Scored on one fixed binary draw of the test set when the model sees binary images.
     let test = eval_set(
         &data.test,
@@ -163,32 +224,18 @@ pub fn train(
             let idx = &order
                 [meta.epoch_step * cfg.batch_size..((meta.epoch_step + 1) * cfg.batch_size).min(n)];
             let b = idx.len();
-            let mut bin_rng = stream_rng(cfg.seed, Stream::TrainBinarize, meta.step as u64);
-            let x = batch_tensor(
+            let beta = cfg.beta_at(meta.step + 1, spe);
+            let (next, StepLosses { loss, recon, kl }) = train_step(
+                model,
+                &mut optim,
+                cfg,
                 &data.train,
                 idx,
-                (cfg.data.binarize == Binarize::Dynamic).then_some(&mut bin_rng),
+                meta.step,
+                beta,
                 &ad,
             );
-            let k = cfg.objective.samples();
-            let eps = normals(
-                &mut stream_rng(cfg.seed, Stream::TrainNoise, meta.step as u64),
-                k * b * noise,
-            );
-            let eps = Tensor::from_data(TensorData::new(eps, [k * b, noise]), &ad);
-            let beta = cfg.beta_at(meta.step + 1, spe);
-            let y = model.condition(&data.train.labels_of(idx), &ad);
-            let terms = training_terms(
-                &model,
-                x,
-                y,
-                eps,
-                cfg.objective,
-                cfg.model.likelihood,
-                beta,
-                cfg.free_bits,
-            );
-            let loss = terms.loss.clone().into_scalar::<f32>() as f64;
+            model = next;
             if !loss.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     value: loss,
@@ -196,12 +243,6 @@ pub fn train(
                     step: meta.step + 1,
                 });
             }
-            let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
-            model = optim.step(cfg.optim.lr, model, grads);
-            let (recon, kl) = (
-                terms.recon.into_scalar::<f32>() as f64,
-                terms.kl.into_scalar::<f32>() as f64,
-            );
             meta.step += 1;
             meta.epoch_step += 1;
             sum_loss += loss;

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+mod bench;
 mod classifier;
 mod codes;
 mod data;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encode(a) => codes::encode(a, cli.device),
         Command::Decode(a) => codes::decode(a, cli.device),
         Command::Plot(a) => plot::curves(a),
+        Command::Bench(a) => bench::run(a, cli.device),
         Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),
         Command::Data(DataCommand::Download(a)) => data::download(a),
     }
