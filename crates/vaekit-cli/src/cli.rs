@@ -242,6 +242,10 @@ pub struct SampleArgs {
     /// For a conditional model: draw this class only (default: every class in turn).
     #[arg(long, value_name = "C")]
     pub class: Option<u32>,
+    /// Scale of the prior noise: 1 samples the model, below 1 gives more typical, less varied
+    /// images.
+    #[arg(long, value_name = "T", default_value_t = 1.0)]
+    pub temperature: f64,
 }
 
 /// `vaekit reconstruct`.
@@ -302,6 +306,9 @@ pub struct EvalArgs {
     /// Prior samples for --fid.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub fid_samples: usize,
+    /// Temperature of the prior samples for --fid (see `sample --temperature`).
+    #[arg(long, value_name = "T", default_value_t = 1.0)]
+    pub temperature: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

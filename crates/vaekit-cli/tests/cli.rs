@@ -1197,6 +1197,36 @@ fn hierarchical_vae_trains_two_layers_and_works_with_every_command() {
         &f.root,
     );
     assert_ne!(s1, std::fs::read(f.root.join("s2.png")).unwrap());
+    // A lower temperature draws other (more typical) images; zero is refused, nothing written.
+    ok(
+        &[
+            "sample",
+            "--run",
+            "h",
+            "--n",
+            "6",
+            "--out",
+            "s3.png",
+            "--temperature",
+            "0.5",
+        ],
+        &f.root,
+    );
+    assert_ne!(s1, std::fs::read(f.root.join("s3.png")).unwrap());
+    let err = fails(
+        &[
+            "sample",
+            "--run",
+            "h",
+            "--temperature",
+            "0",
+            "--out",
+            "x.png",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("--temperature must be positive"), "{err}");
+    assert!(!f.root.join("x.png").exists());
     ok(
         &["reconstruct", "--run", "h", "--n", "4", "--out", "r.png"],
         &f.root,

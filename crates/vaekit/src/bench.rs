@@ -133,7 +133,15 @@ pub fn bench_model(
             let mut done = 0;
             while done < b.sample_images {
                 let m = chunk.min(b.sample_images - done);
-                let x = sample_batch(&model, m, cfg.seed, (r * 1000 + done) as u64, None, device);
+                let x = sample_batch(
+                    &model,
+                    m,
+                    cfg.seed,
+                    (r * 1000 + done) as u64,
+                    None,
+                    1.0,
+                    device,
+                );
                 let _ = x.into_data(); // wait for the result
                 done += m;
             }

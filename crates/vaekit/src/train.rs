@@ -341,7 +341,7 @@ fn write_epoch_pictures(
         stack_rows(&files, grid.height, &run.root().join("reconstructions.png"))?;
     }
     if cfg.sample_images > 0 {
-        let samples = sample(model, cfg.sample_images, cfg.seed, None, device);
+        let samples = sample(model, cfg.sample_images, cfg.seed, None, 1.0, device);
         let cols = (cfg.sample_images as f64).sqrt().ceil() as usize;
         let grid = Grid::from_tensor(samples, cols);
         grid.save_png(&images.join(format!("samples_epoch_{epoch:03}.png")))?;

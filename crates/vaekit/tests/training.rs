@@ -13,7 +13,7 @@ use vaekit::config::{
 };
 use vaekit::data::synthetic::write_bars_idx;
 use vaekit::data::{Splits, load_data};
-use vaekit::inspect::sample;
+use vaekit::inspect::{prior_z, sample};
 use vaekit::model::Vae;
 use vaekit::run::RunDir;
 use vaekit::train::{Observer, Silent, StepStats, train};
@@ -180,11 +180,20 @@ fn same_seed_same_samples() {
     let dev = Device::flex();
     let cfg = ModelConfig::default();
     let m = Vae::init(&cfg, 0, &dev);
-    let a = sample(&m, 8, 11, None, &dev);
-    let b = sample(&m, 8, 11, None, &dev);
-    let c = sample(&m, 8, 12, None, &dev);
+    let a = sample(&m, 8, 11, None, 1.0, &dev);
+    let b = sample(&m, 8, 11, None, 1.0, &dev);
+    let c = sample(&m, 8, 12, None, 1.0, &dev);
     assert_eq!(max_abs_diff(a.clone(), b), 0.0);
-    assert!(max_abs_diff(a, c) > 1e-4);
+    assert!(max_abs_diff(a.clone(), c) > 1e-4);
+    // Temperature scales the prior noise: T = 0.5 decodes half the same z, and a tiny T
+    // decodes (nearly) z = 0 for every sample.
+    let z = prior_z(8, 20, 11, &dev);
+    let half = sample(&m, 8, 11, None, 0.5, &dev);
+    assert!(max_abs_diff(half.clone(), m.decode_mean(z.mul_scalar(0.5), None)) < 1e-6);
+    assert!(max_abs_diff(half, a) > 1e-4);
+    let cold = sample(&m, 8, 11, None, 1e-6, &dev);
+    let centre = m.decode_mean(Tensor::zeros([8, 20], &dev), None);
+    assert!(max_abs_diff(cold, centre) < 1e-5);
 }
 
 #[test]

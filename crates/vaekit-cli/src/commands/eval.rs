@@ -55,6 +55,7 @@ struct IwJson {
 struct FidJson {
     fid: f64,
     fid_samples: usize,
+    temperature: f64,
     fid_reference_images: usize,
     classifier: String,
     classifier_accuracy: f64,
@@ -68,6 +69,9 @@ struct FidJson {
 pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     if a.iw == Some(0) || a.limit == Some(0) {
         bail!("--iw and --limit must be at least 1");
+    }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be positive, got {}", a.temperature);
     }
     if a.fid && a.fid_samples < 2 {
         bail!("--fid-samples must be at least 2");
@@ -138,10 +142,16 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     });
     let generation = classifier.as_ref().map(|(c, _)| {
         let pb = bar(n + a.fid_samples as u64, "Frechet distance", a.json);
-        let r: GenerationReport =
-            evaluate_generation(model, c, &gray, a.fid_samples, a.seed, dev, |done, _| {
-                pb.set_position(done as u64)
-            });
+        let r: GenerationReport = evaluate_generation(
+            model,
+            c,
+            &gray,
+            a.fid_samples,
+            a.temperature,
+            a.seed,
+            dev,
+            |done, _| pb.set_position(done as u64),
+        );
         pb.finish_and_clear();
         r
     });
@@ -175,6 +185,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                 .map(|(g, (_, dir))| FidJson {
                     fid: g.fid,
                     fid_samples: g.samples,
+                    temperature: a.temperature,
                     fid_reference_images: g.reference_images,
                     classifier: dir.display().to_string(),
                     classifier_accuracy: g.classifier_accuracy,
@@ -242,9 +253,10 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     );
     if let (Some(g), Some((_, dir))) = (&generation, &classifier) {
         println!(
-            "  Frechet dist.   {:>9.3}  ({} samples vs {} images, features of {})",
+            "  Frechet dist.   {:>9.3}  ({} samples at temperature {} vs {} images, features of {})",
             g.fid,
             g.samples,
+            a.temperature,
             g.reference_images,
             dir.display()
         );

@@ -16,24 +16,19 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
     let device = device.device()?;
     let run = RunDir::open(&a.run)?;
     let (model, _, meta) = load_model(&run, &device)?;
-    if let Some(c) = a.class {
-        match model.classes() {
-            0 => bail!("--class needs a conditional model (train with --model cvae)"),
-            k if c as usize >= k => bail!(
-                "--class {c} is out of range: the model knows {k} classes (0..{})",
-                k - 1
-            ),
-            _ => {}
-        }
+    super::check_class(model.classes(), a.class, "--class")?;
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be positive, got {}", a.temperature);
     }
-    let x = sample(&model, a.n, a.seed, a.class, &device);
+    let x = sample(&model, a.n, a.seed, a.class, a.temperature, &device);
     let cols = (a.n as f64).sqrt().ceil() as usize;
     Grid::from_tensor(x, cols).save_png(&a.out)?;
     println!(
-        "wrote {} samples (epoch {}, seed {}) to {}",
+        "wrote {} samples (epoch {}, seed {}, temperature {}) to {}",
         a.n,
         meta.epoch,
         a.seed,
+        a.temperature,
         a.out.display()
     );
     Ok(())

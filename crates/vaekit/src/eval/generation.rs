@@ -37,13 +37,15 @@ pub struct GenerationReport {
 }
 
 /// Scores `model` against the real images `real` (gray values, as the classifier was trained)
-/// with `samples` draws from the prior, seeded by `seed`. `progress(done, total)` counts images.
+/// with `samples` draws from the prior at `temperature` (see [`sample_batch`]), seeded by
+/// `seed`. `progress(done, total)` counts images.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_generation(
     model: &Vae,
     classifier: &Classifier,
     real: &Dataset,
     samples: usize,
+    temperature: f64,
     seed: u64,
     device: &Device,
     mut progress: impl FnMut(usize, usize),
@@ -84,7 +86,7 @@ pub fn evaluate_generation(
     let (mut hits, mut drawn) = (vec![0usize; classes], vec![0usize; classes]);
     for (b, start) in (0..samples).step_by(BATCH).enumerate() {
         let m = BATCH.min(samples - start);
-        let x = sample_batch(model, m, seed, b as u64, None, device);
+        let x = sample_batch(model, m, seed, b as u64, None, temperature, device);
         let f = classifier.features(x);
         if classes > 0 {
             let want = sample_labels(model, m, None, b * m);

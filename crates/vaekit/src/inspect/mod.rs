@@ -38,6 +38,9 @@ pub fn prior_z_at(n: usize, latent: usize, seed: u64, index: u64, device: &Devic
 /// Decodes batch `index` of prior draws from `seed` (see [`prior_z_at`]) into mean images:
 /// z ~ N(0, I), or for a hierarchical VAE z2 ~ N(0, I), z ~ p(z|z2) (see [`Vae::prior_sample`]).
 ///
+/// `temperature` scales the standard normal noise (1 samples the model; below 1 draws nearer
+/// the prior's centre, more typical and less varied images, as in Kingma & Dhariwal 2018).
+///
 /// # Shapes
 /// returns `[n, channels, height, width]`
 pub fn sample_batch(
@@ -46,10 +49,17 @@ pub fn sample_batch(
     seed: u64,
     index: u64,
     class: Option<u32>,
+    temperature: f64,
     device: &Device,
 ) -> Tensor<4> {
     let labels = sample_labels(model, n, class, index as usize * n);
-    let z = model.prior_sample(prior_z_at(n, model.noise_dim(), seed, index, device));
+    let noise = prior_z_at(n, model.noise_dim(), seed, index, device);
+    let noise = if temperature == 1.0 {
+        noise
+    } else {
+        noise.mul_scalar(temperature)
+    };
+    let z = model.prior_sample(noise);
     model.decode_mean(z, model.condition(&labels, device))
 }
 
@@ -107,8 +117,15 @@ pub fn decode_codes_soft(
 /// returns `[n, channels, height, width]`
 ///
 /// A conditional model draws `class` only, or every class in turn when `class` is `None`.
-pub fn sample(model: &Vae, n: usize, seed: u64, class: Option<u32>, device: &Device) -> Tensor<4> {
-    sample_batch(model, n, seed, 0, class, device)
+pub fn sample(
+    model: &Vae,
+    n: usize,
+    seed: u64,
+    class: Option<u32>,
+    temperature: f64,
+    device: &Device,
+) -> Tensor<4> {
+    sample_batch(model, n, seed, 0, class, temperature, device)
 }
 
 /// Encodes images and decodes their posterior means: the model's reconstruction.
