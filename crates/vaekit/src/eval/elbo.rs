@@ -1,13 +1,12 @@
 //! The negative ELBO of a dataset, in nats per image.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Likelihood;
 use crate::data::{Dataset, batch_tensor};
 use crate::loss::reconstruction_nll;
 use crate::model::Vae;
-use crate::rng::{Stream, normals, stream_rng};
 
 /// The test ELBO and its terms, averaged over images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,15 +46,7 @@ pub fn evaluate_elbo(
         let x = batch_tensor(ds, &idx, None, device);
         let y = model.condition(&ds.labels_of(&idx), device);
         let posterior = model.encode(x.clone(), y.clone());
-        let noise = model.noise_dim();
-        let eps = normals(
-            &mut stream_rng(seed, Stream::EvalNoise, b as u64),
-            idx.len() * noise,
-        );
-        let draw = model.draw(
-            &posterior,
-            Tensor::from_data(TensorData::new(eps, [idx.len(), noise]), device),
-        );
+        let draw = super::eval_draw(model, &posterior, seed, b, device);
         let logits = model.decode(draw.z, y);
         let r: Tensor<1> = reconstruction_nll(logits, x, likelihood).sum();
         let k: Tensor<1> = draw.kl_dims.sum();

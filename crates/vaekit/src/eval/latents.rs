@@ -1,12 +1,11 @@
 //! What the encoder does with the latent space: active units, the KL of each dimension, and
 //! how well images come back from their posterior means.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, batch_tensor};
 use crate::model::Vae;
-use crate::rng::{Stream, normals, stream_rng};
 
 /// Threshold on Cov_x(E_q[z_d | x]) above which dimension d counts as active (Burda et al. 2016).
 pub const ACTIVE_THRESHOLD: f64 = 0.01;
@@ -55,15 +54,7 @@ pub fn latent_statistics(
             None => q.kl_per_dimension().mul_scalar(idx.len() as f64), // [latent], summed over images
             Some(t) => {
                 top.add(t.encode(q.mean.clone()).mean);
-                let noise = model.noise_dim();
-                let eps = normals(
-                    &mut stream_rng(seed, Stream::EvalNoise, b as u64),
-                    idx.len() * noise,
-                );
-                let draw = model.draw(
-                    &q,
-                    Tensor::from_data(TensorData::new(eps, [idx.len(), noise]), device),
-                );
+                let draw = super::eval_draw(model, &q, seed, b, device);
                 draw.kl_dims.sum_dim(0).squeeze_dim::<1>(0) // [latent + top latent]
             }
         };

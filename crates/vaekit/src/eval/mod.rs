@@ -17,8 +17,33 @@ pub use generation::{GenerationReport, evaluate_generation};
 pub use latents::{ACTIVE_THRESHOLD, LatentReport, latent_statistics};
 pub use nll::{IW_BATCH, IW_ROWS, NllReport, bits_per_dim, evaluate_nll};
 
+use burn::tensor::{Device, Tensor, TensorData};
+
 use crate::config::Binarize;
 use crate::data::Dataset;
+use crate::distribution::DiagonalGaussian;
+use crate::model::{LatentDraw, Vae};
+use crate::rng::{Stream, normals, stream_rng};
+
+/// The latents of evaluation batch `batch` (of [`EVAL_BATCH`] images) drawn from `q` with the
+/// noise of (`seed`, batch): the ELBO and the latent statistics of one seed see the same draws.
+pub(crate) fn eval_draw(
+    model: &Vae,
+    q: &DiagonalGaussian,
+    seed: u64,
+    batch: usize,
+    device: &Device,
+) -> LatentDraw {
+    let (n, noise) = (q.mean.dims()[0], model.noise_dim());
+    let eps = normals(
+        &mut stream_rng(seed, Stream::EvalNoise, batch as u64),
+        n * noise,
+    );
+    model.draw(
+        q,
+        Tensor::from_data(TensorData::new(eps, [n, noise]), device),
+    )
+}
 
 /// The evaluation copy of `ds`: as it is for `Binarize::None`; for `Dynamic` and `Static`,
 /// every pixel binarised once (255 with probability pixel/255) from `seed`, so a model is
