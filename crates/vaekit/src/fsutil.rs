@@ -35,6 +35,27 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, s.as_bytes())
 }
 
+/// Checks that `root` may become a new folder of results: refused (with `taken` after the
+/// folder's name) when it already holds `marker`, and refused when it has any other files, so
+/// earlier results are never overwritten. Creates nothing.
+pub fn check_new_dir(root: &Path, marker: &str, taken: &str) -> Result<()> {
+    if root.join(marker).exists() {
+        return Err(Error::InvalidConfig(format!("{} {taken}", root.display())));
+    }
+    if root.is_dir()
+        && std::fs::read_dir(root)
+            .map_err(Error::io(root))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{} exists and is not empty; choose another --out",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads and parses a JSON file, naming the file in any error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;

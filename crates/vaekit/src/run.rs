@@ -85,23 +85,11 @@ pub struct RunDir {
 impl RunDir {
     /// A new run at `root`: refuses to touch a folder that already holds a run or other files.
     pub fn create(root: &Path, config: &TrainConfig) -> Result<RunDir> {
-        if root.join("config.json").exists() {
-            return Err(Error::InvalidConfig(format!(
-                "{} already holds a run; continue it with --resume or choose another --out",
-                root.display()
-            )));
-        }
-        if root.is_dir()
-            && std::fs::read_dir(root)
-                .map_err(Error::io(root))?
-                .next()
-                .is_some()
-        {
-            return Err(Error::InvalidConfig(format!(
-                "{} exists and is not empty; choose another --out",
-                root.display()
-            )));
-        }
+        crate::fsutil::check_new_dir(
+            root,
+            "config.json",
+            "already holds a run; continue it with --resume or choose another --out",
+        )?;
         std::fs::create_dir_all(root.join("images")).map_err(Error::io(root))?;
         let run = RunDir {
             root: root.to_path_buf(),

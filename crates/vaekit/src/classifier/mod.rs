@@ -98,23 +98,11 @@ pub struct ClassifierDir {
 impl ClassifierDir {
     /// A new folder: refuses one that already holds a classifier or other files.
     pub fn create(root: &Path, cfg: &ClassifierConfig) -> Result<ClassifierDir> {
-        if root.join(CONFIG_FILE).exists() {
-            return Err(Error::InvalidConfig(format!(
-                "{} already holds a classifier; choose another --out",
-                root.display()
-            )));
-        }
-        if root.is_dir()
-            && std::fs::read_dir(root)
-                .map_err(Error::io(root))?
-                .next()
-                .is_some()
-        {
-            return Err(Error::InvalidConfig(format!(
-                "{} exists and is not empty; choose another --out",
-                root.display()
-            )));
-        }
+        crate::fsutil::check_new_dir(
+            root,
+            CONFIG_FILE,
+            "already holds a classifier; choose another --out",
+        )?;
         std::fs::create_dir_all(root).map_err(Error::io(root))?;
         write_json_atomic(&root.join(CONFIG_FILE), cfg)?;
         Ok(ClassifierDir {
