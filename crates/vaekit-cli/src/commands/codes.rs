@@ -53,10 +53,7 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
             ),
         },
     };
-    let grid = Grid::from_tensor(
-        decode_codes(&l.model, &codes, latent, &labels, &l.device),
-        columns,
-    );
+    let grid = Grid::from_tensor(decode_codes(&l.model, &codes, &labels, &l.device), columns);
     super::style_grid(grid, &a.grid, Vec::new()).save_png(&a.out)?;
     println!(
         "wrote {n} decoded codes from {} to {}",

@@ -70,9 +70,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
     if a.iw == Some(0) || a.limit == Some(0) {
         bail!("--iw and --limit must be at least 1");
     }
-    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
-        bail!("--temperature must be positive, got {}", a.temperature);
-    }
+    super::check_temperature(a.temperature)?;
     if a.fid && a.fid_samples < 2 {
         bail!("--fid-samples must be at least 2");
     }

@@ -17,10 +17,15 @@ use crate::cli::{InterpolateArgs, ManifoldArgs, TraverseArgs};
 fn decode_grid(l: &super::Loaded, codes: &[Vec<f32>], class: u32, columns: usize) -> Grid {
     let flat: Vec<f32> = codes.iter().flatten().copied().collect();
     let labels = vec![class; codes.len()];
-    Grid::from_tensor(
-        decode_codes(&l.model, &flat, l.cfg.model.latent_dim, &labels, &l.device),
-        columns,
-    )
+    Grid::from_tensor(decode_codes(&l.model, &flat, &labels, &l.device), columns)
+}
+
+/// `steps` rows of class weights from the one-hot `ya` to `yb`, both ends included (empty rows
+/// for an unconditional model).
+fn label_path(ya: &[f32], yb: &[f32], steps: usize) -> Vec<f32> {
+    (0..steps)
+        .flat_map(|i| lerp(ya, yb, i as f64 / (steps - 1) as f64))
+        .collect()
 }
 
 pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
@@ -40,19 +45,14 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     let codes_path = path(codes.mean_of(0), codes.mean_of(1), a.steps, a.slerp);
     // A conditional model also moves from one image's label to the other's (mixed one-hots).
     let classes = l.model.classes();
-    let (ya, yb) = match classes {
-        0 => (Vec::new(), Vec::new()),
-        _ => (
-            one_hot(&[ds.labels[a.from]], classes),
-            one_hot(&[ds.labels[to]], classes),
-        ),
-    };
-    let weights: Vec<f32> = (0..a.steps)
-        .flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64))
-        .collect();
+    let (ya, yb) = (
+        one_hot(&[ds.labels[a.from]], classes),
+        one_hot(&[ds.labels[to]], classes),
+    );
+    let weights = label_path(&ya, &yb, a.steps);
     let flat: Vec<f32> = codes_path.iter().flatten().copied().collect();
     let decoded = Grid::from_tensor(
-        decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device),
+        decode_codes_soft(&l.model, &flat, &weights, &l.device),
         a.steps + 2,
     );
     let originals: Tensor<4> = batch_tensor(ds, &[a.from, to], None, &l.device);
@@ -89,14 +89,12 @@ fn interpolate_class(
     let from = ds.labels[a.from];
     let codes = encode_dataset(&l.model, ds, Some(&[a.from]), 1, &l.device);
     let (ya, yb) = (one_hot(&[from], classes), one_hot(&[to], classes));
-    let weights: Vec<f32> = (0..a.steps)
-        .flat_map(|i| lerp(&ya, &yb, i as f64 / (a.steps - 1) as f64))
-        .collect();
+    let weights = label_path(&ya, &yb, a.steps);
     let flat: Vec<f32> = (0..a.steps)
         .flat_map(|_| codes.mean_of(0).iter().copied())
         .collect();
     let decoded = Grid::from_tensor(
-        decode_codes_soft(&l.model, &flat, l.cfg.model.latent_dim, &weights, &l.device),
+        decode_codes_soft(&l.model, &flat, &weights, &l.device),
         a.steps + 1,
     );
     let mut grid = Grid::from_tensor(batch_tensor(ds, &[a.from], None, &l.device), a.steps + 1);

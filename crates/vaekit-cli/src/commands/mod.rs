@@ -107,6 +107,14 @@ fn check_class(classes: usize, class: Option<u32>, flag: &str) -> anyhow::Result
     }
 }
 
+/// Checks a `--temperature` (a positive scale of the prior noise).
+fn check_temperature(t: f64) -> anyhow::Result<()> {
+    if !(t > 0.0 && t.is_finite()) {
+        anyhow::bail!("--temperature must be positive, got {t}");
+    }
+    Ok(())
+}
+
 /// Everything an inspection command needs from a run: model, configs, progress, device.
 struct Loaded {
     model: vaekit::model::Vae,

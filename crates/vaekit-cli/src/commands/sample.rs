@@ -17,9 +17,7 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
     let run = RunDir::open(&a.run)?;
     let (model, _, meta) = load_model(&run, &device)?;
     super::check_class(model.classes(), a.class, "--class")?;
-    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
-        bail!("--temperature must be positive, got {}", a.temperature);
-    }
+    super::check_temperature(a.temperature)?;
     let x = sample(&model, a.n, a.seed, a.class, a.temperature, &device);
     let cols = (a.n as f64).sqrt().ceil() as usize;
     Grid::from_tensor(x, cols).save_png(&a.out)?;

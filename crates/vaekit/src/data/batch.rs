@@ -43,9 +43,13 @@ pub fn batch_tensor(
     )
 }
 
-/// One-hot rows for `labels` over `classes` classes, row-major `[labels.len(), classes]`.
-/// Callers check the labels against `classes` first.
+/// One-hot rows for `labels` over `classes` classes, row-major `[labels.len(), classes]`;
+/// empty for `classes` = 0 (an unconditional model). Callers check the labels against
+/// `classes` first.
 pub fn one_hot(labels: &[u32], classes: usize) -> Vec<f32> {
+    if classes == 0 {
+        return Vec::new();
+    }
     let mut v = vec![0.0f32; labels.len() * classes];
     for (i, &l) in labels.iter().enumerate() {
         v[i * classes + l as usize] = 1.0;
@@ -63,6 +67,13 @@ pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::config::ImageShape;
+
+    #[test]
+    fn one_hot_rows_and_no_classes() {
+        assert_eq!(one_hot(&[2, 0], 3), vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        // An unconditional model: no condition, whatever the labels.
+        assert!(one_hot(&[5, 1], 0).is_empty());
+    }
 
     fn tiny() -> Dataset {
         Dataset {

@@ -75,21 +75,18 @@ pub fn sample_labels(model: &Vae, n: usize, class: Option<u32>, offset: usize) -
         .collect()
 }
 
-/// Decodes latent codes given on the host, `latent` values per code, into mean images; a
-/// conditional model takes one label per code from `labels` (ignored otherwise).
+/// Decodes latent codes given on the host (the model's latent dimension per code) into mean
+/// images; a conditional model takes one label per code from `labels` (ignored otherwise).
 ///
 /// # Shapes
 /// `codes`: `n * latent` values -> `[n, channels, height, width]`
-pub fn decode_codes(
-    model: &Vae,
-    codes: &[f32],
-    latent: usize,
-    labels: &[u32],
-    device: &Device,
-) -> Tensor<4> {
-    let n = codes.len() / latent.max(1);
-    let z = Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device);
-    model.decode_mean(z, model.condition(labels, device))
+pub fn decode_codes(model: &Vae, codes: &[f32], labels: &[u32], device: &Device) -> Tensor<4> {
+    decode_codes_soft(
+        model,
+        codes,
+        &crate::data::one_hot(labels, model.classes()),
+        device,
+    )
 }
 
 /// Decodes codes under soft conditions (rows of class weights, e.g. a path between two one-hot
@@ -100,11 +97,11 @@ pub fn decode_codes(
 pub fn decode_codes_soft(
     model: &Vae,
     codes: &[f32],
-    latent: usize,
     weights: &[f32],
     device: &Device,
 ) -> Tensor<4> {
-    let n = codes.len() / latent.max(1);
+    let latent = model.latent_dim();
+    let n = codes.len() / latent;
     let z = Tensor::from_data(TensorData::new(codes.to_vec(), [n, latent]), device);
     let c = model.classes();
     let y = (c > 0).then(|| Tensor::from_data(TensorData::new(weights.to_vec(), [n, c]), device));
