@@ -119,7 +119,7 @@ pub fn log_likelihood_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::distribution::standard_normal_log_prob;
     use crate::model::StandardNormalPrior;
@@ -136,7 +136,7 @@ mod tests {
     }
 
     /// p(z) = N(0, 1), p(x|z) = N(x; z, s^2): then p(x) = N(x; 0, 1 + s^2) in closed form.
-    fn linear_gaussian(s: f64) -> impl Fn(Tensor<2>, Tensor<4>) -> Tensor<1> {
+    pub(crate) fn linear_gaussian(s: f64) -> impl Fn(Tensor<2>, Tensor<4>) -> Tensor<1> {
         move |z: Tensor<2>, x: Tensor<4>| {
             let n = x.dims()[0];
             let d = x.reshape([n, 1]) - z;

@@ -139,6 +139,7 @@ pub fn prior_two_layers(
 mod tests {
     use super::*;
     use crate::eval::importance::log_likelihood_batch;
+    use crate::eval::importance::tests::linear_gaussian;
     use crate::model::Latents;
     use crate::rng::{Stream, normals, stream_rng};
     use burn::tensor::TensorData;
@@ -169,16 +170,6 @@ mod tests {
         }
     }
 
-    fn log_lik(z: Tensor<2>, x: Tensor<4>) -> Tensor<1> {
-        let n = x.dims()[0];
-        let d = x.reshape([n, 1]) - z;
-        (d.clone() * d)
-            .div_scalar(S * S)
-            .add_scalar((2.0 * PI * S * S).ln())
-            .mul_scalar(-0.5)
-            .reshape([n])
-    }
-
     #[test]
     fn two_layer_importance_estimate_converges_to_the_closed_form() {
         let dev = Device::flex();
@@ -196,7 +187,17 @@ mod tests {
             .iter()
             .map(|&v| -0.5 * ((v as f64).powi(2) / var + (2.0 * PI * var).ln()))
             .collect();
-        let big = log_likelihood_batch(&q, &x, 40_000, 10_000, 0, 0, &dev, &Chain, &log_lik);
+        let big = log_likelihood_batch(
+            &q,
+            &x,
+            40_000,
+            10_000,
+            0,
+            0,
+            &dev,
+            &Chain,
+            &linear_gaussian(S),
+        );
         for i in 0..3 {
             assert!(
                 (big[i] - exact[i]).abs() < 0.03,
@@ -208,7 +209,7 @@ mod tests {
         // One sample (the two-layer ELBO) is a bound, well below log p(x) on average.
         let one: f64 = (0..200)
             .map(|s| {
-                log_likelihood_batch(&q, &x, 1, 1, s, 0, &dev, &Chain, &log_lik)
+                log_likelihood_batch(&q, &x, 1, 1, s, 0, &dev, &Chain, &linear_gaussian(S))
                     .iter()
                     .sum::<f64>()
             })
