@@ -33,6 +33,7 @@ pub mod linalg;
 pub mod loss;
 pub mod model;
 pub mod objective;
+pub mod ops;
 pub mod plot;
 pub mod rng;
 pub mod run;

@@ -53,7 +53,7 @@ impl Classifier {
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = x;
         for conv in &self.convs {
-            h = relu(conv.forward(h)); // side halves
+            h = relu(crate::ops::conv2d(conv, h)); // side halves
         }
         relu(self.features.forward(h.flatten(1, 3)))
     }

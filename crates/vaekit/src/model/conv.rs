@@ -139,7 +139,7 @@ impl ConvVae {
     pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
         let mut h = x;
         for conv in &self.enc_convs {
-            h = leaky_relu(conv.forward(h), self.leaky_slope); // [batch, c_i, h / 2^i, w / 2^i]
+            h = leaky_relu(crate::ops::conv2d(conv, h), self.leaky_slope); // [batch, c_i, h / 2^i, w / 2^i]
         }
         let h = super::with_condition(h.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
         DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
@@ -155,7 +155,7 @@ impl ConvVae {
         let mut x = relu(self.dec_dense.forward(super::with_condition(z, y))).reshape([b, c, h, w]); // [batch, 32, 7, 7]
         let last = self.dec_convs.len() - 1;
         for (i, conv) in self.dec_convs.iter().enumerate() {
-            x = conv.forward(x); // side doubles
+            x = crate::ops::conv_transpose2d(conv, x); // side doubles
             if i < last {
                 x = relu(x);
             }

@@ -1,0 +1,386 @@
+//! The two convolutions as a burn backend extension: implemented on Flex (CPU) by the kernels
+//! of [`super::conv2d`], and on `Autodiff<Flex>` with a hand-written backward pass that calls
+//! the same kernels. Other backends (wgpu, cuda) never reach this trait: [`super::conv2d`]'s
+//! callers route them to burn's own convolutions.
+
+use burn::backend::autodiff::{
+    Autodiff, NodeId,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::tensor::TensorData;
+
+use super::conv2d::{self, ConvGrads};
+use super::geometry::ConvGeometry;
+
+/// Steps and padding of a convolution (`x [n, c_in, h, w]`, `weight [c_out, c_in, kh, kw]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    pub stride: [usize; 2],
+    /// Top and left zero padding.
+    pub pad_begin: [usize; 2],
+    /// Bottom and right zero padding.
+    pub pad_end: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+/// Steps and padding of a transposed convolution (`x [n, c_in, h, w]`,
+/// `weight [c_in, c_out, kh, kw]`), as PyTorch's `ConvTranspose2d` takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dSpec {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    /// Extra rows and columns at the bottom and right of the output.
+    pub padding_out: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Conv2dSpec {
+    /// The geometry for input `[_, c_in, h, w]` and weight `[_, c_in, kh, kw]`, or `None` if
+    /// the kernel does not fit.
+    pub fn geometry(&self, x: [usize; 4], weight: [usize; 4]) -> Option<ConvGeometry> {
+        let in_size = [x[2], x[3]];
+        let kernel = [weight[2], weight[3]];
+        let out_size = ConvGeometry::output_size(
+            in_size,
+            kernel,
+            self.stride,
+            self.pad_begin,
+            self.pad_end,
+            self.dilation,
+        )?;
+        Some(ConvGeometry {
+            channels: x[1],
+            in_size,
+            out_size,
+            kernel,
+            stride: self.stride,
+            padding: self.pad_begin,
+            dilation: self.dilation,
+        })
+    }
+}
+
+impl ConvTranspose2dSpec {
+    /// Output height and width for input height and width `in_size` and kernel `kernel`:
+    /// `(in - 1) * stride - 2 * padding + dilation * (k - 1) + padding_out + 1`, or `None`
+    /// where that is not positive.
+    pub fn output_size(&self, in_size: [usize; 2], kernel: [usize; 2]) -> Option<[usize; 2]> {
+        let axis = |i: usize| {
+            let full = (in_size[i].checked_sub(1)?) * self.stride[i]
+                + self.dilation[i] * (kernel[i] - 1)
+                + self.padding_out[i]
+                + 1;
+            full.checked_sub(2 * self.padding[i]).filter(|&s| s > 0)
+        };
+        Some([axis(0)?, axis(1)?])
+    }
+
+    /// The geometry of the convolution from the output `[_, c_out, oh, ow]` back to the input
+    /// `[_, c_in, h, w]` (weight `[c_in, c_out, kh, kw]`).
+    pub fn geometry(&self, x: [usize; 4], weight: [usize; 4]) -> Option<ConvGeometry> {
+        let kernel = [weight[2], weight[3]];
+        Some(ConvGeometry {
+            channels: weight[1],
+            in_size: self.output_size([x[2], x[3]], kernel)?,
+            out_size: [x[2], x[3]],
+            kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        })
+    }
+}
+
+/// The two convolutions as backend operations (bias required, one group, f32).
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvBackend: Backend {
+    /// `y [n, c_out, oh, ow]` from `x [n, c_in, h, w]`, `weight [c_out, c_in, kh, kw]`,
+    /// `bias [c_out]`.
+    fn vaekit_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: Conv2dSpec,
+    ) -> FloatTensor<Self>;
+
+    /// `y [n, c_out, oh, ow]` from `x [n, c_in, h, w]`, `weight [c_in, c_out, kh, kw]`,
+    /// `bias [c_out]`.
+    fn vaekit_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: ConvTranspose2dSpec,
+    ) -> FloatTensor<Self>;
+}
+
+/// The gradients of [`ConvBackend`]'s operations on a concrete backend: `(dx if need_x, dweight,
+/// dbias)` from `x`, `weight` and `grad = dL/dy`.
+pub trait ConvBackward: Backend {
+    fn vaekit_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        spec: Conv2dSpec,
+        need_x: bool,
+    ) -> Grads<Self>;
+
+    fn vaekit_conv_transpose2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        spec: ConvTranspose2dSpec,
+        need_x: bool,
+    ) -> Grads<Self>;
+}
+
+/// `(dx, dweight, dbias)` as backend tensors.
+pub type Grads<B> = (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>);
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let dims = t.shape().to_vec();
+    dims.try_into().expect("a 4-d tensor")
+}
+
+/// The tensor's values in row-major order (a copy only if it is a strided view).
+fn values(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("vaekit conv kernels take contiguous f32 tensors")
+}
+
+fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
+}
+
+fn flex_grads(grads: ConvGrads, x: [usize; 4], weight: [usize; 4]) -> Grads<Flex> {
+    let bias_len = grads.bias.len();
+    (
+        grads.x.map(|gx| flex(gx, &x)),
+        flex(grads.weight, &weight),
+        flex(grads.bias, &[bias_len]),
+    )
+}
+
+fn conv_geometry(spec: &Conv2dSpec, x: [usize; 4], w: [usize; 4]) -> ConvGeometry {
+    assert_eq!(
+        x[1], w[1],
+        "conv2d: input channels {} vs weight {:?}",
+        x[1], w
+    );
+    spec.geometry(x, w)
+        .expect("conv2d: kernel larger than the padded input")
+}
+
+fn conv_transpose_geometry(
+    spec: &ConvTranspose2dSpec,
+    x: [usize; 4],
+    w: [usize; 4],
+) -> ConvGeometry {
+    assert_eq!(
+        x[1], w[0],
+        "conv_transpose2d: input channels {} vs weight {:?}",
+        x[1], w
+    );
+    spec.geometry(x, w).expect("conv_transpose2d: empty output")
+}
+
+impl ConvBackend for Flex {
+    fn vaekit_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        spec: Conv2dSpec,
+    ) -> FlexTensor {
+        let (xd, wd) = (dims4(&x), dims4(&weight));
+        let g = conv_geometry(&spec, xd, wd);
+        let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
+        let y = conv2d::conv2d_forward(&g, xd[0], wd[0], f32s(&x), f32s(&weight), f32s(&bias));
+        flex(y, &[xd[0], wd[0], g.out_size[0], g.out_size[1]])
+    }
+
+    fn vaekit_conv_transpose2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        spec: ConvTranspose2dSpec,
+    ) -> FlexTensor {
+        let (xd, wd) = (dims4(&x), dims4(&weight));
+        let g = conv_transpose_geometry(&spec, xd, wd);
+        let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
+        let y = conv2d::conv_transpose2d_forward(
+            &g,
+            xd[0],
+            xd[1],
+            f32s(&x),
+            f32s(&weight),
+            f32s(&bias),
+        );
+        flex(y, &[xd[0], wd[1], g.in_size[0], g.in_size[1]])
+    }
+}
+
+impl ConvBackward for Flex {
+    fn vaekit_conv2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        spec: Conv2dSpec,
+        need_x: bool,
+    ) -> Grads<Flex> {
+        let (xd, wd) = (dims4(&x), dims4(&weight));
+        let g = conv_geometry(&spec, xd, wd);
+        let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+        let grads = conv2d::conv2d_backward(
+            &g,
+            xd[0],
+            wd[0],
+            f32s(&x),
+            f32s(&weight),
+            f32s(&grad),
+            need_x,
+        );
+        flex_grads(grads, xd, wd)
+    }
+
+    fn vaekit_conv_transpose2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        spec: ConvTranspose2dSpec,
+        need_x: bool,
+    ) -> Grads<Flex> {
+        let (xd, wd) = (dims4(&x), dims4(&weight));
+        let g = conv_transpose_geometry(&spec, xd, wd);
+        let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+        let grads = conv2d::conv_transpose2d_backward(
+            &g,
+            xd[0],
+            xd[1],
+            f32s(&x),
+            f32s(&weight),
+            f32s(&grad),
+            need_x,
+        );
+        flex_grads(grads, xd, wd)
+    }
+}
+
+/// Which of the two operations a backward node belongs to.
+#[derive(Clone, Copy, Debug)]
+enum Spec {
+    Conv(Conv2dSpec),
+    ConvTranspose(ConvTranspose2dSpec),
+}
+
+#[derive(Debug)]
+struct ConvNode;
+
+impl<B: ConvBackward> Backward<B, 3> for ConvNode {
+    type State = (NodeId, NodeId, Spec);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, spec) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        let need_x = node_x.is_some();
+        let (dx, dweight, dbias) = match spec {
+            Spec::Conv(spec) => B::vaekit_conv2d_backward(x, weight, grad, spec, need_x),
+            Spec::ConvTranspose(spec) => {
+                B::vaekit_conv_transpose2d_backward(x, weight, grad, spec, need_x)
+            }
+        };
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, dweight);
+        }
+        if let Some(node) = node_bias {
+            grads.register::<B>(node.id, dbias);
+        }
+    }
+}
+
+impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
+    fn vaekit_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: Conv2dSpec,
+    ) -> FloatTensor<Self> {
+        match ConvNode
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&weight),
+                    Spec::Conv(spec),
+                );
+                let y = B::vaekit_conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    spec,
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::vaekit_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                spec,
+            )),
+        }
+    }
+
+    fn vaekit_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: ConvTranspose2dSpec,
+    ) -> FloatTensor<Self> {
+        match ConvNode
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&weight),
+                    Spec::ConvTranspose(spec),
+                );
+                let y = B::vaekit_conv_transpose2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    spec,
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::vaekit_conv_transpose2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                spec,
+            )),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! 2-D convolution and transposed convolution on CPU slices, forward and backward: im2col or
+//! col2im per image plus one matrix product, images spread over rayon's threads, the weight
+//! gradient summed per thread. (One product over the whole batch was tried and was slower: the
+//! batch-wide gathers fall out of the first-level cache.)
+//!
+//! # Shapes (row-major, NCHW)
+//! - convolution: `x [n, c_in, h, w]`, `weight [c_out, c_in, kh, kw]`, `y [n, c_out, oh, ow]`
+//! - transposed convolution: `x [n, c_in, h, w]`, `weight [c_in, c_out, kh, kw]`,
+//!   `y [n, c_out, oh, ow]`; it is the adjoint of the convolution from `y`'s size to `x`'s, so
+//!   both take a [`ConvGeometry`] of that convolution (`channels = c_out`, `in_size = [oh, ow]`,
+//!   `out_size = [h, w]`).
+
+use rayon::prelude::*;
+
+use super::gemm::{Mat, matmul};
+use super::geometry::{ColumnMap, ConvGeometry};
+
+/// Gradients of a convolution's loss with respect to its three inputs.
+#[derive(Debug)]
+pub struct ConvGrads {
+    /// `[n, c_in, h, w]`, when asked for.
+    pub x: Option<Vec<f32>>,
+    /// The weight's shape.
+    pub weight: Vec<f32>,
+    /// `[c_out]`.
+    pub bias: Vec<f32>,
+}
+
+/// Per-thread buffers: one image's column matrix (plus the zero col2im reads for missing
+/// taps), im2col's padded copy of the image, and partial weight and bias gradients.
+struct Work {
+    cols: Vec<f32>,
+    scratch: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Work {
+    fn new(map: &ColumnMap, weight: usize, bias: usize) -> Self {
+        Work {
+            cols: vec![0.0; map.padded_cols_len()],
+            scratch: Vec::new(),
+            weight: vec![0.0; weight],
+            bias: vec![0.0; bias],
+        }
+    }
+
+    /// The column matrix, without the trailing zero.
+    fn matrix(&mut self) -> &mut [f32] {
+        let n = self.cols.len() - 1;
+        &mut self.cols[..n]
+    }
+
+    fn add(mut self, other: Work) -> Work {
+        for (a, b) in self.weight.iter_mut().zip(&other.weight) {
+            *a += b;
+        }
+        for (a, b) in self.bias.iter_mut().zip(&other.bias) {
+            *a += b;
+        }
+        self
+    }
+}
+
+/// Runs `step(work, image, x_grad_of_image)` for every image in parallel and sums the
+/// partial weight and bias gradients; `x_grad` gets one chunk of `x_len` per image when given.
+fn backward_over_images(
+    batch: usize,
+    x_len: usize,
+    x_grad: Option<&mut [f32]>,
+    new: impl Fn() -> Work + Sync + Send,
+    step: impl Fn(&mut Work, usize, Option<&mut [f32]>) + Sync + Send,
+) -> Work {
+    let total = match x_grad {
+        Some(gx) if x_len > 0 => gx
+            .par_chunks_mut(x_len)
+            .enumerate()
+            .fold(&new, |mut work, (n, gx_n)| {
+                step(&mut work, n, Some(gx_n));
+                work
+            })
+            .reduce_with(Work::add),
+        _ => (0..batch)
+            .into_par_iter()
+            .fold(&new, |mut work, n| {
+                step(&mut work, n, None);
+                work
+            })
+            .reduce_with(Work::add),
+    };
+    total.unwrap_or_else(new)
+}
+
+fn add_row_sums(sums: &mut [f32], matrix: &[f32]) {
+    let row_len = matrix.len() / sums.len().max(1);
+    for (s, row) in sums.iter_mut().zip(matrix.chunks_exact(row_len.max(1))) {
+        *s += row.iter().sum::<f32>();
+    }
+}
+
+fn fill_rows(matrix: &mut [f32], values: &[f32]) {
+    let row_len = matrix.len() / values.len().max(1);
+    for (row, v) in matrix.chunks_exact_mut(row_len.max(1)).zip(values) {
+        row.fill(*v);
+    }
+}
+
+/// Convolution forward: `y[n] = weight * im2col(x[n]) + bias`.
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    batch: usize,
+    out_channels: usize,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
+    assert_eq!(x.len(), batch * img, "conv2d: input size");
+    assert_eq!(weight.len(), out_channels * k, "conv2d: weight size");
+    assert_eq!(bias.len(), out_channels, "conv2d: bias size");
+    let map = ColumnMap::new(g);
+    let w = Mat::row_major(weight, out_channels, k);
+    let mut y = vec![0.0; batch * out_channels * p];
+    y.par_chunks_mut((out_channels * p).max(1))
+        .enumerate()
+        .for_each_init(
+            || Work::new(&map, 0, 0),
+            |work, (n, y_n)| {
+                let Work { cols, scratch, .. } = work;
+                let cols = &mut cols[..k * p];
+                map.im2col(&x[n * img..(n + 1) * img], scratch, cols);
+                fill_rows(y_n, bias);
+                matmul(y_n, w, Mat::row_major(cols, k, p), true);
+            },
+        );
+    y
+}
+
+/// Convolution backward from `grad = dL/dy`: `dW = sum_n grad[n] im2col(x[n])^T`,
+/// `db = sum_{n, positions} grad`, `dx[n] = col2im(W^T grad[n])` (when `need_x`).
+pub fn conv2d_backward(
+    g: &ConvGeometry,
+    batch: usize,
+    out_channels: usize,
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    need_x: bool,
+) -> ConvGrads {
+    let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
+    assert_eq!(x.len(), batch * img, "conv2d backward: input size");
+    assert_eq!(
+        weight.len(),
+        out_channels * k,
+        "conv2d backward: weight size"
+    );
+    assert_eq!(
+        grad.len(),
+        batch * out_channels * p,
+        "conv2d backward: grad size"
+    );
+    let map = ColumnMap::new(g);
+    let w = Mat::row_major(weight, out_channels, k);
+    let mut x_grad = need_x.then(|| vec![0.0; x.len()]);
+    let total = backward_over_images(
+        batch,
+        img,
+        x_grad.as_deref_mut(),
+        || Work::new(&map, out_channels * k, out_channels),
+        |work, n, gx_n| {
+            let g_n = &grad[n * out_channels * p..(n + 1) * out_channels * p];
+            let g_mat = Mat::row_major(g_n, out_channels, p);
+            add_row_sums(&mut work.bias, g_n);
+            let Work {
+                cols,
+                scratch,
+                weight,
+                ..
+            } = work;
+            let matrix = &mut cols[..k * p];
+            map.im2col(&x[n * img..(n + 1) * img], scratch, matrix);
+            matmul(weight, g_mat, Mat::row_major(matrix, k, p).t(), true);
+            if let Some(gx_n) = gx_n {
+                matmul(work.matrix(), w.t(), g_mat, false);
+                map.col2im_add(&work.cols, gx_n);
+            }
+        },
+    );
+    ConvGrads {
+        x: x_grad,
+        weight: total.weight,
+        bias: total.bias,
+    }
+}
+
+/// Transposed convolution forward: `y[n] = col2im(W^T x[n]) + bias`, with `g` the geometry of
+/// the convolution from `y`'s size to `x`'s (see the module docs).
+pub fn conv_transpose2d_forward(
+    g: &ConvGeometry,
+    batch: usize,
+    in_channels: usize,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
+    assert_eq!(
+        x.len(),
+        batch * in_channels * p,
+        "conv_transpose2d: input size"
+    );
+    assert_eq!(
+        weight.len(),
+        in_channels * k,
+        "conv_transpose2d: weight size"
+    );
+    assert_eq!(bias.len(), g.channels, "conv_transpose2d: bias size");
+    let map = ColumnMap::new(g);
+    let w_t = Mat::row_major(weight, in_channels, k).t();
+    let mut y = vec![0.0; batch * img];
+    y.par_chunks_mut(img.max(1)).enumerate().for_each_init(
+        || Work::new(&map, 0, 0),
+        |work, (n, y_n)| {
+            let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
+            matmul(
+                work.matrix(),
+                w_t,
+                Mat::row_major(x_n, in_channels, p),
+                false,
+            );
+            fill_rows(y_n, bias);
+            map.col2im_add(&work.cols, y_n);
+        },
+    );
+    y
+}
+
+/// Transposed convolution backward from `grad = dL/dy`: `dW = sum_n x[n] im2col(grad[n])^T`,
+/// `db = sum_{n, pixels} grad`, `dx[n] = W im2col(grad[n])` (when `need_x`).
+pub fn conv_transpose2d_backward(
+    g: &ConvGeometry,
+    batch: usize,
+    in_channels: usize,
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    need_x: bool,
+) -> ConvGrads {
+    let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
+    assert_eq!(
+        x.len(),
+        batch * in_channels * p,
+        "conv_transpose2d backward: input size"
+    );
+    assert_eq!(
+        weight.len(),
+        in_channels * k,
+        "conv_transpose2d backward: weight size"
+    );
+    assert_eq!(
+        grad.len(),
+        batch * img,
+        "conv_transpose2d backward: grad size"
+    );
+    let map = ColumnMap::new(g);
+    let w = Mat::row_major(weight, in_channels, k);
+    let mut x_grad = need_x.then(|| vec![0.0; x.len()]);
+    let total = backward_over_images(
+        batch,
+        in_channels * p,
+        x_grad.as_deref_mut(),
+        || Work::new(&map, in_channels * k, g.channels),
+        |work, n, gx_n| {
+            let g_n = &grad[n * img..(n + 1) * img];
+            add_row_sums(&mut work.bias, g_n);
+            let Work {
+                cols,
+                scratch,
+                weight,
+                ..
+            } = work;
+            let matrix = &mut cols[..k * p];
+            map.im2col(g_n, scratch, matrix);
+            let cols = Mat::row_major(matrix, k, p);
+            let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
+            matmul(weight, Mat::row_major(x_n, in_channels, p), cols.t(), true);
+            if let Some(gx_n) = gx_n {
+                matmul(gx_n, w, cols, false);
+            }
+        },
+    );
+    ConvGrads {
+        x: x_grad,
+        weight: total.weight,
+        bias: total.bias,
+    }
+}

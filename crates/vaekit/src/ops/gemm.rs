@@ -1,0 +1,114 @@
+//! A bounds-checked f32 matrix product on the `gemm` crate (the kernels burn's Flex uses; it
+//! picks AVX-512, AVX2+FMA or scalar code at run time).
+
+/// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of this view (no copy).
+    pub fn t(self) -> Self {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    fn check(&self, what: &str) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
+            assert!(last < self.data.len(), "gemm: {what} view out of bounds");
+        }
+    }
+}
+
+/// `dst = lhs * rhs` (or `dst += lhs * rhs` with `accumulate`), `dst` row-major
+/// `[lhs.rows, rhs.cols]`, on the calling thread (callers spread images over threads).
+pub fn matmul(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "gemm: inner sizes");
+    assert_eq!(dst.len(), m * n, "gemm: output size");
+    lhs.check("lhs");
+    rhs.check("rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: every index the product touches lies inside the three slices (checked above), and
+    // `dst` is borrowed mutably, so it does not alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_the_definition_with_transposed_views() {
+        // lhs 2x3, rhs 3x2 stored transposed.
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
+        let mut c = [10.0; 4];
+        matmul(
+            &mut c,
+            Mat::row_major(&a, 2, 3),
+            Mat::row_major(&bt, 2, 3).t(),
+            false,
+        );
+        assert_eq!(c, [-2.0, 5.5, -2.0, 16.0]);
+        matmul(
+            &mut c,
+            Mat::row_major(&a, 2, 3),
+            Mat::row_major(&bt, 2, 3).t(),
+            true,
+        );
+        assert_eq!(c, [-4.0, 11.0, -4.0, 32.0]);
+    }
+}

@@ -1,0 +1,125 @@
+//! Custom backend operations: the models' convolution and transposed convolution on CPU.
+//!
+//! burn's Flex backend runs a direct convolution and a direct transposed convolution, and
+//! computes their gradients with further direct convolutions; on the VAE's small layers these
+//! took most of a training step. Here each is one im2col/col2im per image plus one matrix
+//! product (the `gemm` crate, AVX-512 or AVX2 chosen at run time), forward and backward, the
+//! images of a batch spread over the threads, the weight gradient summed per thread. The
+//! result equals burn's operation to float rounding (tests below, values and gradients).
+//!
+//! [`conv2d`] and [`conv_transpose2d`] take burn's layer modules, so checkpoints and configs are
+//! unchanged. They use the kernels on the Flex device (with or without autodiff) for f32 layers
+//! with a bias and one group, and burn's own operation everywhere else (wgpu, cuda, other
+//! layouts). Setting the environment variable `VAEKIT_CONV=burn` sends every call to burn's
+//! operation, to compare the two.
+
+mod backend;
+pub mod conv2d;
+pub mod gemm;
+pub mod geometry;
+
+use std::sync::OnceLock;
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::tensor::{DType, Device, Tensor};
+
+pub use backend::{Conv2dSpec, ConvBackend, ConvBackward, ConvTranspose2dSpec};
+
+/// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
+pub fn on_flex(device: &Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// False when `VAEKIT_CONV=burn` asks for burn's own convolutions.
+fn kernels_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("VAEKIT_CONV").map_or(true, |v| v != "burn"))
+}
+
+fn use_kernels(x: &Tensor<4>, groups: usize, has_bias: bool) -> bool {
+    kernels_enabled() && groups == 1 && has_bias && x.dtype() == DType::F32 && on_flex(&x.device())
+}
+
+/// The layer's padding as (top, left) and (bottom, right), where it does not depend on the input.
+fn explicit_padding(padding: &PaddingConfig2d) -> Option<([usize; 2], [usize; 2])> {
+    match *padding {
+        PaddingConfig2d::Valid => Some(([0, 0], [0, 0])),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some(([top, left], [bottom, right])),
+        PaddingConfig2d::Same => None,
+    }
+}
+
+/// `layer.forward(x)`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`.
+pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let padding = explicit_padding(&layer.padding);
+    match (&layer.bias, padding) {
+        (Some(bias), Some((pad_begin, pad_end))) if use_kernels(&x, layer.groups, true) => {
+            let spec = Conv2dSpec {
+                stride: layer.stride,
+                pad_begin,
+                pad_end,
+                dilation: layer.dilation,
+            };
+            conv2d_with(x, layer.weight.val(), bias.val(), spec)
+        }
+        _ => layer.forward(x),
+    }
+}
+
+/// `layer.forward(x)`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`.
+pub fn conv_transpose2d(layer: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    match &layer.bias {
+        Some(bias) if use_kernels(&x, layer.groups, true) => {
+            let spec = ConvTranspose2dSpec {
+                stride: layer.stride,
+                padding: layer.padding,
+                padding_out: layer.padding_out,
+                dilation: layer.dilation,
+            };
+            conv_transpose2d_with(x, layer.weight.val(), bias.val(), spec)
+        }
+        _ => layer.forward(x),
+    }
+}
+
+/// The custom convolution on tensors (Flex device, f32): `x [n, c_in, h, w]`,
+/// `weight [c_out, c_in, kh, kw]`, `bias [c_out]` -> `[n, c_out, oh, ow]`.
+pub fn conv2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    spec: Conv2dSpec,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as ConvBackend>::vaekit_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        spec,
+    ))
+}
+
+/// The custom transposed convolution on tensors (Flex device, f32): `x [n, c_in, h, w]`,
+/// `weight [c_in, c_out, kh, kw]`, `bias [c_out]` -> `[n, c_out, oh, ow]`.
+pub fn conv_transpose2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    spec: ConvTranspose2dSpec,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as ConvBackend>::vaekit_conv_transpose2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        spec,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

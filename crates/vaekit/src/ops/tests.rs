@@ -1,0 +1,270 @@
+//! The custom convolutions against burn's own, values and gradients, on random shapes.
+
+use burn::tensor::module::{conv_transpose2d as burn_conv_transpose2d, conv2d as burn_conv2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+fn random(shape: [usize; 4], rng: &mut ChaCha8Rng, device: &Device) -> Tensor<4> {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+fn random1(n: usize, rng: &mut ChaCha8Rng, device: &Device) -> Tensor<1> {
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+/// `|a - b| <= 1e-5 * max(1, max|b|)` element by element: float rounding of sums of up to a
+/// few hundred products of values in [-1, 1].
+fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}: sizes");
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * scale,
+            "{what}[{i}]: {x} vs burn {y} (scale {scale})"
+        );
+    }
+}
+
+/// Runs `op` (custom) and `reference` (burn) on the same leaves with gradients, pulls both back
+/// with the same random upstream gradient, and compares output, dx, dweight and dbias.
+fn check_against_burn(
+    what: &str,
+    rng: &mut ChaCha8Rng,
+    x_shape: [usize; 4],
+    w_shape: [usize; 4],
+    bias_len: usize,
+    op: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>,
+    reference: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>,
+) {
+    let dev = Device::flex().autodiff();
+    let x = random(x_shape, rng, &dev);
+    let w = random(w_shape, rng, &dev);
+    let b = random1(bias_len, rng, &dev);
+    let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>,
+               upstream: Option<Tensor<4>>| {
+        let (x, w, b) = (
+            x.clone().detach().require_grad(),
+            w.clone().detach().require_grad(),
+            b.clone().detach().require_grad(),
+        );
+        let y = f(x.clone(), w.clone(), b.clone());
+        let upstream = upstream.unwrap_or_else(|| {
+            let v: Vec<f32> = (0..y.shape().num_elements())
+                .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+                .collect();
+            Tensor::from_data(TensorData::new(v, y.dims()), &dev)
+        });
+        let grads = (y.clone() * upstream.clone()).sum().backward();
+        let gx = values(x.grad(&grads).unwrap());
+        let gw = values(w.grad(&grads).unwrap());
+        let gb = values(b.grad(&grads).unwrap());
+        (y.dims(), values(y), gx, gw, gb, upstream)
+    };
+    let (ref_dims, y_ref, gx_ref, gw_ref, gb_ref, upstream) = run(reference, None);
+    let (dims, y, gx, gw, gb, _) = run(op, Some(upstream));
+    assert_eq!(dims, ref_dims, "{what}: output shape");
+    assert_close(&format!("{what} y"), &y, &y_ref);
+    assert_close(&format!("{what} dx"), &gx, &gx_ref);
+    assert_close(&format!("{what} dweight"), &gw, &gw_ref);
+    assert_close(&format!("{what} dbias"), &gb, &gb_ref);
+}
+
+#[test]
+fn conv2d_equals_burns_values_and_gradients_on_random_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    // The VAE's two layers first, then random ones (odd sizes, strides 1-3, uneven padding,
+    // dilation).
+    let mut cases = vec![
+        (
+            [3, 1, 28, 28],
+            [16, 1, 5, 5],
+            [2, 2],
+            [2, 2],
+            [2, 2],
+            [1, 1],
+        ),
+        (
+            [2, 16, 14, 14],
+            [32, 16, 5, 5],
+            [2, 2],
+            [2, 2],
+            [2, 2],
+            [1, 1],
+        ),
+    ];
+    while cases.len() < 14 {
+        let x = [
+            rng.random_range(1..4),
+            rng.random_range(1..5),
+            rng.random_range(3..14),
+            rng.random_range(3..14),
+        ];
+        let w = [
+            rng.random_range(1..6),
+            x[1],
+            rng.random_range(1..6),
+            rng.random_range(1..6),
+        ];
+        let stride = [rng.random_range(1..4), rng.random_range(1..4)];
+        let begin = [rng.random_range(0..3), rng.random_range(0..3)];
+        let end = [rng.random_range(0..3), rng.random_range(0..3)];
+        let dilation = [rng.random_range(1..3), rng.random_range(1..3)];
+        let spec = Conv2dSpec {
+            stride,
+            pad_begin: begin,
+            pad_end: end,
+            dilation,
+        };
+        if spec.geometry(x, w).is_some() {
+            cases.push((x, w, stride, begin, end, dilation));
+        }
+    }
+    for (x, w, stride, begin, end, dilation) in cases {
+        let spec = Conv2dSpec {
+            stride,
+            pad_begin: begin,
+            pad_end: end,
+            dilation,
+        };
+        let options = ConvOptions::new_with_padding(
+            stride,
+            [(begin[0], end[0]), (begin[1], end[1])],
+            dilation,
+            1,
+        );
+        check_against_burn(
+            &format!("conv2d x {x:?} w {w:?} {spec:?}"),
+            &mut rng,
+            x,
+            w,
+            w[0],
+            &|x, w, b| conv2d_with(x, w, b, spec),
+            &|x, w, b| burn_conv2d(x, w, Some(b), options.clone()),
+        );
+    }
+}
+
+#[test]
+fn conv_transpose2d_equals_burns_values_and_gradients_on_random_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut cases = vec![
+        // The VAE's decoder: 7 -> 14 -> 28 (stride 2, padding 2, output padding 1).
+        (
+            [3, 32, 7, 7],
+            [32, 16, 5, 5],
+            [2, 2],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+        ),
+        (
+            [2, 16, 14, 14],
+            [16, 1, 5, 5],
+            [2, 2],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+        ),
+    ];
+    while cases.len() < 14 {
+        let x = [
+            rng.random_range(1..4),
+            rng.random_range(1..5),
+            rng.random_range(1..9),
+            rng.random_range(1..9),
+        ];
+        let w = [
+            x[1],
+            rng.random_range(1..5),
+            rng.random_range(1..6),
+            rng.random_range(1..6),
+        ];
+        let stride = [rng.random_range(1..4), rng.random_range(1..4)];
+        let padding = [rng.random_range(0..3), rng.random_range(0..3)];
+        // PyTorch and burn require output padding < stride (or < dilation).
+        let padding_out = [
+            rng.random_range(0..stride[0]),
+            rng.random_range(0..stride[1]),
+        ];
+        let dilation = [1, rng.random_range(1..3)];
+        let spec = ConvTranspose2dSpec {
+            stride,
+            padding,
+            padding_out,
+            dilation,
+        };
+        if spec.geometry(x, w).is_some() {
+            cases.push((x, w, stride, padding, padding_out, dilation));
+        }
+    }
+    for (x, w, stride, padding, padding_out, dilation) in cases {
+        let spec = ConvTranspose2dSpec {
+            stride,
+            padding,
+            padding_out,
+            dilation,
+        };
+        let options = ConvTransposeOptions::new(stride, padding, padding_out, dilation, 1);
+        check_against_burn(
+            &format!("conv_transpose2d x {x:?} w {w:?} {spec:?}"),
+            &mut rng,
+            x,
+            w,
+            w[1],
+            &|x, w, b| conv_transpose2d_with(x, w, b, spec),
+            &|x, w, b| burn_conv_transpose2d(x, w, Some(b), options.clone()),
+        );
+    }
+}
+
+/// Without autodiff (sampling, evaluation) the layer wrappers give the module's own output.
+#[test]
+fn layer_wrappers_equal_the_modules_forward_on_the_plain_device() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+    let dev = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let conv = Conv2dConfig::new([3, 8], [3, 5])
+        .with_stride([2, 1])
+        .with_padding(PaddingConfig2d::Explicit(1, 2, 0, 1))
+        .init(&dev);
+    let x = random([4, 3, 11, 9], &mut rng, &dev);
+    assert_close(
+        "conv layer",
+        &values(conv2d(&conv, x.clone())),
+        &values(conv.forward(x)),
+    );
+    let convt = ConvTranspose2dConfig::new([3, 5], [5, 5])
+        .with_stride([2, 2])
+        .with_padding([2, 2])
+        .with_padding_out([1, 1])
+        .init(&dev);
+    let x = random([4, 3, 7, 6], &mut rng, &dev);
+    let ours = conv_transpose2d(&convt, x.clone());
+    assert_eq!(ours.dims(), [4, 5, 14, 12]);
+    assert_close(
+        "conv_transpose layer",
+        &values(ours),
+        &values(convt.forward(x)),
+    );
+}
+
+#[test]
+fn flex_devices_are_recognised() {
+    assert!(on_flex(&Device::flex()));
+    assert!(on_flex(&Device::flex().autodiff()));
+}
