@@ -8,6 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::ClassifierConfig;
+use crate::ops::Activation;
 
 /// Two stride-2 5x5 convolutions (ReLU), a dense feature layer (ReLU), and a linear read-out.
 ///
@@ -53,7 +54,7 @@ impl Classifier {
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = x;
         for conv in &self.convs {
-            h = relu(crate::ops::conv2d(conv, h)); // side halves
+            h = crate::ops::conv2d(conv, h, Activation::Relu); // side halves
         }
         relu(self.features.forward(h.flatten(1, 3)))
     }

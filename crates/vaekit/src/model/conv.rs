@@ -3,11 +3,12 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{leaky_relu, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
+use crate::ops::Activation;
 
 /// Convolutional encoder and transposed-convolutional decoder.
 ///
@@ -138,8 +139,11 @@ impl ConvVae {
     /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
     pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
         let mut h = x;
+        let leaky = Activation::LeakyRelu {
+            slope: self.leaky_slope as f32,
+        };
         for conv in &self.enc_convs {
-            h = leaky_relu(crate::ops::conv2d(conv, h), self.leaky_slope); // [batch, c_i, h / 2^i, w / 2^i]
+            h = crate::ops::conv2d(conv, h, leaky); // [batch, c_i, h / 2^i, w / 2^i]
         }
         let h = super::with_condition(h.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
         DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
@@ -155,10 +159,12 @@ impl ConvVae {
         let mut x = relu(self.dec_dense.forward(super::with_condition(z, y))).reshape([b, c, h, w]); // [batch, 32, 7, 7]
         let last = self.dec_convs.len() - 1;
         for (i, conv) in self.dec_convs.iter().enumerate() {
-            x = crate::ops::conv_transpose2d(conv, x); // side doubles
-            if i < last {
-                x = relu(x);
-            }
+            let act = if i < last {
+                Activation::Relu
+            } else {
+                Activation::Identity
+            };
+            x = crate::ops::conv_transpose2d(conv, x, act); // side doubles
         }
         match &self.global_scale {
             Some(g) => g.append_to(x),

@@ -13,11 +13,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Backend, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::tensor::TensorData;
 
-use super::conv2d::{self, ConvGrads};
+use super::conv2d::{self, Activation, ConvGrads};
 use super::geometry::ConvGeometry;
 
 /// Steps and padding of a convolution (`x [n, c_in, h, w]`, `weight [c_out, c_in, kh, kw]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv2dSpec {
     pub stride: [usize; 2],
     /// Top and left zero padding.
@@ -25,17 +25,21 @@ pub struct Conv2dSpec {
     /// Bottom and right zero padding.
     pub pad_end: [usize; 2],
     pub dilation: [usize; 2],
+    /// Applied to the output (bias included) in the same pass.
+    pub activation: Activation,
 }
 
 /// Steps and padding of a transposed convolution (`x [n, c_in, h, w]`,
 /// `weight [c_in, c_out, kh, kw]`), as PyTorch's `ConvTranspose2d` takes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvTranspose2dSpec {
     pub stride: [usize; 2],
     pub padding: [usize; 2],
     /// Extra rows and columns at the bottom and right of the output.
     pub padding_out: [usize; 2],
     pub dilation: [usize; 2],
+    /// Applied to the output (bias included) in the same pass.
+    pub activation: Activation,
 }
 
 impl Conv2dSpec {
@@ -118,12 +122,14 @@ pub trait ConvBackend: Backend {
 }
 
 /// The gradients of [`ConvBackend`]'s operations on a concrete backend: `(dx if need_x, dweight,
-/// dbias)` from `x`, `weight` and `grad = dL/dy`.
+/// dbias)` from `x`, `weight`, `grad = dL/dy` and the forward output `y` (needed when the spec
+/// has an activation).
 pub trait ConvBackward: Backend {
     fn vaekit_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        y: Option<FloatTensor<Self>>,
         spec: Conv2dSpec,
         need_x: bool,
     ) -> Grads<Self>;
@@ -132,6 +138,7 @@ pub trait ConvBackward: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        y: Option<FloatTensor<Self>>,
         spec: ConvTranspose2dSpec,
         need_x: bool,
     ) -> Grads<Self>;
@@ -201,7 +208,15 @@ impl ConvBackend for Flex {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_geometry(&spec, xd, wd);
         let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
-        let y = conv2d::conv2d_forward(&g, xd[0], wd[0], f32s(&x), f32s(&weight), f32s(&bias));
+        let y = conv2d::conv2d_forward(
+            &g,
+            xd[0],
+            wd[0],
+            f32s(&x),
+            f32s(&weight),
+            f32s(&bias),
+            spec.activation,
+        );
         flex(y, &[xd[0], wd[0], g.out_size[0], g.out_size[1]])
     }
 
@@ -221,6 +236,7 @@ impl ConvBackend for Flex {
             f32s(&x),
             f32s(&weight),
             f32s(&bias),
+            spec.activation,
         );
         flex(y, &[xd[0], wd[1], g.in_size[0], g.in_size[1]])
     }
@@ -231,12 +247,14 @@ impl ConvBackward for Flex {
         x: FlexTensor,
         weight: FlexTensor,
         grad: FlexTensor,
+        y: Option<FlexTensor>,
         spec: Conv2dSpec,
         need_x: bool,
     ) -> Grads<Flex> {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_geometry(&spec, xd, wd);
         let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+        let y = y.as_ref().map(values);
         let grads = conv2d::conv2d_backward(
             &g,
             xd[0],
@@ -244,6 +262,8 @@ impl ConvBackward for Flex {
             f32s(&x),
             f32s(&weight),
             f32s(&grad),
+            spec.activation,
+            y.as_ref().map(f32s),
             need_x,
         );
         flex_grads(grads, xd, wd)
@@ -253,12 +273,14 @@ impl ConvBackward for Flex {
         x: FlexTensor,
         weight: FlexTensor,
         grad: FlexTensor,
+        y: Option<FlexTensor>,
         spec: ConvTranspose2dSpec,
         need_x: bool,
     ) -> Grads<Flex> {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_transpose_geometry(&spec, xd, wd);
         let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+        let y = y.as_ref().map(values);
         let grads = conv2d::conv_transpose2d_backward(
             &g,
             xd[0],
@@ -266,6 +288,8 @@ impl ConvBackward for Flex {
             f32s(&x),
             f32s(&weight),
             f32s(&grad),
+            spec.activation,
+            y.as_ref().map(f32s),
             need_x,
         );
         flex_grads(grads, xd, wd)
@@ -283,7 +307,8 @@ enum Spec {
 struct ConvNode;
 
 impl<B: ConvBackward> Backward<B, 3> for ConvNode {
-    type State = (NodeId, NodeId, Spec);
+    /// x, the weight, the operation, and its output when it has an activation.
+    type State = (NodeId, NodeId, Spec, Option<B::FloatTensorPrimitive>);
 
     fn backward(
         self,
@@ -293,14 +318,14 @@ impl<B: ConvBackward> Backward<B, 3> for ConvNode {
     ) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, spec) = ops.state;
+        let (x_state, weight_state, spec, y) = ops.state;
         let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
         let need_x = node_x.is_some();
         let (dx, dweight, dbias) = match spec {
-            Spec::Conv(spec) => B::vaekit_conv2d_backward(x, weight, grad, spec, need_x),
+            Spec::Conv(spec) => B::vaekit_conv2d_backward(x, weight, grad, y, spec, need_x),
             Spec::ConvTranspose(spec) => {
-                B::vaekit_conv_transpose2d_backward(x, weight, grad, spec, need_x)
+                B::vaekit_conv_transpose2d_backward(x, weight, grad, y, spec, need_x)
             }
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
@@ -328,18 +353,15 @@ impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autod
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&weight),
-                    Spec::Conv(spec),
-                );
+                let (x_state, weight_state) = (prep.checkpoint(&x), prep.checkpoint(&weight));
                 let y = B::vaekit_conv2d(
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
                     spec,
                 );
-                prep.finish(state, y)
+                let keep_y = (spec.activation != Activation::Identity).then(|| y.clone());
+                prep.finish((x_state, weight_state, Spec::Conv(spec), keep_y), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::vaekit_conv2d(
                 x.into_primitive(),
@@ -362,18 +384,18 @@ impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autod
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&weight),
-                    Spec::ConvTranspose(spec),
-                );
+                let (x_state, weight_state) = (prep.checkpoint(&x), prep.checkpoint(&weight));
                 let y = B::vaekit_conv_transpose2d(
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
                     spec,
                 );
-                prep.finish(state, y)
+                let keep_y = (spec.activation != Activation::Identity).then(|| y.clone());
+                prep.finish(
+                    (x_state, weight_state, Spec::ConvTranspose(spec), keep_y),
+                    y,
+                )
             }
             OpsKind::UnTracked(prep) => prep.finish(B::vaekit_conv_transpose2d(
                 x.into_primitive(),

@@ -15,6 +15,67 @@ use rayon::prelude::*;
 use super::gemm::{Mat, matmul};
 use super::geometry::{ColumnMap, ConvGeometry};
 
+/// An elementwise activation applied to a convolution's output inside the same operation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Identity,
+    /// `max(v, 0)`.
+    Relu,
+    /// `v` for `v > 0`, else `slope * v`, with `slope >= 0`: the output's sign is the input's,
+    /// so the backward pass can work from the output.
+    LeakyRelu {
+        slope: f32,
+    },
+}
+
+impl Activation {
+    fn apply(self, v: &mut [f32]) {
+        match self {
+            Activation::Identity => {}
+            Activation::Relu => v.iter_mut().for_each(|e| *e = e.max(0.0)),
+            Activation::LeakyRelu { slope } => v
+                .iter_mut()
+                .for_each(|e| *e = if *e > 0.0 { *e } else { *e * slope }),
+        }
+    }
+
+    /// `out = grad * f'(pre-activation)`, the derivative read off the output `y`.
+    fn backward(self, y: &[f32], grad: &[f32], out: &mut Vec<f32>) {
+        let slope = match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => 0.0,
+            Activation::LeakyRelu { slope } => slope,
+        };
+        out.clear();
+        out.extend(
+            y.iter()
+                .zip(grad)
+                .map(|(&y, &g)| if y > 0.0 { g } else { g * slope }),
+        );
+    }
+}
+
+/// Image `n`'s output gradient (`len` elements) through the activation: `grad`'s own slice for
+/// the identity, else `grad * f'` written to `buf`.
+fn through_activation<'a>(
+    act: Activation,
+    y: Option<&[f32]>,
+    grad: &'a [f32],
+    n: usize,
+    len: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let g_n = &grad[n * len..(n + 1) * len];
+    match (act, y) {
+        (Activation::Identity, _) => g_n,
+        (_, Some(y)) => {
+            act.backward(&y[n * len..(n + 1) * len], g_n, buf);
+            buf
+        }
+        (_, None) => panic!("the backward pass of an activated convolution needs its output"),
+    }
+}
+
 /// Gradients of a convolution's loss with respect to its three inputs.
 #[derive(Debug)]
 pub struct ConvGrads {
@@ -31,6 +92,7 @@ pub struct ConvGrads {
 struct Work {
     cols: Vec<f32>,
     scratch: Vec<f32>,
+    grad: Vec<f32>,
     weight: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -40,6 +102,7 @@ impl Work {
         Work {
             cols: vec![0.0; map.padded_cols_len()],
             scratch: Vec::new(),
+            grad: Vec::new(),
             weight: vec![0.0; weight],
             bias: vec![0.0; bias],
         }
@@ -105,7 +168,7 @@ fn fill_rows(matrix: &mut [f32], values: &[f32]) {
     }
 }
 
-/// Convolution forward: `y[n] = weight * im2col(x[n]) + bias`.
+/// Convolution forward: `y[n] = act(weight * im2col(x[n]) + bias)`.
 pub fn conv2d_forward(
     g: &ConvGeometry,
     batch: usize,
@@ -113,6 +176,7 @@ pub fn conv2d_forward(
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
+    act: Activation,
 ) -> Vec<f32> {
     let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
     assert_eq!(x.len(), batch * img, "conv2d: input size");
@@ -131,12 +195,14 @@ pub fn conv2d_forward(
                 map.im2col(&x[n * img..(n + 1) * img], scratch, cols);
                 fill_rows(y_n, bias);
                 matmul(y_n, w, Mat::row_major(cols, k, p), true);
+                act.apply(y_n);
             },
         );
     y
 }
 
-/// Convolution backward from `grad = dL/dy`: `dW = sum_n grad[n] im2col(x[n])^T`,
+/// Convolution backward from `grad = dL/dy`, first taken through the activation (`grad * act'`
+/// read off the forward output `y`, which may be `None` for the identity): `dW = sum_n grad[n] im2col(x[n])^T`,
 /// `db = sum_{n, positions} grad`, `dx[n] = col2im(W^T grad[n])` (when `need_x`).
 pub fn conv2d_backward(
     g: &ConvGeometry,
@@ -145,6 +211,8 @@ pub fn conv2d_backward(
     x: &[f32],
     weight: &[f32],
     grad: &[f32],
+    act: Activation,
+    y: Option<&[f32]>,
     need_x: bool,
 ) -> ConvGrads {
     let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
@@ -168,21 +236,22 @@ pub fn conv2d_backward(
         x_grad.as_deref_mut(),
         || Work::new(&map, out_channels * k, out_channels),
         |work, n, gx_n| {
-            let g_n = &grad[n * out_channels * p..(n + 1) * out_channels * p];
-            let g_mat = Mat::row_major(g_n, out_channels, p);
-            add_row_sums(&mut work.bias, g_n);
             let Work {
                 cols,
                 scratch,
+                grad: buf,
                 weight,
-                ..
+                bias,
             } = work;
+            let g_n = through_activation(act, y, grad, n, out_channels * p, buf);
+            let g_mat = Mat::row_major(g_n, out_channels, p);
+            add_row_sums(bias, g_n);
             let matrix = &mut cols[..k * p];
             map.im2col(&x[n * img..(n + 1) * img], scratch, matrix);
             matmul(weight, g_mat, Mat::row_major(matrix, k, p).t(), true);
             if let Some(gx_n) = gx_n {
-                matmul(work.matrix(), w.t(), g_mat, false);
-                map.col2im_add(&work.cols, gx_n);
+                matmul(matrix, w.t(), g_mat, false);
+                map.col2im_add(cols, gx_n);
             }
         },
     );
@@ -193,7 +262,7 @@ pub fn conv2d_backward(
     }
 }
 
-/// Transposed convolution forward: `y[n] = col2im(W^T x[n]) + bias`, with `g` the geometry of
+/// Transposed convolution forward: `y[n] = act(col2im(W^T x[n]) + bias)`, with `g` the geometry of
 /// the convolution from `y`'s size to `x`'s (see the module docs).
 pub fn conv_transpose2d_forward(
     g: &ConvGeometry,
@@ -202,6 +271,7 @@ pub fn conv_transpose2d_forward(
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
+    act: Activation,
 ) -> Vec<f32> {
     let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
     assert_eq!(
@@ -230,12 +300,14 @@ pub fn conv_transpose2d_forward(
             );
             fill_rows(y_n, bias);
             map.col2im_add(&work.cols, y_n);
+            act.apply(y_n);
         },
     );
     y
 }
 
-/// Transposed convolution backward from `grad = dL/dy`: `dW = sum_n x[n] im2col(grad[n])^T`,
+/// Transposed convolution backward from `grad = dL/dy`, through the activation as in
+/// [`conv2d_backward`]: `dW = sum_n x[n] im2col(grad[n])^T`,
 /// `db = sum_{n, pixels} grad`, `dx[n] = W im2col(grad[n])` (when `need_x`).
 pub fn conv_transpose2d_backward(
     g: &ConvGeometry,
@@ -244,6 +316,8 @@ pub fn conv_transpose2d_backward(
     x: &[f32],
     weight: &[f32],
     grad: &[f32],
+    act: Activation,
+    y: Option<&[f32]>,
     need_x: bool,
 ) -> ConvGrads {
     let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
@@ -271,14 +345,15 @@ pub fn conv_transpose2d_backward(
         x_grad.as_deref_mut(),
         || Work::new(&map, in_channels * k, g.channels),
         |work, n, gx_n| {
-            let g_n = &grad[n * img..(n + 1) * img];
-            add_row_sums(&mut work.bias, g_n);
             let Work {
                 cols,
                 scratch,
+                grad: buf,
                 weight,
-                ..
+                bias,
             } = work;
+            let g_n = through_activation(act, y, grad, n, img, buf);
+            add_row_sums(bias, g_n);
             let matrix = &mut cols[..k * p];
             map.im2col(g_n, scratch, matrix);
             let cols = Mat::row_major(matrix, k, p);

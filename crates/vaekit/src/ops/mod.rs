@@ -8,9 +8,10 @@
 //! result equals burn's operation to float rounding (tests below, values and gradients).
 //!
 //! [`conv2d`] and [`conv_transpose2d`] take burn's layer modules, so checkpoints and configs are
-//! unchanged. They use the kernels on the Flex device (with or without autodiff) for f32 layers
-//! with a bias and one group, and burn's own operation everywhere else (wgpu, cuda, other
-//! layouts). Setting the environment variable `VAEKIT_CONV=burn` sends every call to burn's
+//! unchanged, and the activation that follows (ReLU or leaky ReLU), which they apply in the
+//! same pass (and take back out of the gradient in the same pass). They use the kernels on the
+//! Flex device (with or without autodiff) for f32 layers with a bias and one group, and burn's
+//! own operations everywhere else (wgpu, cuda, other layouts). Setting the environment variable `VAEKIT_CONV=burn` sends every call to burn's
 //! operation, to compare the two.
 
 mod backend;
@@ -23,9 +24,11 @@ use std::sync::OnceLock;
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{DType, Device, Tensor};
 
 pub use backend::{Conv2dSpec, ConvBackend, ConvBackward, ConvTranspose2dSpec};
+pub use conv2d::Activation;
 
 /// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
 pub fn on_flex(device: &Device) -> bool {
@@ -43,8 +46,18 @@ fn kernels_enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("VAEKIT_CONV").map_or(true, |v| v != "burn"))
 }
 
-fn use_kernels(x: &Tensor<4>, groups: usize, has_bias: bool) -> bool {
-    kernels_enabled() && groups == 1 && has_bias && x.dtype() == DType::F32 && on_flex(&x.device())
+fn use_kernels(x: &Tensor<4>, groups: usize, act: Activation) -> bool {
+    let act_ok = !matches!(act, Activation::LeakyRelu { slope } if !(slope >= 0.0));
+    kernels_enabled() && groups == 1 && act_ok && x.dtype() == DType::F32 && on_flex(&x.device())
+}
+
+/// The activation with burn's operations (the path for other devices).
+fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => relu(x),
+        Activation::LeakyRelu { slope } => leaky_relu(x, slope as f64),
+    }
 }
 
 /// The layer's padding as (top, left) and (bottom, right), where it does not depend on the input.
@@ -56,36 +69,40 @@ fn explicit_padding(padding: &PaddingConfig2d) -> Option<([usize; 2], [usize; 2]
     }
 }
 
-/// `layer.forward(x)`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`.
-pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+/// `act(layer.forward(x))`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`, the activation
+/// fused into the convolution on the CPU kernels.
+pub fn conv2d(layer: &Conv2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
     let padding = explicit_padding(&layer.padding);
     match (&layer.bias, padding) {
-        (Some(bias), Some((pad_begin, pad_end))) if use_kernels(&x, layer.groups, true) => {
+        (Some(bias), Some((pad_begin, pad_end))) if use_kernels(&x, layer.groups, act) => {
             let spec = Conv2dSpec {
                 stride: layer.stride,
                 pad_begin,
                 pad_end,
                 dilation: layer.dilation,
+                activation: act,
             };
             conv2d_with(x, layer.weight.val(), bias.val(), spec)
         }
-        _ => layer.forward(x),
+        _ => activate(layer.forward(x), act),
     }
 }
 
-/// `layer.forward(x)`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`.
-pub fn conv_transpose2d(layer: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+/// `act(layer.forward(x))`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`, the activation
+/// fused into the transposed convolution on the CPU kernels.
+pub fn conv_transpose2d(layer: &ConvTranspose2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
     match &layer.bias {
-        Some(bias) if use_kernels(&x, layer.groups, true) => {
+        Some(bias) if use_kernels(&x, layer.groups, act) => {
             let spec = ConvTranspose2dSpec {
                 stride: layer.stride,
                 padding: layer.padding,
                 padding_out: layer.padding_out,
                 dilation: layer.dilation,
+                activation: act,
             };
             conv_transpose2d_with(x, layer.weight.val(), bias.val(), spec)
         }
-        _ => layer.forward(x),
+        _ => activate(layer.forward(x), act),
     }
 }
 

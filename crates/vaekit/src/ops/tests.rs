@@ -1,5 +1,7 @@
-//! The custom convolutions against burn's own, values and gradients, on random shapes.
+//! The custom convolutions against burn's own (followed by burn's activation), values and
+//! gradients, on random shapes.
 
+use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::module::{conv_transpose2d as burn_conv_transpose2d, conv2d as burn_conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -12,6 +14,25 @@ fn random(shape: [usize; 4], rng: &mut ChaCha8Rng, device: &Device) -> Tensor<4>
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// Identity, ReLU or leaky ReLU (slopes 0.2 and 0.01), in turn.
+fn activation(case: usize) -> Activation {
+    [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::LeakyRelu { slope: 0.2 },
+        Activation::LeakyRelu { slope: 0.01 },
+    ][case % 4]
+}
+
+/// burn's own activation after burn's own convolution: the reference.
+fn burn_activation(y: Tensor<4>, act: Activation) -> Tensor<4> {
+    match act {
+        Activation::Identity => y,
+        Activation::Relu => relu(y),
+        Activation::LeakyRelu { slope } => leaky_relu(y, slope as f64),
+    }
 }
 
 fn random1(n: usize, rng: &mut ChaCha8Rng, device: &Device) -> Tensor<1> {
@@ -123,22 +144,26 @@ fn conv2d_equals_burns_values_and_gradients_on_random_shapes() {
         let begin = [rng.random_range(0..3), rng.random_range(0..3)];
         let end = [rng.random_range(0..3), rng.random_range(0..3)];
         let dilation = [rng.random_range(1..3), rng.random_range(1..3)];
+        let act = Activation::Identity;
         let spec = Conv2dSpec {
             stride,
             pad_begin: begin,
             pad_end: end,
             dilation,
+            activation: act,
         };
         if spec.geometry(x, w).is_some() {
             cases.push((x, w, stride, begin, end, dilation));
         }
     }
-    for (x, w, stride, begin, end, dilation) in cases {
+    for (case, (x, w, stride, begin, end, dilation)) in cases.into_iter().enumerate() {
+        let act = activation(case);
         let spec = Conv2dSpec {
             stride,
             pad_begin: begin,
             pad_end: end,
             dilation,
+            activation: act,
         };
         let options = ConvOptions::new_with_padding(
             stride,
@@ -153,7 +178,7 @@ fn conv2d_equals_burns_values_and_gradients_on_random_shapes() {
             w,
             w[0],
             &|x, w, b| conv2d_with(x, w, b, spec),
-            &|x, w, b| burn_conv2d(x, w, Some(b), options.clone()),
+            &|x, w, b| burn_activation(burn_conv2d(x, w, Some(b), options.clone()), act),
         );
     }
 }
@@ -201,22 +226,26 @@ fn conv_transpose2d_equals_burns_values_and_gradients_on_random_shapes() {
             rng.random_range(0..stride[1]),
         ];
         let dilation = [1, rng.random_range(1..3)];
+        let act = Activation::Identity;
         let spec = ConvTranspose2dSpec {
             stride,
             padding,
             padding_out,
             dilation,
+            activation: act,
         };
         if spec.geometry(x, w).is_some() {
             cases.push((x, w, stride, padding, padding_out, dilation));
         }
     }
-    for (x, w, stride, padding, padding_out, dilation) in cases {
+    for (case, (x, w, stride, padding, padding_out, dilation)) in cases.into_iter().enumerate() {
+        let act = activation(case);
         let spec = ConvTranspose2dSpec {
             stride,
             padding,
             padding_out,
             dilation,
+            activation: act,
         };
         let options = ConvTransposeOptions::new(stride, padding, padding_out, dilation, 1);
         check_against_burn(
@@ -226,12 +255,16 @@ fn conv_transpose2d_equals_burns_values_and_gradients_on_random_shapes() {
             w,
             w[1],
             &|x, w, b| conv_transpose2d_with(x, w, b, spec),
-            &|x, w, b| burn_conv_transpose2d(x, w, Some(b), options.clone()),
+            &|x, w, b| {
+                let y = burn_conv_transpose2d(x, w, Some(b), options.clone());
+                burn_activation(y, act)
+            },
         );
     }
 }
 
-/// Without autodiff (sampling, evaluation) the layer wrappers give the module's own output.
+/// Without autodiff (sampling, evaluation) the layer wrappers give the module's own output
+/// followed by the activation.
 #[test]
 fn layer_wrappers_equal_the_modules_forward_on_the_plain_device() {
     use burn::nn::PaddingConfig2d;
@@ -245,8 +278,12 @@ fn layer_wrappers_equal_the_modules_forward_on_the_plain_device() {
     let x = random([4, 3, 11, 9], &mut rng, &dev);
     assert_close(
         "conv layer",
-        &values(conv2d(&conv, x.clone())),
-        &values(conv.forward(x)),
+        &values(conv2d(
+            &conv,
+            x.clone(),
+            Activation::LeakyRelu { slope: 0.2 },
+        )),
+        &values(leaky_relu(conv.forward(x), 0.2)),
     );
     let convt = ConvTranspose2dConfig::new([3, 5], [5, 5])
         .with_stride([2, 2])
@@ -254,12 +291,12 @@ fn layer_wrappers_equal_the_modules_forward_on_the_plain_device() {
         .with_padding_out([1, 1])
         .init(&dev);
     let x = random([4, 3, 7, 6], &mut rng, &dev);
-    let ours = conv_transpose2d(&convt, x.clone());
+    let ours = conv_transpose2d(&convt, x.clone(), Activation::Relu);
     assert_eq!(ours.dims(), [4, 5, 14, 12]);
     assert_close(
         "conv_transpose layer",
         &values(ours),
-        &values(convt.forward(x)),
+        &values(relu(convt.forward(x))),
     );
 }
 
