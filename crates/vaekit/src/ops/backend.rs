@@ -242,6 +242,51 @@ impl ConvBackend for Flex {
     }
 }
 
+/// A backward kernel of [`conv2d`]: `(geometry, batch, channels, x, weight, grad, activation,
+/// output, need_x)`, `channels` being the convolution's output channels or the transposed
+/// convolution's input channels.
+type BackwardKernel = fn(
+    &ConvGeometry,
+    usize,
+    usize,
+    &[f32],
+    &[f32],
+    &[f32],
+    Activation,
+    Option<&[f32]>,
+    bool,
+) -> ConvGrads;
+
+/// Runs a backward kernel on Flex tensors and wraps its gradients.
+#[allow(clippy::too_many_arguments)]
+fn flex_backward(
+    kernel: BackwardKernel,
+    g: &ConvGeometry,
+    channels: usize,
+    x: FlexTensor,
+    weight: FlexTensor,
+    grad: FlexTensor,
+    y: Option<FlexTensor>,
+    activation: Activation,
+    need_x: bool,
+) -> Grads<Flex> {
+    let (xd, wd) = (dims4(&x), dims4(&weight));
+    let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+    let y = y.as_ref().map(values);
+    let grads = kernel(
+        g,
+        xd[0],
+        channels,
+        f32s(&x),
+        f32s(&weight),
+        f32s(&grad),
+        activation,
+        y.as_ref().map(f32s),
+        need_x,
+    );
+    flex_grads(grads, xd, wd)
+}
+
 impl ConvBackward for Flex {
     fn vaekit_conv2d_backward(
         x: FlexTensor,
@@ -253,20 +298,18 @@ impl ConvBackward for Flex {
     ) -> Grads<Flex> {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_geometry(&spec, xd, wd);
-        let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
-        let y = y.as_ref().map(values);
-        let grads = conv2d::conv2d_backward(
+        let kernel = conv2d::conv2d_backward;
+        flex_backward(
+            kernel,
             &g,
-            xd[0],
             wd[0],
-            f32s(&x),
-            f32s(&weight),
-            f32s(&grad),
+            x,
+            weight,
+            grad,
+            y,
             spec.activation,
-            y.as_ref().map(f32s),
             need_x,
-        );
-        flex_grads(grads, xd, wd)
+        )
     }
 
     fn vaekit_conv_transpose2d_backward(
@@ -279,20 +322,18 @@ impl ConvBackward for Flex {
     ) -> Grads<Flex> {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_transpose_geometry(&spec, xd, wd);
-        let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
-        let y = y.as_ref().map(values);
-        let grads = conv2d::conv_transpose2d_backward(
+        let kernel = conv2d::conv_transpose2d_backward;
+        flex_backward(
+            kernel,
             &g,
-            xd[0],
             xd[1],
-            f32s(&x),
-            f32s(&weight),
-            f32s(&grad),
+            x,
+            weight,
+            grad,
+            y,
             spec.activation,
-            y.as_ref().map(f32s),
             need_x,
-        );
-        flex_grads(grads, xd, wd)
+        )
     }
 }
 
