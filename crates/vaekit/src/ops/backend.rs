@@ -381,6 +381,47 @@ impl<B: ConvBackward> Backward<B, 3> for ConvNode {
     }
 }
 
+impl Spec {
+    fn activation(&self) -> Activation {
+        match self {
+            Spec::Conv(spec) => spec.activation,
+            Spec::ConvTranspose(spec) => spec.activation,
+        }
+    }
+}
+
+/// Runs `forward` on the inner backend and, when any input is tracked, records a [`ConvNode`]
+/// keeping x, the weight and (for an activation) the output for the backward pass.
+fn record<B: ConvBackward, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    spec: Spec,
+    forward: impl FnOnce(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match ConvNode
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let (x_state, weight_state) = (prep.checkpoint(&x), prep.checkpoint(&weight));
+            let y = forward(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            );
+            let keep_y = (spec.activation() != Activation::Identity).then(|| y.clone());
+            prep.finish((x_state, weight_state, spec, keep_y), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        )),
+    }
+}
+
 impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     fn vaekit_conv2d(
         x: FloatTensor<Self>,
@@ -388,29 +429,9 @@ impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autod
         bias: FloatTensor<Self>,
         spec: Conv2dSpec,
     ) -> FloatTensor<Self> {
-        match ConvNode
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let (x_state, weight_state) = (prep.checkpoint(&x), prep.checkpoint(&weight));
-                let y = B::vaekit_conv2d(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                    spec,
-                );
-                let keep_y = (spec.activation != Activation::Identity).then(|| y.clone());
-                prep.finish((x_state, weight_state, Spec::Conv(spec), keep_y), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::vaekit_conv2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-                spec,
-            )),
-        }
+        record::<B, C>(x, weight, bias, Spec::Conv(spec), |x, w, b| {
+            B::vaekit_conv2d(x, w, b, spec)
+        })
     }
 
     fn vaekit_conv_transpose2d(
@@ -419,31 +440,8 @@ impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autod
         bias: FloatTensor<Self>,
         spec: ConvTranspose2dSpec,
     ) -> FloatTensor<Self> {
-        match ConvNode
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let (x_state, weight_state) = (prep.checkpoint(&x), prep.checkpoint(&weight));
-                let y = B::vaekit_conv_transpose2d(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                    spec,
-                );
-                let keep_y = (spec.activation != Activation::Identity).then(|| y.clone());
-                prep.finish(
-                    (x_state, weight_state, Spec::ConvTranspose(spec), keep_y),
-                    y,
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::vaekit_conv_transpose2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-                spec,
-            )),
-        }
+        record::<B, C>(x, weight, bias, Spec::ConvTranspose(spec), |x, w, b| {
+            B::vaekit_conv_transpose2d(x, w, b, spec)
+        })
     }
 }

@@ -139,10 +139,6 @@ impl ColumnMap {
         }
     }
 
-    pub fn geometry(&self) -> &ConvGeometry {
-        &self.geometry
-    }
-
     /// Elements of one image's column matrix `[channels * kh * kw, out_h * out_w]`.
     pub fn cols_len(&self) -> usize {
         self.source.len()
