@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+
+use crate::ops::FusedAdam;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::{
@@ -76,11 +78,7 @@ pub struct TrainOutcome {
 
 /// The Adam optimiser `cfg` describes.
 pub fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_beta_1(cfg.beta1)
-        .with_beta_2(cfg.beta2)
-        .with_epsilon(cfg.epsilon)
-        .init()
+    ModuleOptimizer::from(FusedAdam::new(cfg.beta1, cfg.beta2, cfg.epsilon))
 }
 
 /// Losses of one step, nats per image.

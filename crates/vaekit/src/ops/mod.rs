@@ -1,4 +1,5 @@
-//! Custom backend operations: the models' convolution and transposed convolution on CPU.
+//! Custom backend operations for the CPU: the models' convolution and transposed convolution,
+//! the Bernoulli likelihood's cross-entropy, and Adam's update.
 //!
 //! burn's Flex backend runs a direct convolution and a direct transposed convolution, and
 //! computes their gradients with further direct convolutions; on the VAE's small layers these
@@ -11,10 +12,17 @@
 //! unchanged, and the activation that follows (ReLU or leaky ReLU), which they apply in the
 //! same pass (and take back out of the gradient in the same pass). They use the kernels on the
 //! Flex device (with or without autodiff) for f32 layers with a bias and one group, and burn's
-//! own operations everywhere else (wgpu, cuda, other layouts). Setting the environment variable `VAEKIT_CONV=burn` sends every call to burn's
-//! operation, to compare the two.
+//! own operations everywhere else (wgpu, cuda, other layouts).
+//!
+//! [`bce_with_logits`] (see [`bce`]) and [`FusedAdam`] (see [`adam`]) replace chains of
+//! elementwise tensor operations by one pass each.
+//!
+//! Setting the environment variable `VAEKIT_KERNELS=burn` sends every call to burn's own
+//! operations, to compare the two.
 
+pub mod adam;
 mod backend;
+pub mod bce;
 pub mod conv2d;
 pub mod gemm;
 pub mod geometry;
@@ -27,7 +35,9 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{DType, Device, Tensor};
 
+pub use adam::FusedAdam;
 pub use backend::{Conv2dSpec, ConvBackend, ConvBackward, ConvTranspose2dSpec};
+pub use bce::{BceBackend, BceBackward};
 pub use conv2d::Activation;
 
 /// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
@@ -40,15 +50,21 @@ pub fn on_flex(device: &Device) -> bool {
     }
 }
 
-/// False when `VAEKIT_CONV=burn` asks for burn's own convolutions.
+/// False when `VAEKIT_KERNELS=burn` asks for burn's own operations.
 fn kernels_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("VAEKIT_CONV").map_or(true, |v| v != "burn"))
+    *ENABLED.get_or_init(|| std::env::var("VAEKIT_KERNELS").map_or(true, |v| v != "burn"))
+}
+
+/// Whether this module's CPU kernels take an f32 tensor on `device`: on Flex, unless
+/// `VAEKIT_KERNELS=burn`.
+pub fn kernels_apply(dtype: DType, device: &Device) -> bool {
+    kernels_enabled() && dtype == DType::F32 && on_flex(device)
 }
 
 fn use_kernels(x: &Tensor<4>, groups: usize, act: Activation) -> bool {
     let act_ok = !matches!(act, Activation::LeakyRelu { slope } if !(slope >= 0.0));
-    kernels_enabled() && groups == 1 && act_ok && x.dtype() == DType::F32 && on_flex(&x.device())
+    groups == 1 && act_ok && kernels_apply(x.dtype(), &x.device())
 }
 
 /// The activation with burn's operations (the path for other devices).
@@ -135,6 +151,16 @@ pub fn conv_transpose2d_with(
         weight.into_dispatch(),
         bias.into_dispatch(),
         spec,
+    ))
+}
+
+/// Binary cross-entropy with logits summed per row, `softplus(l) - x l` over the columns:
+/// `logits`, `x` `[rows, cols]` -> `[rows]`. The CPU kernel of [`bce`]; callers check
+/// [`kernels_apply`] first and use burn's operations where it is false.
+pub fn bce_with_logits(logits: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as BceBackend>::vaekit_bce_with_logits(
+        logits.into_dispatch(),
+        x.into_dispatch(),
     ))
 }
 
