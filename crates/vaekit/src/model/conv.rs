@@ -3,7 +3,6 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ImageShape;
@@ -146,7 +145,10 @@ impl ConvVae {
             h = crate::ops::conv2d(conv, h, leaky); // [batch, c_i, h / 2^i, w / 2^i]
         }
         let h = super::with_condition(h.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
-        DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
+        DiagonalGaussian::new(
+            crate::ops::linear(&self.enc_mean, h.clone(), Activation::Identity),
+            crate::ops::linear(&self.enc_logvar, h, Activation::Identity),
+        )
     }
 
     /// Parameters of p(x|z): logits or means, then any log-scales.
@@ -156,7 +158,9 @@ impl ConvVae {
     pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
         let [c, h, w] = self.bottleneck;
-        let mut x = relu(self.dec_dense.forward(super::with_condition(z, y))).reshape([b, c, h, w]); // [batch, 32, 7, 7]
+        let zy = super::with_condition(z, y);
+        let x = crate::ops::linear(&self.dec_dense, zy, Activation::Relu);
+        let mut x = x.reshape([b, c, h, w]); // [batch, 32, 7, 7]
         let last = self.dec_convs.len() - 1;
         for (i, conv) in self.dec_convs.iter().enumerate() {
             let act = if i < last {

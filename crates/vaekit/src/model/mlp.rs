@@ -2,7 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::relu;
+
+use crate::ops::{self, Activation};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ImageShape;
@@ -103,9 +104,12 @@ impl MlpVae {
     pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
         let mut h = super::with_condition(x.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
         for l in &self.enc_hidden {
-            h = relu(l.forward(h)); // [batch, 400]
+            h = ops::linear(l, h, Activation::Relu); // [batch, 400]
         }
-        DiagonalGaussian::new(self.enc_mean.forward(h.clone()), self.enc_logvar.forward(h))
+        DiagonalGaussian::new(
+            ops::linear(&self.enc_mean, h.clone(), Activation::Identity),
+            ops::linear(&self.enc_logvar, h, Activation::Identity),
+        )
     }
 
     /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
@@ -124,10 +128,11 @@ impl MlpVae {
         let b = z.dims()[0];
         let mut h = super::with_condition(z, y);
         for l in &self.dec_hidden {
-            h = relu(l.forward(h)); // [batch, 400]
+            h = ops::linear(l, h, Activation::Relu); // [batch, 400]
         }
         let [c, hh, w] = self.image;
-        let out = self.dec_out.forward(h).reshape([b, c * self.params, hh, w]);
+        let out = ops::linear(&self.dec_out, h, Activation::Identity);
+        let out = out.reshape([b, c * self.params, hh, w]);
         match &self.global_scale {
             Some(g) => g.append_to(out),
             None => out,

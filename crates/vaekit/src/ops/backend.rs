@@ -1,6 +1,6 @@
-//! The two convolutions as a burn backend extension: implemented on Flex (CPU) by the kernels
-//! of [`super::conv2d`], and on `Autodiff<Flex>` with a hand-written backward pass that calls
-//! the same kernels. Other backends (wgpu, cuda) never reach this trait: [`super::conv2d`]'s
+//! The models' layers (convolution, transposed convolution, dense) as a burn backend extension:
+//! implemented on Flex (CPU) by the kernels of [`super::conv2d`] and [`super::linear`], and on
+//! `Autodiff<Flex>` with a hand-written backward pass that calls the same kernels. Other backends (wgpu, cuda) never reach this trait: [`super::conv2d`]'s
 //! callers route them to burn's own convolutions.
 
 use burn::backend::autodiff::{
@@ -15,6 +15,7 @@ use burn::tensor::TensorData;
 
 use super::conv2d::{self, Activation, ConvGrads};
 use super::geometry::ConvGeometry;
+use super::linear;
 
 /// Steps and padding of a convolution (`x [n, c_in, h, w]`, `weight [c_out, c_in, kh, kw]`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -99,9 +100,9 @@ impl ConvTranspose2dSpec {
     }
 }
 
-/// The two convolutions as backend operations (bias required, one group, f32).
+/// The layers as backend operations (bias required, one group, f32).
 #[backend_extension(Flex, Autodiff)]
-pub trait ConvBackend: Backend {
+pub trait LayerBackend: Backend {
     /// `y [n, c_out, oh, ow]` from `x [n, c_in, h, w]`, `weight [c_out, c_in, kh, kw]`,
     /// `bias [c_out]`.
     fn vaekit_conv2d(
@@ -119,12 +120,20 @@ pub trait ConvBackend: Backend {
         bias: FloatTensor<Self>,
         spec: ConvTranspose2dSpec,
     ) -> FloatTensor<Self>;
+
+    /// `y [m, n] = act(x weight + bias)` from `x [m, k]`, `weight [k, n]`, `bias [n]`.
+    fn vaekit_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self>;
 }
 
-/// The gradients of [`ConvBackend`]'s operations on a concrete backend: `(dx if need_x, dweight,
+/// The gradients of [`LayerBackend`]'s operations on a concrete backend: `(dx if need_x, dweight,
 /// dbias)` from `x`, `weight`, `grad = dL/dy` and the forward output `y` (needed when the spec
 /// has an activation).
-pub trait ConvBackward: Backend {
+pub trait LayerBackward: Backend {
     fn vaekit_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -140,6 +149,15 @@ pub trait ConvBackward: Backend {
         grad: FloatTensor<Self>,
         y: Option<FloatTensor<Self>>,
         spec: ConvTranspose2dSpec,
+        need_x: bool,
+    ) -> Grads<Self>;
+
+    fn vaekit_linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        y: Option<FloatTensor<Self>>,
+        activation: Activation,
         need_x: bool,
     ) -> Grads<Self>;
 }
@@ -166,13 +184,25 @@ fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
 
-fn flex_grads(grads: ConvGrads, x: [usize; 4], weight: [usize; 4]) -> Grads<Flex> {
+fn flex_grads(grads: ConvGrads, x: &[usize], weight: &[usize]) -> Grads<Flex> {
     let bias_len = grads.bias.len();
     (
-        grads.x.map(|gx| flex(gx, &x)),
-        flex(grads.weight, &weight),
+        grads.x.map(|gx| flex(gx, x)),
+        flex(grads.weight, weight),
         flex(grads.bias, &[bias_len]),
     )
+}
+
+fn dims2(t: &FlexTensor) -> [usize; 2] {
+    let dims = t.shape().to_vec();
+    dims.try_into().expect("a 2-d tensor")
+}
+
+/// `(m, k, n)` of a dense layer's `x [m, k]` and `weight [k, n]`.
+fn linear_sizes(x: &FlexTensor, weight: &FlexTensor) -> (usize, usize, usize) {
+    let ([m, k], [kw, n]) = (dims2(x), dims2(weight));
+    assert_eq!(k, kw, "linear: input features {k} vs weight [{kw}, {n}]");
+    (m, k, n)
 }
 
 fn conv_geometry(spec: &Conv2dSpec, x: [usize; 4], w: [usize; 4]) -> ConvGeometry {
@@ -198,7 +228,7 @@ fn conv_transpose_geometry(
     spec.geometry(x, w).expect("conv_transpose2d: empty output")
 }
 
-impl ConvBackend for Flex {
+impl LayerBackend for Flex {
     fn vaekit_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
@@ -239,6 +269,18 @@ impl ConvBackend for Flex {
             spec.activation,
         );
         flex(y, &[xd[0], wd[1], g.in_size[0], g.in_size[1]])
+    }
+
+    fn vaekit_linear(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        activation: Activation,
+    ) -> FlexTensor {
+        let (m, k, n) = linear_sizes(&x, &weight);
+        let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
+        let y = linear::linear_forward(f32s(&x), f32s(&weight), f32s(&bias), m, k, n, activation);
+        flex(y, &[m, n])
     }
 }
 
@@ -284,10 +326,10 @@ fn flex_backward(
         y.as_ref().map(f32s),
         need_x,
     );
-    flex_grads(grads, xd, wd)
+    flex_grads(grads, &xd, &wd)
 }
 
-impl ConvBackward for Flex {
+impl LayerBackward for Flex {
     fn vaekit_conv2d_backward(
         x: FlexTensor,
         weight: FlexTensor,
@@ -335,6 +377,31 @@ impl ConvBackward for Flex {
             need_x,
         )
     }
+
+    fn vaekit_linear_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        y: Option<FlexTensor>,
+        activation: Activation,
+        need_x: bool,
+    ) -> Grads<Flex> {
+        let (m, k, n) = linear_sizes(&x, &weight);
+        let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+        let y = y.as_ref().map(values);
+        let grads = linear::linear_backward(
+            f32s(&x),
+            f32s(&weight),
+            f32s(&grad),
+            y.as_ref().map(f32s),
+            m,
+            k,
+            n,
+            activation,
+            need_x,
+        );
+        flex_grads(grads, &[m, k], &[k, n])
+    }
 }
 
 /// Which of the two operations a backward node belongs to.
@@ -342,12 +409,13 @@ impl ConvBackward for Flex {
 enum Spec {
     Conv(Conv2dSpec),
     ConvTranspose(ConvTranspose2dSpec),
+    Linear(Activation),
 }
 
 #[derive(Debug)]
-struct ConvNode;
+struct LayerNode;
 
-impl<B: ConvBackward> Backward<B, 3> for ConvNode {
+impl<B: LayerBackward> Backward<B, 3> for LayerNode {
     /// x, the weight, the operation, and its output when it has an activation.
     type State = (NodeId, NodeId, Spec, Option<B::FloatTensorPrimitive>);
 
@@ -368,6 +436,7 @@ impl<B: ConvBackward> Backward<B, 3> for ConvNode {
             Spec::ConvTranspose(spec) => {
                 B::vaekit_conv_transpose2d_backward(x, weight, grad, y, spec, need_x)
             }
+            Spec::Linear(act) => B::vaekit_linear_backward(x, weight, grad, y, act, need_x),
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<B>(node.id, dx);
@@ -386,20 +455,21 @@ impl Spec {
         match self {
             Spec::Conv(spec) => spec.activation,
             Spec::ConvTranspose(spec) => spec.activation,
+            Spec::Linear(act) => *act,
         }
     }
 }
 
-/// Runs `forward` on the inner backend and, when any input is tracked, records a [`ConvNode`]
+/// Runs `forward` on the inner backend and, when any input is tracked, records a [`LayerNode`]
 /// keeping x, the weight and (for an activation) the output for the backward pass.
-fn record<B: ConvBackward, C: CheckpointStrategy>(
+fn record<B: LayerBackward, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
     spec: Spec,
     forward: impl FnOnce(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    match ConvNode
+    match LayerNode
         .prepare::<C>([x.node(), weight.node(), bias.node()])
         .compute_bound()
         .stateful()
@@ -422,7 +492,7 @@ fn record<B: ConvBackward, C: CheckpointStrategy>(
     }
 }
 
-impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
+impl<B: LayerBackend + LayerBackward, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
     fn vaekit_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -442,6 +512,17 @@ impl<B: ConvBackend + ConvBackward, C: CheckpointStrategy> ConvBackend for Autod
     ) -> FloatTensor<Self> {
         record::<B, C>(x, weight, bias, Spec::ConvTranspose(spec), |x, w, b| {
             B::vaekit_conv_transpose2d(x, w, b, spec)
+        })
+    }
+
+    fn vaekit_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        record::<B, C>(x, weight, bias, Spec::Linear(activation), |x, w, b| {
+            B::vaekit_linear(x, w, b, activation)
         })
     }
 }

@@ -29,7 +29,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply(self, v: &mut [f32]) {
+    pub(crate) fn apply(self, v: &mut [f32]) {
         match self {
             Activation::Identity => {}
             Activation::Relu => v.iter_mut().for_each(|e| *e = e.max(0.0)),
@@ -40,7 +40,7 @@ impl Activation {
     }
 
     /// `out = grad * f'(pre-activation)`, the derivative read off the output `y`.
-    fn backward(self, y: &[f32], grad: &[f32], out: &mut Vec<f32>) {
+    pub(crate) fn backward(self, y: &[f32], grad: &[f32], out: &mut Vec<f32>) {
         let slope = match self {
             Activation::Identity => 1.0,
             Activation::Relu => 0.0,

@@ -14,7 +14,8 @@
 //! Flex device (with or without autodiff) for f32 layers with a bias and one group, and burn's
 //! own operations everywhere else (wgpu, cuda, other layouts).
 //!
-//! [`bce_with_logits`] (see [`bce`]) and [`FusedAdam`] (see [`adam`]) replace chains of
+//! [`linear`] does the same for dense layers (bias and activation fused, see [`linear`]'s
+//! module). [`bce_with_logits`] (see [`bce`]) and [`FusedAdam`] (see [`adam`]) replace chains of
 //! elementwise tensor operations by one pass each.
 //!
 //! Setting the environment variable `VAEKIT_KERNELS=burn` sends every call to burn's own
@@ -24,19 +25,21 @@ pub mod adam;
 mod backend;
 pub mod bce;
 pub mod conv2d;
+pub mod fastmath;
 pub mod gemm;
 pub mod geometry;
+pub mod linear;
 
 use std::sync::OnceLock;
 
 use burn::backend::{Dispatch, DispatchDevice};
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{DType, Device, Tensor};
 
 pub use adam::FusedAdam;
-pub use backend::{Conv2dSpec, ConvBackend, ConvBackward, ConvTranspose2dSpec};
+pub use backend::{Conv2dSpec, ConvTranspose2dSpec, LayerBackend, LayerBackward};
 pub use bce::{BceBackend, BceBackward};
 pub use conv2d::Activation;
 
@@ -62,13 +65,13 @@ pub fn kernels_apply(dtype: DType, device: &Device) -> bool {
     kernels_enabled() && dtype == DType::F32 && on_flex(device)
 }
 
-fn use_kernels(x: &Tensor<4>, groups: usize, act: Activation) -> bool {
+fn use_kernels<const D: usize>(x: &Tensor<D>, groups: usize, act: Activation) -> bool {
     let act_ok = !matches!(act, Activation::LeakyRelu { slope } if !(slope >= 0.0));
     groups == 1 && act_ok && kernels_apply(x.dtype(), &x.device())
 }
 
 /// The activation with burn's operations (the path for other devices).
-fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
+fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     match act {
         Activation::Identity => x,
         Activation::Relu => relu(x),
@@ -122,6 +125,22 @@ pub fn conv_transpose2d(layer: &ConvTranspose2d, x: Tensor<4>, act: Activation) 
     }
 }
 
+/// `act(layer.forward(x))`: `x [batch, d_input] -> [batch, d_output]`, the bias and the
+/// activation in the same pass on the CPU kernels.
+pub fn linear(layer: &Linear, x: Tensor<2>, act: Activation) -> Tensor<2> {
+    match &layer.bias {
+        Some(bias) if use_kernels(&x, 1, act) => {
+            Tensor::from_dispatch(<Dispatch as LayerBackend>::vaekit_linear(
+                x.into_dispatch(),
+                layer.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+                act,
+            ))
+        }
+        _ => activate(layer.forward(x), act),
+    }
+}
+
 /// The custom convolution on tensors (Flex device, f32): `x [n, c_in, h, w]`,
 /// `weight [c_out, c_in, kh, kw]`, `bias [c_out]` -> `[n, c_out, oh, ow]`.
 pub fn conv2d_with(
@@ -130,7 +149,7 @@ pub fn conv2d_with(
     bias: Tensor<1>,
     spec: Conv2dSpec,
 ) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as ConvBackend>::vaekit_conv2d(
+    Tensor::from_dispatch(<Dispatch as LayerBackend>::vaekit_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
@@ -146,7 +165,7 @@ pub fn conv_transpose2d_with(
     bias: Tensor<1>,
     spec: ConvTranspose2dSpec,
 ) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as ConvBackend>::vaekit_conv_transpose2d(
+    Tensor::from_dispatch(<Dispatch as LayerBackend>::vaekit_conv_transpose2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),

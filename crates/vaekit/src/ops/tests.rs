@@ -305,3 +305,57 @@ fn flex_devices_are_recognised() {
     assert!(on_flex(&Device::flex()));
     assert!(on_flex(&Device::flex().autodiff()));
 }
+
+/// The fused dense layer against burn's `Linear::forward` followed by burn's activation:
+/// output and the gradients of x, weight and bias, on odd sizes, one row, one feature, and
+/// products large enough to be split over threads.
+#[test]
+fn linear_equals_burns_values_and_gradients_on_random_shapes() {
+    use burn::nn::LinearConfig;
+    let dev = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut cases = vec![
+        (128, 784, 400),
+        (128, 400, 20),
+        (100, 20, 1568),
+        (1, 1, 1),
+        (1, 9, 3),
+        (7, 1, 5),
+    ];
+    while cases.len() < 14 {
+        cases.push((
+            rng.random_range(1..150),
+            rng.random_range(1..300),
+            rng.random_range(1..90),
+        ));
+    }
+    for (case, (m, k, n)) in cases.into_iter().enumerate() {
+        let act = activation(case);
+        let layer = LinearConfig::new(k, n).init(&dev);
+        let v: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(v, [m, k]), &dev);
+        let up: Vec<f32> = (0..m * n)
+            .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let upstream = Tensor::<2>::from_data(TensorData::new(up, [m, n]), &dev);
+        let run = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let x = x.clone().require_grad();
+            let y = f(x.clone());
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let gw = values(layer.weight.grad(&grads).unwrap());
+            let gb = values(layer.bias.as_ref().unwrap().grad(&grads).unwrap());
+            (values(y), values(x.grad(&grads).unwrap()), gw, gb)
+        };
+        let (y, gx, gw, gb) = run(&|x| linear(&layer, x, act));
+        let (y_ref, gx_ref, gw_ref, gb_ref) = run(&|x| match act {
+            Activation::Identity => layer.forward(x),
+            Activation::Relu => relu(layer.forward(x)),
+            Activation::LeakyRelu { slope } => leaky_relu(layer.forward(x), slope as f64),
+        });
+        let what = format!("linear {m}x{k} -> {n} {act:?}");
+        assert_close(&format!("{what} y"), &y, &y_ref);
+        assert_close(&format!("{what} dx"), &gx, &gx_ref);
+        assert_close(&format!("{what} dweight"), &gw, &gw_ref);
+        assert_close(&format!("{what} dbias"), &gb, &gb_ref);
+    }
+}

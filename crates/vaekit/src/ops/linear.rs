@@ -1,0 +1,142 @@
+//! A dense layer with its activation on CPU slices, forward and backward: one matrix product per
+//! block of rows (or of weight rows), the blocks spread over rayon's threads.
+//!
+//! burn's linear layer is a matrix product, a bias add and the activation, three tensors
+//! allocated and zero-filled (Flex zero-fills and then copies every new tensor); its backward
+//! pass adds a transpose-and-sum per operation. Here the forward pass writes the bias, adds the
+//! product and applies the activation in one buffer, and the backward pass reads the gradient
+//! through the activation once.
+//!
+//! # Shapes (row-major)
+//! `x [m, k]`, `weight [k, n]` (burn's `Linear` layout), `bias [n]`, `y [m, n]`.
+
+use rayon::prelude::*;
+
+use super::conv2d::{Activation, ConvGrads};
+use super::gemm::{Mat, matmul};
+
+/// Below this many multiply-adds a product runs on the calling thread.
+const PARALLEL_WORK: usize = 1 << 16;
+
+/// Rows per task when `rows` rows of a product with `work` multiply-adds in all are split over
+/// the threads.
+fn rows_per_task(rows: usize, work: usize) -> usize {
+    let tasks = if work < PARALLEL_WORK {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    rows.div_ceil(tasks).max(1)
+}
+
+/// `y = act(x weight + bias)`.
+pub fn linear_forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "linear: input size");
+    assert_eq!(weight.len(), k * n, "linear: weight size");
+    assert_eq!(bias.len(), n, "linear: bias size");
+    let mut y = vec![0.0f32; m * n];
+    if n == 0 {
+        return y;
+    }
+    let w = Mat::row_major(weight, k, n);
+    let rows = rows_per_task(m, m * k * n);
+    y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y_t)| {
+        let r0 = t * rows;
+        let r = y_t.len() / n;
+        for row in y_t.chunks_exact_mut(n) {
+            row.copy_from_slice(bias);
+        }
+        matmul(y_t, Mat::row_major(&x[r0 * k..(r0 + r) * k], r, k), w, true);
+        act.apply(y_t);
+    });
+    y
+}
+
+/// Backward from `grad = dL/dy`, first taken through the activation (read off the forward
+/// output `y`, which may be `None` for the identity): `dW = x^T g`, `db = sum_rows g`, and
+/// `dx = g W^T` when `need_x`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    y: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+    need_x: bool,
+) -> ConvGrads {
+    assert_eq!(grad.len(), m * n, "linear: gradient size");
+    let mut through = Vec::new();
+    let g: &[f32] = match (act, y) {
+        (Activation::Identity, _) => grad,
+        (_, Some(y)) => {
+            act.backward(y, grad, &mut through);
+            &through
+        }
+        (_, None) => panic!("the backward pass of an activated linear layer needs its output"),
+    };
+    let mut bias = vec![0.0f32; n];
+    if n > 0 {
+        for row in g.chunks_exact(n) {
+            for (b, &v) in bias.iter_mut().zip(row) {
+                *b += v;
+            }
+        }
+    }
+    // dW [k, n] = x^T [k, m] g [m, n], by blocks of dW's rows (x's columns).
+    let mut dw = vec![0.0f32; k * n];
+    if n > 0 {
+        let rows = rows_per_task(k, m * k * n);
+        dw.par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(t, dw_t)| {
+                let r0 = t * rows;
+                let r = dw_t.len() / n;
+                // Columns r0..r0 + r of x, transposed: element (i, j) is x[j * k + r0 + i].
+                let xt = Mat {
+                    data: &x[r0..],
+                    rows: r,
+                    cols: m,
+                    row_stride: 1,
+                    col_stride: k,
+                };
+                matmul(dw_t, xt, Mat::row_major(g, m, n), false);
+            });
+    }
+    // dx [m, k] = g [m, n] W^T [n, k], by blocks of rows.
+    let dx = need_x.then(|| {
+        let mut dx = vec![0.0f32; m * k];
+        if k > 0 {
+            let wt = Mat::row_major(weight, k, n).t();
+            let rows = rows_per_task(m, m * k * n);
+            dx.par_chunks_mut(rows * k)
+                .enumerate()
+                .for_each(|(t, dx_t)| {
+                    let r0 = t * rows;
+                    let r = dx_t.len() / k;
+                    matmul(
+                        dx_t,
+                        Mat::row_major(&g[r0 * n..(r0 + r) * n], r, n),
+                        wt,
+                        false,
+                    );
+                });
+        }
+        dx
+    });
+    ConvGrads {
+        x: dx,
+        weight: dw,
+        bias,
+    }
+}
