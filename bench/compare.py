@@ -11,7 +11,8 @@ training throughput (median over epochs), peak RSS, and the ratios vaekit / PyTo
 
 --bench times training steps, sampling and the IS estimate with repetitions instead of whole
 epochs (see `vaekit bench --help`), conv (batch 100) and mlp (batch 128), one process per model
-and framework, and prints medians and ratios (vaekit / PyTorch; above 1 means vaekit is faster).
+and framework, alternating the two for --rounds rounds (default 3), and prints medians and
+ratios (vaekit / PyTorch; above 1 means vaekit is faster) with the per-round range.
 """
 import argparse
 import json
@@ -70,6 +71,8 @@ def main():
     ap.add_argument("--bench", action="store_true", help="time steps, sampling and IS instead of epochs")
     ap.add_argument("--steps", type=int, default=50, help="--bench: timed steps per repetition")
     ap.add_argument("--reps", type=int, default=5, help="--bench: repetitions")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="--bench: alternating vaekit/PyTorch rounds per model (ratios: median over rounds)")
     args = ap.parse_args()
 
     if not args.skip_build:
@@ -99,26 +102,36 @@ def main():
 
 
 def bench(binary, args):
-    """`vaekit bench` and `pytorch_vae.py --bench`, one process each, conv then mlp."""
+    """`vaekit bench` and `pytorch_vae.py --bench`, one process each, alternating for
+    `--rounds` rounds per model (the machine's load drifts; alternating spreads the drift over
+    both), conv then mlp. Prints the median over rounds of each side's median, and the median
+    and range of the per-round ratios."""
     common = ["--steps", str(args.steps), "--reps", str(args.reps)]
     keys = [("train_img_per_s", "training img/s"), ("sample_img_per_s", "sampling img/s"),
             ("iw_samples_per_s", "IS samples/s")]
     print(f"data: {args.data} | vaekit: burn Flex (CPU), release build | PyTorch {args.threads} threads | "
-          f"medians of {args.reps} repetitions ({args.steps} training steps each)")
-    print(f"{'model':6} {'measure':16} | {'vaekit':>9} {'pytorch':>9} {'ratio':>6}")
+          f"{args.rounds} alternating rounds of {args.reps} repetitions ({args.steps} training steps each)")
+    print(f"{'model':6} {'measure':16} | {'vaekit':>9} {'pytorch':>9} {'ratio':>6} {'(per-round range)':>18}")
     for model, batch in [("conv", 100), ("mlp", 128)]:
-        out = subprocess.run([binary, "bench", "--model", model, "--data-dir", args.data, "--json"] + common,
-                             capture_output=True, text=True, check=True).stdout
-        v = json.loads(out.strip().splitlines()[-1])
-        out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--bench", "--model", model,
-                              "--batch-size", str(batch), "--data", args.data, "--threads", str(args.threads)] + common,
-                             capture_output=True, text=True, check=True).stdout
-        t = json.loads(out.strip().splitlines()[-1])
+        rounds = []
+        for _ in range(args.rounds):
+            out = subprocess.run([binary, "bench", "--model", model, "--data-dir", args.data, "--json"] + common,
+                                 capture_output=True, text=True, check=True).stdout
+            v = json.loads(out.strip().splitlines()[-1])
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--bench",
+                                  "--model", model, "--batch-size", str(batch), "--data", args.data,
+                                  "--threads", str(args.threads)] + common,
+                                 capture_output=True, text=True, check=True).stdout
+            rounds.append((v, json.loads(out.strip().splitlines()[-1])))
         for key, label in keys:
-            a, b = v[key]["median"], t[key]["median"]
-            print(f"{model:6} {label:16} | {a:>9.0f} {b:>9.0f} {a / b:>5.2f}x")
-        print(f"{model:6} {'peak RSS MiB':16} | {v['peak_rss_mib']:>9.0f} {t['peak_rss_mib']:>9.0f} "
-              f"{v['peak_rss_mib'] / t['peak_rss_mib']:>5.2f}x")
+            a = statistics.median(v[key]["median"] for v, _ in rounds)
+            b = statistics.median(t[key]["median"] for _, t in rounds)
+            ratios = [v[key]["median"] / t[key]["median"] for v, t in rounds]
+            print(f"{model:6} {label:16} | {a:>9.0f} {b:>9.0f} {statistics.median(ratios):>5.2f}x "
+                  f"{min(ratios):>8.2f}-{max(ratios):.2f}x")
+        a = max(v["peak_rss_mib"] for v, _ in rounds)
+        b = max(t["peak_rss_mib"] for _, t in rounds)
+        print(f"{model:6} {'peak RSS MiB':16} | {a:>9.0f} {b:>9.0f} {a / b:>5.2f}x")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRa
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath::simd_dispatch;
 use super::kernels_apply;
 
 /// The scalars of one Adam step.
@@ -57,13 +58,19 @@ pub fn adam_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .zip(grad.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| {
-            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                *m = *m * b1 + g * c1;
-                *v = *v * b2 + (g * g) * c2;
-                *p -= (*m * factor) / (v.sqrt() + eps) * lr;
-            }
-        });
+        .for_each(|(((p, m), v), g)| update_chunk(p, g, m, v, [b1, c1, b2, c2, factor, eps, lr]));
+}
+
+simd_dispatch! {
+    /// [`adam_update`] on one chunk; `k` is `[b1, 1 - b1, b2, 1 - b2, factor, eps', lr]`.
+    fn update_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 7]) -> () {
+        let [b1, c1, b2, c2, factor, eps, lr] = k;
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            *m = *m * b1 + g * c1;
+            *v = *v * b2 + (g * g) * c2;
+            *p -= (*m * factor) / (v.sqrt() + eps) * lr;
+        }
+    }
 }
 
 /// The Adam step as a backend operation (Flex only; other backends never call it).

@@ -42,18 +42,19 @@ pub fn linear_forward(
     assert_eq!(x.len(), m * k, "linear: input size");
     assert_eq!(weight.len(), k * n, "linear: weight size");
     assert_eq!(bias.len(), n, "linear: bias size");
-    let mut y = vec![0.0f32; m * n];
     if n == 0 {
-        return y;
+        return Vec::new();
+    }
+    // Every row starts as the bias; the product is added to it.
+    let mut y = Vec::with_capacity(m * n);
+    for _ in 0..m {
+        y.extend_from_slice(bias);
     }
     let w = Mat::row_major(weight, k, n);
     let rows = rows_per_task(m, m * k * n);
     y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y_t)| {
         let r0 = t * rows;
         let r = y_t.len() / n;
-        for row in y_t.chunks_exact_mut(n) {
-            row.copy_from_slice(bias);
-        }
         matmul(y_t, Mat::row_major(&x[r0 * k..(r0 + r) * k], r, k), w, true);
         act.apply(y_t);
     });
