@@ -32,14 +32,14 @@ pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihoo
     let per_pixel = match likelihood {
         Likelihood::Bernoulli => softplus(params.clone()) - x * params,
         Likelihood::Gaussian { std } => {
-            let d = (x - sigmoid(params)).div_scalar(std);
+            let d = (x - ops::sigmoid(params)).div_scalar(std);
             (d.clone() * d)
                 .mul_scalar(0.5)
                 .add_scalar(std.ln() + 0.5 * (2.0 * PI).ln())
         }
         Likelihood::GaussianLearned | Likelihood::GaussianGlobal => {
             let log_s = params.clone().narrow(1, c, c).clamp(LOG_SCALE_MIN, 2.0);
-            let d = (x - sigmoid(params.narrow(1, 0, c))) * log_s.clone().neg().exp();
+            let d = (x - ops::sigmoid(params.narrow(1, 0, c))) * log_s.clone().neg().exp();
             (d.clone() * d).mul_scalar(0.5) + log_s.add_scalar(0.5 * (2.0 * PI).ln())
         }
         Likelihood::Logistic => {
@@ -118,7 +118,7 @@ pub fn mean_image(params: Tensor<4>, channels: usize, logistic: bool) -> Tensor<
     if logistic {
         m.add_scalar(1.0).mul_scalar(0.5).clamp(0.0, 1.0)
     } else {
-        sigmoid(m)
+        ops::sigmoid(m)
     }
 }
 

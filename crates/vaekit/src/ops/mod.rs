@@ -15,7 +15,7 @@
 //! own operations everywhere else (wgpu, cuda, other layouts).
 //!
 //! [`linear`] does the same for dense layers (bias and activation fused, see [`linear`]'s
-//! module). [`bce_with_logits`] (see [`bce`]) and [`FusedAdam`] (see [`adam`]) replace chains of
+//! module). [`bce_with_logits`] (see [`bce`]), [`sigmoid()`] (see [`sigmoid`](mod@sigmoid)) and [`FusedAdam`] (see [`adam`]) replace chains of
 //! elementwise tensor operations by one pass each.
 //!
 //! Setting the environment variable `VAEKIT_KERNELS=burn` sends every call to burn's own
@@ -29,6 +29,7 @@ pub mod fastmath;
 pub mod gemm;
 pub mod geometry;
 pub mod linear;
+pub mod sigmoid;
 
 use std::sync::OnceLock;
 
@@ -42,6 +43,7 @@ pub use adam::FusedAdam;
 pub use backend::{Conv2dSpec, ConvTranspose2dSpec, LayerBackend, LayerBackward};
 pub use bce::{BceBackend, BceBackward};
 pub use conv2d::Activation;
+pub use sigmoid::{SigmoidBackend, SigmoidBackward};
 
 /// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
 pub fn on_flex(device: &Device) -> bool {
@@ -181,6 +183,18 @@ pub fn bce_with_logits(logits: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
         logits.into_dispatch(),
         x.into_dispatch(),
     ))
+}
+
+/// The logistic sigmoid of every element: the vectorised CPU kernel of the [`sigmoid`](mod@sigmoid)
+/// module where [`kernels_apply`], burn's `sigmoid` elsewhere.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if kernels_apply(x.dtype(), &x.device()) {
+        Tensor::from_dispatch(<Dispatch as SigmoidBackend>::vaekit_sigmoid(
+            x.into_dispatch(),
+        ))
+    } else {
+        burn::tensor::activation::sigmoid(x)
+    }
 }
 
 #[cfg(test)]
