@@ -24,13 +24,12 @@ use crate::ops;
 /// height, width]` -> `[batch]`
 pub fn reconstruction_nll(params: Tensor<4>, x: Tensor<4>, likelihood: Likelihood) -> Tensor<1> {
     let c = x.dims()[1];
-    let b = params.dims()[0] as i32;
-    if likelihood == Likelihood::Bernoulli && ops::kernels_apply(params.dtype(), &params.device()) {
-        // The same sum in one pass forward and one backward (CPU).
-        return ops::bce_with_logits(params.reshape([b, -1]), x.reshape([b, -1]));
-    }
     let per_pixel = match likelihood {
-        Likelihood::Bernoulli => softplus(params.clone()) - x * params,
+        Likelihood::Bernoulli => {
+            // softplus(l) - x l summed per image (one pass each way on the CPU).
+            let b = params.dims()[0] as i32;
+            return ops::bce_with_logits(params.reshape([b, -1]), x.reshape([b, -1]));
+        }
         Likelihood::Gaussian { std } => {
             let d = (x - ops::sigmoid(params)).div_scalar(std);
             (d.clone() * d)

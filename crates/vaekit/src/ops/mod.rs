@@ -176,13 +176,19 @@ pub fn conv_transpose2d_with(
 }
 
 /// Binary cross-entropy with logits summed per row, `softplus(l) - x l` over the columns:
-/// `logits`, `x` `[rows, cols]` -> `[rows]`. The CPU kernel of [`bce`]; callers check
-/// [`kernels_apply`] first and use burn's operations where it is false.
+/// `logits`, `x` `[rows, cols]` -> `[rows]`. The CPU kernel of the [`bce`] module where
+/// [`kernels_apply`], burn's operations (with [`crate::loss::softplus`]) elsewhere.
 pub fn bce_with_logits(logits: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
-    Tensor::from_dispatch(<Dispatch as BceBackend>::vaekit_bce_with_logits(
-        logits.into_dispatch(),
-        x.into_dispatch(),
-    ))
+    if kernels_apply(logits.dtype(), &logits.device()) {
+        Tensor::from_dispatch(<Dispatch as BceBackend>::vaekit_bce_with_logits(
+            logits.into_dispatch(),
+            x.into_dispatch(),
+        ))
+    } else {
+        (crate::loss::softplus(logits.clone()) - x * logits)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+    }
 }
 
 /// The logistic sigmoid of every element: the vectorised CPU kernel of the [`sigmoid`](mod@sigmoid)
