@@ -244,7 +244,7 @@ impl ModelConfig {
                     return bad("leaky_slope must be finite".into());
                 }
                 let f = 1usize << channels.len();
-                if self.image.height % f != 0 || self.image.width % f != 0 {
+                if !self.image.height.is_multiple_of(f) || !self.image.width.is_multiple_of(f) {
                     return bad(format!(
                         "a conv model with {} stride-2 layers needs image sides divisible by {f}, got {}x{}",
                         channels.len(),

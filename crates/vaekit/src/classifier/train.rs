@@ -214,7 +214,7 @@ mod tests {
             epochs[2].train_loss < 0.7 * epochs[0].train_loss,
             "{epochs:?}"
         );
-        assert_eq!(cdir.root().join("metrics.jsonl").exists(), true);
+        assert!(cdir.root().join("metrics.jsonl").exists());
         let (loaded, _) = ClassifierDir::open(cdir.root())
             .unwrap()
             .load(&dev)

@@ -204,6 +204,7 @@ pub fn conv2d_forward(
 /// Convolution backward from `grad = dL/dy`, first taken through the activation (`grad * act'`
 /// read off the forward output `y`, which may be `None` for the identity): `dW = sum_n grad[n] im2col(x[n])^T`,
 /// `db = sum_{n, positions} grad`, `dx[n] = col2im(W^T grad[n])` (when `need_x`).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     g: &ConvGeometry,
     batch: usize,
@@ -309,6 +310,7 @@ pub fn conv_transpose2d_forward(
 /// Transposed convolution backward from `grad = dL/dy`, through the activation as in
 /// [`conv2d_backward`]: `dW = sum_n x[n] im2col(grad[n])^T`,
 /// `db = sum_{n, pixels} grad`, `dx[n] = W im2col(grad[n])` (when `need_x`).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_backward(
     g: &ConvGeometry,
     batch: usize,

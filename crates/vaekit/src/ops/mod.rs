@@ -68,7 +68,8 @@ pub fn kernels_apply(dtype: DType, device: &Device) -> bool {
 }
 
 fn use_kernels<const D: usize>(x: &Tensor<D>, groups: usize, act: Activation) -> bool {
-    let act_ok = !matches!(act, Activation::LeakyRelu { slope } if !(slope >= 0.0));
+    // A negative or NaN slope would break reading the derivative off the output's sign.
+    let act_ok = !matches!(act, Activation::LeakyRelu { slope } if slope.is_nan() || slope < 0.0);
     groups == 1 && act_ok && kernels_apply(x.dtype(), &x.device())
 }
 
