@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-
-use crate::ops::FusedAdam;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::{
@@ -21,6 +19,7 @@ use crate::image::{Grid, stack_rows};
 use crate::inspect::{reconstruct, sample};
 use crate::model::Vae;
 use crate::objective::training_terms;
+use crate::ops::FusedAdam;
 use crate::rng::{Stream, normals, stream_rng};
 use crate::run::{EpochMetrics, Meta, RunDir};
 

@@ -2,12 +2,11 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-
-use crate::ops::{self, Activation};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
+use crate::ops::{self, Activation};
 
 /// MLP encoder and decoder with ReLU hidden layers.
 #[derive(Module, Debug)]

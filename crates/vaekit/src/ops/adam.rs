@@ -154,10 +154,7 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let amsgrad = state
-            .as_ref()
-            .is_some_and(|s| s.momentum.max_moment_2.is_some());
-        if amsgrad || !kernels_apply(tensor.dtype(), &tensor.device()) {
+        if !kernels_apply(tensor.dtype(), &tensor.device()) {
             return self.fallback.step(lr, tensor, grad, state);
         }
         let (m, v, time) = match state {

@@ -1,7 +1,8 @@
 //! The models' layers (convolution, transposed convolution, dense) as a burn backend extension:
 //! implemented on Flex (CPU) by the kernels of [`super::conv2d`] and [`super::linear`], and on
-//! `Autodiff<Flex>` with a hand-written backward pass that calls the same kernels. Other backends (wgpu, cuda) never reach this trait: [`super::conv2d`]'s
-//! callers route them to burn's own convolutions.
+//! `Autodiff<Flex>` with a hand-written backward pass that calls the same kernels. Other
+//! backends (wgpu, cuda) never reach this trait: the callers in [`super`] route them to burn's
+//! own operations. The small Flex helpers at the top are shared with the other ops.
 
 use burn::backend::autodiff::{
     Autodiff, NodeId,
@@ -171,16 +172,18 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
 }
 
 /// The tensor's values in row-major order (a copy only if it is a strided view).
-fn values(t: &FlexTensor) -> FlexTensor {
+pub(super) fn values(t: &FlexTensor) -> FlexTensor {
     t.to_contiguous()
 }
 
-fn f32s(t: &FlexTensor) -> &[f32] {
+/// A contiguous f32 tensor's values (see [`values`]).
+pub(super) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("vaekit conv kernels take contiguous f32 tensors")
 }
 
-fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+/// A Flex tensor owning `data`, of shape `shape`.
+pub(super) fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
 
@@ -193,7 +196,7 @@ fn flex_grads(grads: ConvGrads, x: &[usize], weight: &[usize]) -> Grads<Flex> {
     )
 }
 
-fn dims2(t: &FlexTensor) -> [usize; 2] {
+pub(super) fn dims2(t: &FlexTensor) -> [usize; 2] {
     let dims = t.shape().to_vec();
     dims.try_into().expect("a 2-d tensor")
 }

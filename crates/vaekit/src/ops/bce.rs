@@ -12,10 +12,10 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Backend, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
-use burn::tensor::TensorData;
+use burn::backend::{Backend, Flex, backend_extension, tensor::FloatTensor};
 use rayon::prelude::*;
 
+use super::backend::{dims2, f32s, flex, values};
 use super::fastmath::{self, simd_dispatch};
 
 /// Lanes of the per-row sum: independent accumulators, so the loop vectorises.
@@ -121,28 +121,15 @@ pub trait BceBackward: Backend {
     ) -> (Option<FloatTensor<Self>>, Option<FloatTensor<Self>>);
 }
 
-fn rows_cols(t: &FlexTensor) -> [usize; 2] {
-    let dims = t.shape().to_vec();
-    dims.try_into().expect("bce: a 2-d tensor")
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("bce: a contiguous f32 tensor")
-}
-
-fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
-}
-
 impl BceBackend for Flex {
     fn vaekit_bce_with_logits(logits: FlexTensor, x: FlexTensor) -> FlexTensor {
-        let [rows, cols] = rows_cols(&logits);
+        let [rows, cols] = dims2(&logits);
         assert_eq!(
-            rows_cols(&x),
+            dims2(&x),
             [rows, cols],
             "bce: logits and targets differ in shape"
         );
-        let (logits, x) = (logits.to_contiguous(), x.to_contiguous());
+        let (logits, x) = (values(&logits), values(&x));
         flex(bce_forward(f32s(&logits), f32s(&x), cols), &[rows])
     }
 }
@@ -155,12 +142,8 @@ impl BceBackward for Flex {
         need_logits: bool,
         need_x: bool,
     ) -> (Option<FlexTensor>, Option<FlexTensor>) {
-        let [rows, cols] = rows_cols(&logits);
-        let (logits, x, grad) = (
-            logits.to_contiguous(),
-            x.to_contiguous(),
-            grad.to_contiguous(),
-        );
+        let [rows, cols] = dims2(&logits);
+        let (logits, x, grad) = (values(&logits), values(&x), values(&grad));
         let (dl, dx) = bce_backward(
             f32s(&logits),
             f32s(&x),

@@ -1,5 +1,5 @@
-//! Custom backend operations for the CPU: the models' convolution and transposed convolution,
-//! the Bernoulli likelihood's cross-entropy, and Adam's update.
+//! Custom backend operations for the CPU: the models' convolutions and dense layers, the
+//! Bernoulli likelihood's cross-entropy, the sigmoid, and Adam's update.
 //!
 //! burn's Flex backend runs a direct convolution and a direct transposed convolution, and
 //! computes their gradients with further direct convolutions; on the VAE's small layers these
@@ -15,8 +15,9 @@
 //! own operations everywhere else (wgpu, cuda, other layouts).
 //!
 //! [`linear`] does the same for dense layers (bias and activation fused, see [`linear`]'s
-//! module). [`bce_with_logits`] (see [`bce`]), [`sigmoid()`] (see [`sigmoid`](mod@sigmoid)) and [`FusedAdam`] (see [`adam`]) replace chains of
-//! elementwise tensor operations by one pass each.
+//! module). [`bce_with_logits`] (see [`bce`]), [`sigmoid()`] (see [`sigmoid`](mod@sigmoid)) and
+//! [`FusedAdam`] (see [`adam`]) replace chains of elementwise tensor operations by one pass
+//! each.
 //!
 //! Setting the environment variable `VAEKIT_KERNELS=burn` sends every call to burn's own
 //! operations, to compare the two.

@@ -12,9 +12,9 @@ use burn::backend::autodiff::{
 };
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Backend, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
-use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+use super::backend::{f32s, flex, values};
 use super::fastmath::{self, simd_dispatch};
 
 /// Elements per task.
@@ -69,26 +69,17 @@ pub trait SigmoidBackward: Backend {
     fn vaekit_sigmoid_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("sigmoid: a contiguous f32 tensor")
-}
-
-fn flex(data: Vec<f32>, like: &FlexTensor) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, like.shape().to_vec()))
-}
-
 impl SigmoidBackend for Flex {
     fn vaekit_sigmoid(x: FlexTensor) -> FlexTensor {
-        let x = x.to_contiguous();
-        flex(sigmoid_forward(f32s(&x)), &x)
+        let x = values(&x);
+        flex(sigmoid_forward(f32s(&x)), &x.shape().to_vec())
     }
 }
 
 impl SigmoidBackward for Flex {
     fn vaekit_sigmoid_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (y, grad) = (y.to_contiguous(), grad.to_contiguous());
-        flex(sigmoid_backward(f32s(&y), f32s(&grad)), &y)
+        let (y, grad) = (values(&y), values(&grad));
+        flex(sigmoid_backward(f32s(&y), f32s(&grad)), &y.shape().to_vec())
     }
 }
 
