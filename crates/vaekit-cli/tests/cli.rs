@@ -51,6 +51,11 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim().lines().last().unwrap()).unwrap()
 }
 
+/// A whole JSON file.
+fn json_file(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
 struct Fixture {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -875,8 +880,9 @@ fn eval_protocols_inspection_commands_and_fid() {
     ok(&["scatter", "--run", "z2", "--out", "sc.png"], root);
     ok(&["scatter", "--run", "z8", "--out", "sc8.png"], root);
     assert_eq!(png_size(&root.join("sc8.png")), (1000, 860));
+    // By name: loss, recon and kl with train and test, and the test neg_elbo: 4 panels, 3 a row.
     ok(&["plot", "--run", "z2", "--out", "curves.png"], root);
-    assert_eq!(png_size(&root.join("curves.png")), (1500, 480));
+    assert_eq!(png_size(&root.join("curves.png")), (1500, 60 + 2 * 420));
 
     // encode -> decode: the CSV's means decode to exactly the reconstructions.
     ok(&["encode", "--run", "z2", "--out", "codes.csv"], root);
@@ -1822,4 +1828,233 @@ fn bench_times_training_sampling_and_is_with_repetitions() {
     assert!(err.contains("--steps"), "{err}");
     let err = fails(&["bench", "--data-dir", "nowhere"], &f.root);
     assert!(err.contains("nowhere"), "{err}");
+}
+
+/// Run folders written by vaekit before the models were composed of parts (commit 174f5f5):
+/// `tests/fixtures/v0.1-runs/` holds two, made by `tests/fixtures/make-v0.1-runs.sh` on the bars
+/// data below, with what that version's `eval --json` and `train --resume --epochs 2` printed.
+/// They must give the same figures now: the old tensor names are mapped to the parts' names and
+/// the old optimiser state lines up with the parameters.
+#[test]
+fn runs_of_the_first_format_sample_eval_and_resume() {
+    let f = fixture();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0.1-runs");
+    for name in ["conv-global", "mlp-hvae"] {
+        let run = f.root.join(name);
+        copy_dir(&fixtures.join(name), &run);
+        // The run's config.json names the folder its data was in when it was made.
+        let cfg_path = run.join("config.json");
+        let mut cfg = json_file(&cfg_path);
+        cfg["data"]["dir"] = serde_json::Value::from(f.data.to_str().unwrap());
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+
+        ok(
+            &["sample", "--run", name, "--n", "4", "--out", "s.png"],
+            &f.root,
+        );
+        assert_eq!(png_size(&f.root.join("s.png")), (2 * 30 + 2, 2 * 30 + 2));
+        let expected =
+            json(&std::fs::read_to_string(fixtures.join(format!("{name}.eval.json"))).unwrap());
+        let got = json(&ok(&["eval", "--run", name, "--json"], &f.root));
+        for key in ["neg_elbo", "recon", "kl"] {
+            let (g, e) = (got[key].as_f64().unwrap(), expected[key].as_f64().unwrap());
+            assert!(
+                (g - e).abs() < 1e-5 * e.abs().max(1.0),
+                "{name} {key}: {g} vs {e}"
+            );
+        }
+        ok(&["train", "--resume", name, "--epochs", "2"], &f.root);
+        let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let epoch2 = json(&lines);
+        let expected =
+            json(&std::fs::read_to_string(fixtures.join(format!("{name}.resumed.jsonl"))).unwrap());
+        assert_eq!(epoch2["epoch"], 2);
+        for key in ["train_loss", "test_neg_elbo"] {
+            let (g, e) = (
+                epoch2[key].as_f64().unwrap(),
+                expected[key].as_f64().unwrap(),
+            );
+            assert!(
+                (g - e).abs() < 1e-5 * e.abs(),
+                "{name} resumed {key}: {g} vs {e}"
+            );
+        }
+        // The new checkpoint is in the parts' format and loads again.
+        ok(
+            &["sample", "--run", name, "--n", "4", "--out", "s2.png"],
+            &f.root,
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A VAE-GAN trains, resumes and works with every command a VAE does; its metrics are named
+/// and plotted by name.
+#[test]
+fn a_vaegan_trains_resumes_and_every_command_takes_it() {
+    let f = fixture();
+    let root = &f.root;
+    train_small(&f, "gan", &["--model", "vaegan", "--latent", "4"]);
+    let cfg = json_file(&root.join("gan/config.json"));
+    assert_eq!(cfg["method"]["kind"], "vaegan");
+    assert_eq!(cfg["optim"]["beta1"].as_f64(), Some(0.5));
+    let m = json(&std::fs::read_to_string(root.join("gan/metrics.jsonl")).unwrap());
+    assert_eq!(m["objective"], "vaegan");
+    for k in [
+        "train_feature",
+        "train_gan",
+        "train_disc",
+        "train_dec_update",
+        "test_neg_elbo",
+    ] {
+        assert!(m[k].as_f64().is_some(), "no {k}: {m}");
+    }
+    ok(&["train", "--resume", "gan", "--epochs", "2"], root);
+    assert_eq!(
+        std::fs::read_to_string(root.join("gan/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    ok(
+        &["sample", "--run", "gan", "--n", "4", "--out", "s.png"],
+        root,
+    );
+    assert_eq!(png_size(&root.join("s.png")), (62, 62));
+    ok(
+        &["reconstruct", "--run", "gan", "--n", "4", "--out", "r.png"],
+        root,
+    );
+    ok(
+        &[
+            "interpolate",
+            "--run",
+            "gan",
+            "--from",
+            "0",
+            "--to",
+            "1",
+            "--out",
+            "i.png",
+        ],
+        root,
+    );
+    let e = json(&ok(&["eval", "--run", "gan", "--json"], root));
+    assert_eq!(e["method"], "vaegan");
+    assert_eq!(e["pixel_likelihood"]["kind"], "bernoulli");
+    assert!(e["neg_elbo"].as_f64().unwrap() > 0.0);
+    let text = ok(&["eval", "--run", "gan"], root);
+    assert!(
+        text.contains("VAE-GAN") && text.contains("bernoulli"),
+        "{text}"
+    );
+    ok(
+        &[
+            "classifier",
+            "train",
+            "--data-dir",
+            f.data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--out",
+            "cls",
+        ],
+        root,
+    );
+    let g = json(&ok(
+        &[
+            "eval",
+            "--run",
+            "gan",
+            "--fid",
+            "--classifier",
+            "cls",
+            "--fid-samples",
+            "100",
+            "--json",
+        ],
+        root,
+    ));
+    assert!(g["fid"].as_f64().unwrap().is_finite(), "{g}");
+    let (s, r) = (
+        g["sample_sharpness"].as_f64().unwrap(),
+        g["real_sharpness"].as_f64().unwrap(),
+    );
+    assert!(s >= 0.0 && r > 0.0, "{g}");
+    // Curves of every metric by name, or of chosen ones.
+    ok(&["plot", "--run", "gan", "--out", "c.png"], root);
+    assert_eq!(png_size(&root.join("c.png")).0, 1500);
+    ok(
+        &[
+            "plot",
+            "--run",
+            "gan",
+            "--metrics",
+            "gan,kl",
+            "--out",
+            "c2.png",
+        ],
+        root,
+    );
+    assert_eq!(png_size(&root.join("c2.png")).0, 1000);
+    let err = fails(
+        &[
+            "plot",
+            "--run",
+            "gan",
+            "--metrics",
+            "nope",
+            "--out",
+            "c3.png",
+        ],
+        root,
+    );
+    assert!(err.contains("train_feature"), "{err}");
+    // Flags of one method are refused for a config of another.
+    let err = fails(&["train", "--resume", "gan", "--gamma", "2"], root);
+    assert!(err.contains("only --epochs"), "{err}");
+}
+
+#[test]
+fn data_bars_writes_a_dataset_that_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    ok(
+        &[
+            "data", "bars", "--dir", "b", "--train", "60", "--test", "20",
+        ],
+        root,
+    );
+    for f in ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        assert!(root.join("b").join(f).is_file(), "missing {f}");
+    }
+    ok(
+        &[
+            "train",
+            "--data-dir",
+            "b",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "30",
+            "--out",
+            "r",
+        ],
+        root,
+    );
+    let err = fails(&["data", "bars", "--dir", "c", "--train", "0"], root);
+    assert!(err.contains("--train"), "{err}");
 }

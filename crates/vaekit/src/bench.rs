@@ -2,13 +2,12 @@
 //! importance-sampled log-likelihood, each timed over several repetitions after a warm-up
 //! (medians reported, as machines are noisy), and the process's peak memory.
 //!
-//! Training steps are exactly those of [`crate::train::train`] ([`train_step`]); sampling and
+//! Training steps are exactly those of [`crate::train::train`] ([`VaeMethod`]'s step); sampling and
 //! the IS estimate are [`sample_batch`] and [`evaluate_nll`]. `bench/pytorch_vae.py --bench`
 //! times the same three things in PyTorch, and `bench/compare.py --bench` prints the ratios.
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +15,8 @@ use crate::config::TrainConfig;
 use crate::data::{Dataset, epoch_order};
 use crate::eval::evaluate_nll;
 use crate::inspect::sample_batch;
-use crate::model::Vae;
-use crate::train::{adam, train_step};
+use crate::method::{Batch, Method, VaeMethod};
+use crate::train::steps_per_epoch;
 
 /// How much to time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,29 +101,29 @@ pub fn bench_model(
     device: &Device,
 ) -> BenchReport {
     let ad = device.clone().autodiff();
-    let mut optim = adam(&cfg.optim);
+    let mut method = VaeMethod::new(cfg, &ad);
     let n = train.len();
     let batch = cfg.batch_size.min(n).max(1);
+    let spe = steps_per_epoch(n, batch);
     let order = epoch_order(cfg.seed, 1, n);
     let mut step = 0usize;
     // Consecutive batches of one shuffled order, wrapping around.
-    let mut run_steps = |mut model: Vae, count: usize| -> Vae {
+    let mut run_steps = |method: &mut VaeMethod, count: usize| {
         for _ in 0..count {
             let start = (step * batch) % (n - batch + 1);
             let idx = &order[start..start + batch];
-            model = train_step(model, &mut optim, cfg, train, idx, step, cfg.beta, &ad).0;
+            method.step(&Batch::new(cfg, train, idx, step, spe, &ad));
             step += 1;
         }
-        model
     };
-    let mut model = run_steps(Vae::init(&cfg.model, cfg.seed, &ad), b.warmup);
+    run_steps(&mut method, b.warmup);
     let mut train_rates = Vec::new();
     for _ in 0..b.reps {
         let t0 = Instant::now();
-        model = run_steps(model, b.steps);
+        run_steps(&mut method, b.steps);
         train_rates.push((b.steps * batch) as f64 / t0.elapsed().as_secs_f64());
     }
-    let model = model.valid();
+    let model = method.model();
 
     let chunk = 500.min(b.sample_images.max(1));
     let sample_rates = (0..b.reps)

@@ -1,7 +1,9 @@
 //! Saving and loading model weights (safetensors) and optimiser state (burnpack).
 //!
-//! A checkpoint is a folder `checkpoints/step-N/` written under a temporary name and renamed
-//! when complete; `meta.json` is then atomically switched to point at it, and only after that
+//! A checkpoint holds every part of a training method by name ([`Parts`]): each network as
+//! `NAME.safetensors` (the VAE that every command loads is `model`) and each optimiser's state
+//! as `NAME.bpk` (a VAE's one optimiser is `optimizer`). It is a folder `checkpoints/step-N/`
+//! written under a temporary name and renamed when complete; `meta.json` is then atomically switched to point at it, and only after that
 //! are older checkpoints removed. A kill at any moment leaves `meta.json` pointing at a whole
 //! checkpoint.
 
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{KeyRemapper, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Bytes, Device};
 
 use crate::config::ModelConfig;
@@ -18,15 +20,74 @@ use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Vae;
 use crate::run::{Meta, RunDir};
 
-/// File name of the weights inside a checkpoint folder.
+/// Name of the network every method saves its VAE (encoder, decoder, prior, likelihood) as.
+pub const MODEL: &str = "model";
+/// File name of the VAE's weights inside a checkpoint folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// File name of the optimiser state inside a checkpoint folder.
+/// File name of a VAE's optimiser state inside a checkpoint folder.
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+/// The file of network `name` in a checkpoint folder.
+pub fn network_file(name: &str) -> String {
+    format!("{name}.safetensors")
+}
+
+/// The file of optimiser state `name` in a checkpoint folder.
+pub fn optimizer_file(name: &str) -> String {
+    format!("{name}.bpk")
+}
+
+/// Every part of a training method, serialised: what a checkpoint holds.
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    /// (name, safetensors bytes) of each network.
+    pub networks: Vec<(String, Vec<u8>)>,
+    /// (name, burnpack bytes) of each optimiser's state.
+    pub optimizers: Vec<(String, Vec<u8>)>,
+}
+
+impl Parts {
+    /// Adds network `name`'s weights.
+    pub fn network<M: Module>(mut self, name: &str, module: &M) -> Parts {
+        self.networks.push((name.into(), weights_to_bytes(module)));
+        self
+    }
+
+    /// Adds optimiser `name`'s state.
+    pub fn optimizer(mut self, name: &str, optim: &ModuleOptimizer) -> Result<Parts> {
+        let bytes = optim.into_bytes().map_err(|e| Error::Io {
+            path: optimizer_file(name).into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.optimizers.push((name.into(), bytes.to_vec()));
+        Ok(self)
+    }
+}
+
+/// Tensor names of vaekit's first checkpoint format, when the VAE was one enum of whole models
+/// (`Conv.enc_convs.0.weight`), mapped to the parts' names (`encoder.convs.0.weight`). The
+/// parameters kept their order, so the optimiser state of such a checkpoint loads as it is.
+fn legacy_keys() -> KeyRemapper {
+    KeyRemapper::from_patterns(vec![
+        (
+            r"^(?:Conv|Mlp)\.enc_(convs|hidden|mean|logvar)\.",
+            "encoder.$1.",
+        ),
+        (
+            r"^(?:Conv|Mlp)\.dec_(dense|convs|hidden|out)\.",
+            "decoder.$1.",
+        ),
+        (r"^(?:Conv|Mlp)\.global_scale\.", "likelihood.scale."),
+        (r"^(?:Conv|Mlp)\.top\.", "prior."),
+    ])
+    .expect("valid patterns")
+}
 
 /// The model's weights as safetensors bytes. The header carries one metadata entry (burn's
 /// default has several, in hash order), so the same weights always give the same bytes.
 pub fn weights_to_bytes<M: Module>(model: &M) -> Vec<u8> {
     let mut store = SafetensorsStore::from_bytes(None)
+        .skip_enum_variants(true)
         .clear_metadata()
         .metadata(
             "producer",
@@ -59,11 +120,14 @@ fn some_names<S: AsRef<str>>(names: &[S]) -> String {
 }
 
 /// Loads weights from `path` into `model` (a [`Vae`] or any other module), which must have
-/// exactly the same tensors.
+/// exactly the same tensors. Files of the first format are read through [`legacy_keys`].
 pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     // Partial loading lets every problem be collected and reported at once, below.
-    let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true);
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .skip_enum_variants(true)
+        .remap(legacy_keys())
+        .allow_partial(true);
     let mut model = model;
     let result = model.load_from(&mut store).map_err(|e| {
         let msg = e.to_string();
@@ -101,13 +165,8 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     }
 }
 
-/// Saves weights and optimiser state as a new checkpoint of `run` and makes it current.
-pub fn save_checkpoint(
-    run: &RunDir,
-    model: &Vae,
-    optim: &ModuleOptimizer,
-    meta: &Meta,
-) -> Result<()> {
+/// Writes every part as a new checkpoint of `run` and makes it current.
+pub fn save_checkpoint(run: &RunDir, parts: &Parts, meta: &Meta) -> Result<()> {
     let dir = run.root().join("checkpoints");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let name = format!("step-{:09}", meta.step);
@@ -117,12 +176,12 @@ pub fn save_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(Error::io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
-    write_atomic(&tmp.join(WEIGHTS_FILE), &weights_to_bytes(model))?;
-    let opt_bytes = optim.into_bytes().map_err(|e| Error::Io {
-        path: tmp.join(OPTIMIZER_FILE),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    write_atomic(&tmp.join(OPTIMIZER_FILE), &opt_bytes)?;
+    for (part, bytes) in &parts.networks {
+        write_atomic(&tmp.join(network_file(part)), bytes)?;
+    }
+    for (part, bytes) in &parts.optimizers {
+        write_atomic(&tmp.join(optimizer_file(part)), bytes)?;
+    }
     if fin.exists() {
         std::fs::remove_dir_all(&fin).map_err(Error::io(&fin))?;
     }

@@ -360,6 +360,127 @@ impl Objective {
     }
 }
 
+/// How the networks are trained (see [`crate::method`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MethodConfig {
+    /// One VAE and one Adam on [`TrainConfig::objective`].
+    #[default]
+    Vae,
+    /// VAE-GAN (Larsen et al. 2016): a discriminator's features replace the pixels in the
+    /// reconstruction term, with three networks and three optimisers.
+    Vaegan(VaeGanConfig),
+}
+
+/// The VAE-GAN's settings (Larsen et al. 2016, arXiv 1512.09300, and their code,
+/// andersbll/autoencoding_beyond_pixels).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeGanConfig {
+    /// Weight of the feature reconstruction term in the decoder's loss, gamma * feature - GAN
+    /// (the encoder's is KL + feature). Default 1.
+    pub gamma: f64,
+    /// Output channels of the discriminator's convolutions (the first stride 1, the others
+    /// stride 2). Default `[16, 32, 64]`: on 28x28 images about the encoder's size (each step
+    /// runs the discriminator on seven images per training image, forward and backward, so its
+    /// size sets the speed).
+    pub channels: Vec<usize>,
+    /// The discriminator's square kernel size. Default 5.
+    pub kernel: usize,
+    /// Width of the discriminator's dense layer. Default 128.
+    pub hidden: usize,
+    /// The convolution (0-based) whose output before its normalisation gives the features of
+    /// the reconstruction term. Default: the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_layer: Option<usize>,
+    /// The equilibrium rule of Larsen et al.'s code: skip the discriminator's update while its
+    /// cross-entropy on real or generated images is below `equilibrium - margin` (it wins), skip
+    /// the decoder's while either is above `equilibrium + margin` (it loses badly). Default on,
+    /// 0.68 and 0.35 as in their code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equilibrium: Option<Equilibrium>,
+    /// Steps in a row whose loss or gradients are not finite (skipped, no update) before the
+    /// run stops. Default 5.
+    pub max_skipped_steps: usize,
+}
+
+/// The equilibrium rule's two numbers (see [`VaeGanConfig::equilibrium`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Equilibrium {
+    /// The discriminator's cross-entropy (nats per image) at balance. Default 0.68.
+    pub equilibrium: f64,
+    /// How far from it before one side pauses. Default 0.35.
+    pub margin: f64,
+}
+
+impl Default for Equilibrium {
+    fn default() -> Self {
+        Equilibrium {
+            equilibrium: 0.68,
+            margin: 0.35,
+        }
+    }
+}
+
+impl Default for VaeGanConfig {
+    fn default() -> Self {
+        VaeGanConfig {
+            gamma: 1.0,
+            channels: vec![16, 32, 64],
+            kernel: 5,
+            hidden: 128,
+            feature_layer: None,
+            equilibrium: Some(Equilibrium::default()),
+            max_skipped_steps: 5,
+        }
+    }
+}
+
+impl VaeGanConfig {
+    /// The feature layer, 0-based (the last convolution unless set).
+    pub fn feature_layer(&self) -> usize {
+        self.feature_layer
+            .unwrap_or(self.channels.len().saturating_sub(1))
+    }
+
+    /// Checks the sizes and weights.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
+            return bad(format!(
+                "vaegan gamma must be a non-negative number, got {}",
+                self.gamma
+            ));
+        }
+        if self.channels.is_empty() || self.channels.contains(&0) || self.hidden == 0 {
+            return bad(
+                "the discriminator needs positive channels and a positive hidden width".into(),
+            );
+        }
+        if self.kernel == 0 || self.kernel % 2 == 0 {
+            return bad(format!(
+                "the discriminator's kernel must be odd, got {}",
+                self.kernel
+            ));
+        }
+        if self.feature_layer() >= self.channels.len() {
+            return bad(format!(
+                "feature_layer {} does not exist: the discriminator has {} convolutions (0..{})",
+                self.feature_layer(),
+                self.channels.len(),
+                self.channels.len() - 1
+            ));
+        }
+        if let Some(e) = self.equilibrium
+            && !(e.equilibrium.is_finite() && e.margin >= 0.0 && e.margin.is_finite())
+        {
+            return bad("the equilibrium rule needs a finite equilibrium and margin >= 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// A whole training run. Serialised as the run's `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -379,6 +500,9 @@ pub struct TrainConfig {
     /// The training objective. Default the ELBO.
     #[serde(default)]
     pub objective: Objective,
+    /// The training method. Default a plain VAE.
+    #[serde(default, skip_serializing_if = "is_vae")]
+    pub method: MethodConfig,
     /// Weight of the KL term (1 is the ELBO; above 1 a beta-VAE). Default 1.
     pub beta: f64,
     /// Linear KL warm-up: the KL weight grows step by step from 0 to `beta` over this many
@@ -396,6 +520,10 @@ pub struct TrainConfig {
     pub sample_images: usize,
 }
 
+fn is_vae(m: &MethodConfig) -> bool {
+    *m == MethodConfig::Vae
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -406,6 +534,7 @@ impl Default for TrainConfig {
             batch_size: 100,
             seed: 0,
             objective: Objective::Elbo,
+            method: MethodConfig::Vae,
             beta: 1.0,
             kl_warmup_epochs: 0,
             free_bits: 0.0,
@@ -444,6 +573,14 @@ impl TrainConfig {
         }
         if self.data.limit == Some(0) {
             return bad("limit must be at least 1");
+        }
+        if let MethodConfig::Vaegan(g) = &self.method {
+            g.validate()?;
+            if self.objective != Objective::Elbo || self.model.top.is_some() {
+                return bad(
+                    "a VAE-GAN trains a one-layer VAE on the ELBO (no IWAE objective, no top layer)",
+                );
+            }
         }
         Ok(())
     }

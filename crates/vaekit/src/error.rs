@@ -103,6 +103,17 @@ pub enum Error {
         /// The global optimisation step.
         step: usize,
     },
+    /// At the end of an epoch the model was not finite (its weights or its test ELBO): the
+    /// epoch was not checkpointed.
+    #[error("{what} at the end of epoch {epoch}; stopped without saving it: {kept}")]
+    Diverged {
+        /// The epoch (1-based).
+        epoch: usize,
+        /// What was not finite.
+        what: String,
+        /// Which checkpoint is kept, in words.
+        kept: String,
+    },
     /// A device was asked for that this build cannot provide.
     #[error("device '{0}' is not available in this build: {1}")]
     DeviceUnavailable(String, String),

@@ -4,9 +4,10 @@
 use burn::tensor::Tensor;
 
 use crate::config::{Likelihood, Objective};
-use crate::eval::importance::log_weights;
-use crate::loss::{NegElbo, neg_elbo, reconstruction_nll};
+use crate::likelihood::reconstruction_nll;
+use crate::loss::{NegElbo, neg_elbo};
 use crate::model::Vae;
+use crate::weights::log_weights;
 
 /// -log (1/k) sum_i w_i per image, from log weights in sample-major rows (row `s * b + i` is
 /// sample `s` of image `i`), averaged over the `b` images. Stable (log-sum-exp) and
@@ -70,8 +71,8 @@ mod tests {
     use super::*;
     use crate::config::ModelConfig;
     use crate::distribution::standard_normal_log_prob;
-    use crate::eval::importance::LogSumExp;
     use crate::rng::{Stream, normals, stream_rng};
+    use crate::weights::LogSumExp;
     use burn::tensor::{Device, TensorData};
 
     #[test]

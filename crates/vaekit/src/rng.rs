@@ -29,6 +29,9 @@ pub enum Stream {
     Prior = 7,
     /// Importance samples of the log-likelihood estimate (index: batch number).
     ImportanceNoise = 8,
+    /// z drawn from the prior during a training step, for a VAE-GAN's generated images (index:
+    /// global step).
+    TrainPrior = 9,
 }
 
 /// A generator for one (seed, stream, index) triple.

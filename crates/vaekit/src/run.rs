@@ -5,7 +5,8 @@
 //!   config.json            the TrainConfig, written before training starts
 //!   meta.json              progress (epoch, step) and which checkpoint is current
 //!   metrics.jsonl          one JSON object per finished epoch
-//!   checkpoints/step-N/    model.safetensors (weights) and optimizer.bpk (Adam state)
+//!   checkpoints/step-N/    every part of the training method: NAME.safetensors per network
+//!                          (model.safetensors: the VAE) and NAME.bpk per optimiser state
 //!   images/                recon_epoch_NNN.png, samples_epoch_NNN.png
 //!   reconstructions.png    originals on top, one row of reconstructions per epoch
 //!   samples.png            prior samples from the latest epoch
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_json_atomic};
+pub use crate::metrics::EpochMetrics;
 
 /// Progress of a run, as of its latest checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,46 +36,6 @@ pub struct Meta {
     pub epoch_step: usize,
     /// The current checkpoint folder, relative to the run directory.
     pub checkpoint: String,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// The epoch (1-based).
-    pub epoch: usize,
-    /// Steps taken in all by the end of the epoch.
-    pub step: usize,
-    /// Mean training loss over the epoch's steps: recon + beta * KL for the ELBO, the negative
-    /// IWAE bound for `iwae-K` (see `objective`).
-    pub train_loss: f64,
-    /// Mean training reconstruction term.
-    pub train_recon: f64,
-    /// Mean training KL term.
-    pub train_kl: f64,
-    /// Test negative ELBO, nats per image (sampled z).
-    pub test_neg_elbo: f64,
-    /// Test reconstruction term.
-    pub test_recon: f64,
-    /// Test KL term.
-    pub test_kl: f64,
-    /// Training throughput of the epoch.
-    pub images_per_sec: f64,
-    /// Wall-clock seconds of the epoch's training steps.
-    pub seconds: f64,
-    /// KL weight at the epoch's last step (below `beta` during a KL warm-up).
-    #[serde(default = "unit_beta")]
-    pub beta: f64,
-    /// What `train_loss` is: "elbo" or "iwae-K".
-    #[serde(default = "elbo_label")]
-    pub objective: String,
-}
-
-fn elbo_label() -> String {
-    "elbo".into()
-}
-
-fn unit_beta() -> f64 {
-    1.0
 }
 
 /// A run directory on disk.

@@ -1,32 +1,28 @@
-//! The training loop: shuffled batches, reparameterised ELBO, Adam, per-epoch evaluation,
-//! pictures, metrics and checkpoints; resumable at any step.
+//! The training loop: shuffled batches, one step of the training method per batch ([`Method`]
+//! owns the networks, their optimisers and the step), per-epoch evaluation, pictures, named
+//! metrics and checkpoints; resumable at any step.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
-use crate::checkpoint::{
-    OPTIMIZER_FILE, WEIGHTS_FILE, checkpoint_dir, load_optimizer, load_weights, save_checkpoint,
-};
-use crate::config::{Binarize, OptimConfig, TrainConfig};
-use crate::data::{Dataset, Splits, batch_tensor, epoch_order};
+use crate::checkpoint::{checkpoint_dir, save_checkpoint};
+use crate::config::TrainConfig;
+use crate::data::{Splits, batch_tensor, epoch_order};
 use crate::error::{Error, Result};
-use crate::eval::{ElboReport, eval_set, evaluate_elbo};
+use crate::eval::{eval_set, evaluate_elbo};
 use crate::image::{Grid, stack_rows};
 use crate::inspect::{reconstruct, sample};
+use crate::method::Batch;
+use crate::metrics::{EpochMetrics, MetricMeans, Metrics};
 use crate::model::Vae;
-use crate::objective::training_terms;
-use crate::ops::FusedAdam;
-use crate::rng::{Stream, normals, stream_rng};
-use crate::run::{EpochMetrics, Meta, RunDir};
+use crate::run::{Meta, RunDir};
 
 /// Seed offset of the per-epoch evaluation noise, kept apart from the training streams.
 const EVAL_SEED_OFFSET: u64 = 0x5eed;
 
-/// Losses of one step, nats per image.
+/// What one step measured.
 #[derive(Clone, Debug)]
 pub struct StepStats {
     /// Epoch (1-based).
@@ -35,12 +31,8 @@ pub struct StepStats {
     pub epoch_step: usize,
     /// Steps in a full epoch.
     pub steps_per_epoch: usize,
-    /// recon + beta * KL.
-    pub loss: f64,
-    /// Reconstruction term.
-    pub recon: f64,
-    /// KL term.
-    pub kl: f64,
+    /// The method's named values (for a VAE: loss, recon, kl in nats per image).
+    pub metrics: Metrics,
 }
 
 /// Hooks for progress display; every method has an empty default.
@@ -73,72 +65,6 @@ pub struct TrainOutcome {
     pub meta: Meta,
     /// True if a stop was requested (Ctrl-C) before the last epoch finished.
     pub interrupted: bool,
-}
-
-/// The Adam optimiser `cfg` describes.
-pub fn adam(cfg: &OptimConfig) -> ModuleOptimizer {
-    ModuleOptimizer::from(FusedAdam::new(cfg.beta1, cfg.beta2, cfg.epsilon))
-}
-
-/// Losses of one step, nats per image.
-#[derive(Clone, Copy, Debug)]
-pub struct StepLosses {
-    /// The objective (recon + beta * KL, or the IWAE bound).
-    pub loss: f64,
-    /// Reconstruction term.
-    pub recon: f64,
-    /// KL term.
-    pub kl: f64,
-}
-
-/// One Adam step on the training images `idx` of `train`: `step` (the global step, 0-based)
-/// seeds the noise and the dynamic binarisation, `beta` weighs the KL, `device` is the autodiff
-/// device. A loss that is not finite leaves the model as it was (the caller decides).
-#[allow(clippy::too_many_arguments)]
-pub fn train_step(
-    model: Vae,
-    optim: &mut ModuleOptimizer,
-    cfg: &TrainConfig,
-    train: &Dataset,
-    idx: &[usize],
-    step: usize,
-    beta: f64,
-    device: &Device,
-) -> (Vae, StepLosses) {
-    let b = idx.len();
-    let mut bin_rng = stream_rng(cfg.seed, Stream::TrainBinarize, step as u64);
-    let dynamic = cfg.data.binarize == Binarize::Dynamic;
-    let x = batch_tensor(train, idx, dynamic.then_some(&mut bin_rng), device);
-    let (k, noise) = (cfg.objective.samples(), model.noise_dim()); // noise: z (and z2 for hvae)
-    let eps = normals(
-        &mut stream_rng(cfg.seed, Stream::TrainNoise, step as u64),
-        k * b * noise,
-    );
-    let eps = Tensor::from_data(TensorData::new(eps, [k * b, noise]), device);
-    let y = model.condition(&train.labels_of(idx), device);
-    let terms = training_terms(
-        &model,
-        x,
-        y,
-        eps,
-        cfg.objective,
-        cfg.model.likelihood,
-        beta,
-        cfg.free_bits,
-    );
-    let loss = terms.loss.clone().into_scalar::<f32>() as f64;
-    let (recon, kl) = (
-        terms.recon.into_scalar::<f32>() as f64,
-        terms.kl.into_scalar::<f32>() as f64,
-    );
-    if !loss.is_finite() {
-        return (model, StepLosses { loss, recon, kl });
-    }
-    let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
-    (
-        optim.step(cfg.optim.lr, model, grads),
-        StepLosses { loss, recon, kl },
-    )
 }
 
 /// Steps per epoch: the last batch may be smaller.
@@ -179,13 +105,10 @@ pub fn train(
         });
     }
     let ad = device.clone().autodiff();
-    let mut model = Vae::init(&cfg.model, cfg.seed, &ad);
-    let mut optim = adam(&cfg.optim);
+    let mut method = crate::method::build(cfg, &ad);
     let mut meta = match run.meta()? {
         Some(meta) => {
-            let dir = checkpoint_dir(run, &meta);
-            model = load_weights(model, &dir.join(WEIGHTS_FILE))?;
-            optim = load_optimizer(optim, &dir.join(OPTIMIZER_FILE))?;
+            method.load(&checkpoint_dir(run, &meta))?;
             // Epochs logged after the checkpoint (a kill during saving) are dropped.
             run.truncate_metrics(meta.epoch)?;
             meta
@@ -209,54 +132,47 @@ pub fn train(
         cfg.seed.wrapping_add(EVAL_SEED_OFFSET),
     );
     let preview: Vec<usize> = (0..cfg.preview_images.min(data.test.len())).collect();
+    let tolerated = method.max_skipped_steps();
+    let mut in_a_row = 0usize; // skipped steps in a row, across epochs
 
     while meta.epoch < cfg.epochs {
         let epoch = meta.epoch + 1;
         observer.epoch_start(epoch, cfg.epochs, spe, meta.epoch_step);
         let order = epoch_order(cfg.seed, epoch, n);
-        let (mut sum_loss, mut sum_recon, mut sum_kl, mut steps_run, mut images_run) =
-            (0.0, 0.0, 0.0, 0usize, 0usize);
+        let mut means = MetricMeans::default();
+        let (mut images_run, mut skipped) = (0usize, 0usize);
         let t0 = Instant::now();
         while meta.epoch_step < spe {
             let idx = &order
                 [meta.epoch_step * cfg.batch_size..((meta.epoch_step + 1) * cfg.batch_size).min(n)];
-            let b = idx.len();
-            let beta = cfg.beta_at(meta.step + 1, spe);
-            let (next, StepLosses { loss, recon, kl }) = train_step(
-                model,
-                &mut optim,
-                cfg,
-                &data.train,
-                idx,
-                meta.step,
-                beta,
-                &ad,
-            );
-            model = next;
-            if !loss.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    value: loss,
-                    epoch,
-                    step: meta.step + 1,
-                });
+            let batch = Batch::new(cfg, &data.train, idx, meta.step, spe, &ad);
+            let outcome = method.step(&batch);
+            if outcome.skipped {
+                skipped += 1;
+                in_a_row += 1;
+                if in_a_row > tolerated {
+                    let (_, value) = outcome.metrics.first_non_finite().unwrap_or(("", f64::NAN));
+                    return Err(Error::NonFiniteLoss {
+                        value,
+                        epoch,
+                        step: meta.step + 1,
+                    });
+                }
+            } else {
+                in_a_row = 0;
+                means.add(&outcome.metrics);
             }
             meta.step += 1;
             meta.epoch_step += 1;
-            sum_loss += loss;
-            sum_recon += recon;
-            sum_kl += kl;
-            steps_run += 1;
-            images_run += b;
+            images_run += batch.len();
             observer.step(&StepStats {
                 epoch,
                 epoch_step: meta.epoch_step,
                 steps_per_epoch: spe,
-                loss,
-                recon,
-                kl,
+                metrics: outcome.metrics,
             });
             if stop.load(Ordering::SeqCst) && meta.epoch_step < spe {
-                save_checkpoint(run, &model.valid(), &optim, &meta)?;
+                save_checkpoint(run, &method.parts()?, &meta)?;
                 return Ok(TrainOutcome {
                     meta: run.require_meta()?,
                     interrupted: true,
@@ -266,8 +182,8 @@ pub fn train(
         let seconds = t0.elapsed().as_secs_f64();
         observer.evaluating(epoch);
 
-        let eval_model = model.valid();
-        let report: ElboReport = evaluate_elbo(
+        let eval_model = method.model();
+        let report = evaluate_elbo(
             &eval_model,
             &test,
             cfg.model.likelihood,
@@ -275,26 +191,51 @@ pub fn train(
             device,
             |_, _| {},
         );
+        let what = if !crate::model::params_finite(&eval_model) {
+            Some("the weights are not finite".to_string())
+        } else if !report.neg_elbo.is_finite() {
+            Some(format!("the test neg-ELBO is {}", report.neg_elbo))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(Error::Diverged {
+                epoch,
+                what,
+                kept: match run.meta()? {
+                    Some(m) => format!(
+                        "the last good checkpoint ({}, epoch {} step {}) is kept; resume from it, e.g. with a lower --lr",
+                        m.checkpoint, m.epoch, m.step
+                    ),
+                    None => "no checkpoint had been written yet".into(),
+                },
+            });
+        }
         write_epoch_pictures(run, cfg, &eval_model, data, &preview, epoch, device)?;
-        let k = steps_run.max(1) as f64;
+        let mut values = means.means().prefixed("train_");
+        values.extend(
+            Metrics::new()
+                .with("neg_elbo", report.neg_elbo)
+                .with("recon", report.recon)
+                .with("kl", report.kl)
+                .prefixed("test_"),
+        );
+        values.push("images_per_sec", images_run as f64 / seconds.max(1e-9));
+        values.push("seconds", seconds);
+        values.extend(method.epoch_values(meta.step, spe));
+        if tolerated > 0 {
+            values.push("skipped_steps", skipped as f64);
+        }
         let metrics = EpochMetrics {
             epoch,
             step: meta.step,
-            train_loss: sum_loss / k,
-            train_recon: sum_recon / k,
-            train_kl: sum_kl / k,
-            test_neg_elbo: report.neg_elbo,
-            test_recon: report.recon,
-            test_kl: report.kl,
-            images_per_sec: images_run as f64 / seconds.max(1e-9),
-            seconds,
-            beta: cfg.beta_at(meta.step, spe),
-            objective: cfg.objective.label(),
+            values,
+            labels: method.labels(),
         };
         meta.epoch = epoch;
         meta.epoch_step = 0;
         run.append_metrics(&metrics)?;
-        save_checkpoint(run, &eval_model, &optim, &meta)?;
+        save_checkpoint(run, &method.parts()?, &meta)?;
         observer.epoch_end(&metrics);
         if stop.load(Ordering::SeqCst) && meta.epoch < cfg.epochs {
             return Ok(TrainOutcome {

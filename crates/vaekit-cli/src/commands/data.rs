@@ -1,10 +1,10 @@
-//! `vaekit data download`.
+//! `vaekit data download` and `vaekit data bars`.
 
 use anyhow::{Result, anyhow};
 use vaekit::data::download::{FileOutcome, download as fetch_all, remote_dataset};
 use vaekit::data::source::default_download_dir;
 
-use crate::cli::DownloadArgs;
+use crate::cli::{BarsArgs, DownloadArgs};
 use crate::progress::bytes_bar;
 
 pub fn download(a: DownloadArgs) -> Result<()> {
@@ -34,5 +34,24 @@ pub fn download(a: DownloadArgs) -> Result<()> {
         }
     }
     println!("{} is ready in {}", a.name, dir.display());
+    Ok(())
+}
+
+/// Most images `data bars` writes per split: it is for small trials.
+const MAX_BARS: usize = 1_000_000;
+
+pub fn bars(a: BarsArgs) -> Result<()> {
+    for (flag, n) in [("--train", a.train), ("--test", a.test)] {
+        if n == 0 || n > MAX_BARS {
+            anyhow::bail!("{flag} {n}: give 1 to {MAX_BARS} images");
+        }
+    }
+    vaekit::data::synthetic::write_bars_idx(&a.dir, a.train, a.test, a.seed)?;
+    println!(
+        "wrote {} training and {} test images (bars, 28x28, 10 classes) to {}",
+        a.train,
+        a.test,
+        a.dir.display()
+    );
     Ok(())
 }

@@ -29,6 +29,11 @@ struct EvalJson {
     seed: u64,
     /// Negative ELBO with one sampled z per image, and its two terms (nats per image).
     neg_elbo: f64,
+    /// The likelihood the ELBO scores pixels with (a VAE-GAN was trained on discriminator
+    /// features instead: its ELBO is still this pixel likelihood's).
+    pixel_likelihood: Likelihood,
+    /// "vae" or "vaegan": how the run was trained.
+    method: &'static str,
     recon: f64,
     kl: f64,
     active_units: usize,
@@ -64,6 +69,16 @@ struct FidJson {
     class_accuracy: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     real_class_accuracy: Option<Vec<f64>>,
+    sample_sharpness: f64,
+    real_sharpness: f64,
+}
+
+/// How a run was trained, in one word.
+fn method_name(cfg: &vaekit::config::TrainConfig) -> &'static str {
+    match cfg.method {
+        vaekit::config::MethodConfig::Vae => "vae",
+        vaekit::config::MethodConfig::Vaegan(_) => "vaegan",
+    }
 }
 
 pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
@@ -164,6 +179,8 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             binarize,
             seed: a.seed,
             neg_elbo: elbo.neg_elbo,
+            pixel_likelihood: model_cfg.likelihood,
+            method: method_name(&l.cfg),
             recon: elbo.recon,
             kl: elbo.kl,
             active_units: lat.active_units,
@@ -190,6 +207,8 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                     recon_accuracy: g.recon_accuracy,
                     class_accuracy: g.class_accuracy.clone(),
                     real_class_accuracy: g.real_class_accuracy.clone(),
+                    sample_sharpness: g.sample_sharpness,
+                    real_sharpness: g.real_sharpness,
                 }),
         };
         println!("{}", serde_json::to_string(&j)?);
@@ -207,6 +226,14 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         "  neg-ELBO        {:>9.2} nats/image  (reconstruction {:.2} + KL {:.2}; one sampled z per image)",
         elbo.neg_elbo, elbo.recon, elbo.kl
     );
+    if method_name(&l.cfg) == "vaegan" {
+        println!(
+            "                  (VAE-GAN: trained on discriminator features; this ELBO scores its decoder with the {} pixel likelihood)",
+            serde_json::to_value(model_cfg.likelihood)?["kind"]
+                .as_str()
+                .unwrap_or("pixel")
+        );
+    }
     if let Some((r, secs)) = &iw {
         let show_bpd =
             model_cfg.image.channels > 1 || !matches!(model_cfg.likelihood, Likelihood::Bernoulli);
@@ -257,6 +284,10 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             a.temperature,
             g.reference_images,
             dir.display()
+        );
+        println!(
+            "  sharpness       {:>9.5}  (variance of the Laplacian: samples; {:.5} for the real images)",
+            g.sample_sharpness, g.real_sharpness
         );
         println!(
             "  classifier acc. {:>8.2}%  on reconstructions ({:.2}% on the originals)",

@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a, cli.device),
         Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),
         Command::Data(DataCommand::Download(a)) => data::download(a),
+        Command::Data(DataCommand::Bars(a)) => data::bars(a),
     }
 }
 

@@ -12,7 +12,7 @@ pub fn curves(a: PlotArgs) -> Result<()> {
     let run = RunDir::open(&a.run)?;
     let metrics = run.metrics()?;
     let title = format!("{}: {} epochs", a.run.display(), metrics.len());
-    plot_curves(&metrics, &title, &a.out)?;
+    plot_curves(&metrics, a.metrics.as_deref(), &title, &a.out)?;
     println!(
         "wrote the curves of {} epochs to {}",
         metrics.len(),

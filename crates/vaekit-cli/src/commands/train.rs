@@ -6,10 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
-use vaekit::config::{Architecture, Binarize, Likelihood, Objective, TopLatentConfig, TrainConfig};
+use vaekit::config::{
+    Architecture, Binarize, Likelihood, MethodConfig, Objective, TopLatentConfig, TrainConfig,
+    VaeGanConfig,
+};
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
-use vaekit::run::{EpochMetrics, RunDir};
+use vaekit::metrics::EpochMetrics;
+use vaekit::run::RunDir;
 use vaekit::train::{Observer, StepStats, train};
 
 use crate::cli::{ArchArg, BinarizeArg, LikelihoodArg, ModelArg, TrainArgs};
@@ -116,6 +120,9 @@ fn prepare_resume(
         a.beta.is_some(),
         a.kl_warmup.is_some(),
         a.free_bits.is_some(),
+        a.gamma.is_some(),
+        a.feature_layer.is_some(),
+        a.no_equilibrium,
         a.out.is_some(),
     ];
     if others.iter().any(|&x| x) {
@@ -224,9 +231,33 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         cfg.objective = Objective::Elbo;
         cfg.model.classes = 0;
     }
+    if a.model.is_some() && a.model != Some(ModelArg::Vaegan) {
+        cfg.method = MethodConfig::Vae;
+    }
+    if a.model == Some(ModelArg::Vaegan) {
+        if !matches!(cfg.method, MethodConfig::Vaegan(_)) {
+            cfg.method = MethodConfig::Vaegan(VaeGanConfig::default());
+            // GAN practice (DCGAN, Larsen et al.): a lower rate and less momentum.
+            cfg.optim.lr = 3e-4;
+            cfg.optim.beta1 = 0.5;
+        }
+        cfg.objective = Objective::Elbo;
+        cfg.model.top = None;
+    }
+    if let MethodConfig::Vaegan(g) = &mut cfg.method {
+        if let Some(x) = a.gamma {
+            g.gamma = x;
+        }
+        if a.feature_layer.is_some() {
+            g.feature_layer = a.feature_layer;
+        }
+        if a.no_equilibrium {
+            g.equilibrium = None;
+        }
+    }
     if matches!(
         a.model,
-        Some(ModelArg::Conv | ModelArg::Mlp | ModelArg::Cvae)
+        Some(ModelArg::Conv | ModelArg::Mlp | ModelArg::Cvae | ModelArg::Vaegan)
     ) {
         cfg.model.top = None;
     }
@@ -287,6 +318,9 @@ fn family(cfg: &TrainConfig) -> String {
         (0, None) => "VAE".to_string(),
         (c, None) => format!("conditional VAE ({c} classes)"),
     };
+    if matches!(cfg.method, MethodConfig::Vaegan(_)) {
+        return format!("{base}-GAN");
+    }
     match cfg.objective {
         Objective::Iwae { k } if cfg.model.top.is_none() && cfg.model.classes == 0 => {
             format!("IWAE (k = {k})")
@@ -304,6 +338,10 @@ fn default_out(cfg: &TrainConfig) -> PathBuf {
         (Objective::Elbo, _, Some(_)) => "hvae-".into(),
         (Objective::Elbo, 0, None) => String::new(),
         (Objective::Elbo, _, None) => "cvae-".into(),
+    };
+    let family = match cfg.method {
+        MethodConfig::Vaegan(_) => format!("vaegan-{family}"),
+        MethodConfig::Vae => family,
     };
     let base = format!(
         "{}-{family}{}",
@@ -336,10 +374,7 @@ impl Observer for BarObserver {
         if let Some(pb) = &self.bar {
             pb.set_position(s.epoch_step as u64);
             if s.epoch_step % 10 == 0 || s.epoch_step == s.steps_per_epoch {
-                pb.set_message(format!(
-                    "loss {:.2} recon {:.2} kl {:.2}",
-                    s.loss, s.recon, s.kl
-                ));
+                pb.set_message(s.metrics.summary(2));
             }
         }
     }
@@ -354,16 +389,20 @@ impl Observer for BarObserver {
         if let Some(pb) = self.bar.take() {
             pb.finish_and_clear();
         }
+        // "train loss 1.00 recon 0.50 kl 0.50 | test neg_elbo ... | 6000 img/s"
+        let part = |prefix: &str| {
+            m.values
+                .iter()
+                .filter_map(|(n, v)| n.strip_prefix(prefix).map(|n| format!("{n} {v:.2}")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         println!(
-            "epoch {:>3}: train loss {:.2} (recon {:.2}, kl {:.2}) | test neg-ELBO {:.2} (recon {:.2}, kl {:.2}) | {:.0} img/s",
+            "epoch {:>3}: train {} | test {} | {:.0} img/s",
             m.epoch,
-            m.train_loss,
-            m.train_recon,
-            m.train_kl,
-            m.test_neg_elbo,
-            m.test_recon,
-            m.test_kl,
-            m.images_per_sec
+            part("train_"),
+            part("test_"),
+            m.get("images_per_sec").unwrap_or(f64::NAN)
         );
     }
 }

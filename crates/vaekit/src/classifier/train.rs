@@ -63,7 +63,7 @@ pub fn train_classifier(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut model = Classifier::new(&cfg, &ad);
-    let mut optim = crate::train::adam(&cfg.optim);
+    let mut optim = crate::method::adam(&cfg.optim);
     let n = data.train.len();
     let steps = n.div_ceil(cfg.batch_size);
     let metrics_path = dir.root().join("metrics.jsonl");

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Likelihood;
 use crate::data::{Dataset, batch_tensor};
-use crate::loss::reconstruction_nll;
+use crate::likelihood::reconstruction_nll;
 use crate::model::Vae;
 
 /// The test ELBO and its terms, averaged over images.

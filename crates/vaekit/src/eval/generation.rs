@@ -1,6 +1,6 @@
 //! Generation quality with the dataset's own classifier: the Frechet distance between the
 //! classifier features of model samples and of real test images, and the classifier's accuracy
-//! on reconstructions.
+//! on reconstructions; and the sharpness (variance of the Laplacian) of samples and real images.
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,10 @@ pub struct GenerationReport {
     /// For a conditional model: per class, the classifier's accuracy on the real images of that
     /// class (what `class_accuracy` can be compared with).
     pub real_class_accuracy: Option<Vec<f64>>,
+    /// Mean variance of the Laplacian of the samples (see [`super::sharpness`]).
+    pub sample_sharpness: f64,
+    /// The same of the real images.
+    pub real_sharpness: f64,
 }
 
 /// Scores `model` against the real images `real` (gray values, as the classifier was trained)
@@ -55,11 +59,13 @@ pub fn evaluate_generation(
     let (mut real_feats, mut fake_feats) = (Vec::new(), Vec::new());
     let (mut right, mut recon_right) = (0usize, 0usize);
     let mut dims = 0;
+    let (mut real_sharp, mut fake_sharp) = (0.0, 0.0);
     let classes = model.classes();
     let (mut real_hits, mut real_seen) = (vec![0usize; classes], vec![0usize; classes]);
     for start in (0..n).step_by(BATCH) {
         let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
         let x = batch_tensor(real, &idx, None, device);
+        real_sharp += sharpness_sum(&x);
         let f = classifier.features(x.clone());
         dims = f.dims()[1];
         let labels = idx.iter().map(|&i| real.labels[i]);
@@ -87,6 +93,7 @@ pub fn evaluate_generation(
     for (b, start) in (0..samples).step_by(BATCH).enumerate() {
         let m = BATCH.min(samples - start);
         let x = sample_batch(model, m, seed, b as u64, None, temperature, device);
+        fake_sharp += sharpness_sum(&x);
         let f = classifier.features(x);
         if classes > 0 {
             let want = sample_labels(model, m, None, b * m);
@@ -110,7 +117,21 @@ pub fn evaluate_generation(
         recon_accuracy: recon_right as f64 / n.max(1) as f64,
         class_accuracy: (classes > 0).then(|| fractions(&hits, &drawn)),
         real_class_accuracy: (classes > 0).then(|| fractions(&real_hits, &real_seen)),
+        sample_sharpness: fake_sharp / samples.max(1) as f64,
+        real_sharpness: real_sharp / n.max(1) as f64,
     }
+}
+
+/// The sum over a batch of images of their Laplacian variance.
+fn sharpness_sum(x: &burn::tensor::Tensor<4>) -> f64 {
+    let shape = x.dims();
+    let px = x
+        .clone()
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 images");
+    let (mean, n) = super::mean_laplacian_variance(&px, shape);
+    mean * n as f64
 }
 
 /// hits / total for each class (0 where a class has none).

@@ -10,12 +10,14 @@ pub mod generation;
 pub mod importance;
 pub mod latents;
 pub mod nll;
+pub mod sharpness;
 
 pub use elbo::{EVAL_BATCH, ElboReport, evaluate_elbo};
 pub use frechet::{FeatureStats, frechet_distance};
 pub use generation::{GenerationReport, evaluate_generation};
 pub use latents::{ACTIVE_THRESHOLD, LatentReport, latent_statistics};
 pub use nll::{IW_BATCH, IW_ROWS, NllReport, bits_per_dim, evaluate_nll};
+pub use sharpness::{laplacian_variance, mean_laplacian_variance};
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::importance::log_likelihood_batch;
 use crate::config::Likelihood;
 use crate::data::{Dataset, batch_tensor};
-use crate::loss::reconstruction_nll;
+use crate::likelihood::reconstruction_nll;
 use crate::model::Vae;
 
 /// An importance-sampled estimate of -log p(x), averaged over images.

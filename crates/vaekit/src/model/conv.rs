@@ -1,4 +1,10 @@
-//! The article's convolutional VAE (kvfrans/variational-autoencoder), parameterised by config.
+//! The article's convolutional encoder and decoder (kvfrans/variational-autoencoder),
+//! parameterised by config.
+//!
+//! With the default config (channels [16, 32], 5x5 kernels, 28x28x1 images, z = 20):
+//! encoder 28x28x1 -> conv s2 -> 14x14x16 -> conv s2 -> 7x7x32 -> dense heads to mean and
+//! log-variance (20 each); decoder z -> dense -> 7x7x32 -> convT s2 -> 14x14x16 -> convT s2 ->
+//! 28x28x1 logits.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
@@ -7,80 +13,126 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
-use crate::ops::Activation;
+use crate::ops::{self, Activation};
 
-/// Convolutional encoder and transposed-convolutional decoder.
-///
-/// With the default config (channels [16, 32], 5x5 kernels, 28x28x1 images, z = 20):
-/// encoder 28x28x1 -> conv s2 -> 14x14x16 -> conv s2 -> 7x7x32 -> dense heads to mean and
-/// log-variance (20 each); decoder z -> dense -> 7x7x32 -> convT s2 -> 14x14x16 -> convT s2 ->
-/// 28x28x1 logits.
-#[derive(Module, Debug)]
-pub struct ConvVae {
-    enc_convs: Vec<Conv2d>,
-    enc_mean: Linear,
-    enc_logvar: Linear,
-    dec_dense: Linear,
-    dec_convs: Vec<ConvTranspose2d>,
-    /// [channels, height, width] of the smallest feature map, between encoder and decoder.
-    bottleneck: [usize; 3],
-    leaky_slope: f64,
-    /// Channels of the images; the decoder outputs `image_channels * params` maps.
-    image_channels: usize,
-    /// Whether the means are on the [-1, 1] scale of the discretised logistic (else logits).
-    logistic: bool,
-    /// The learned per-channel scale of the `gaussian-global` likelihood.
-    global_scale: Option<super::GlobalLogStd>,
-    /// Classes of the one-hot condition (0: unconditional).
-    classes: usize,
-    /// The second stochastic layer of a hierarchical VAE.
-    top: Option<super::TopLatent>,
+/// [channels, height, width] of the smallest feature map, after `channels.len()` stride-2
+/// layers.
+fn bottleneck(image: ImageShape, channels: &[usize]) -> [usize; 3] {
+    let f = 1 << channels.len();
+    let c = channels.last().copied().unwrap_or(image.channels);
+    [c, image.height / f, image.width / f]
 }
 
-impl ConvVae {
-    /// Builds the network with burn's default (PyTorch-like) initialisation.
-    ///
-    /// The decoder outputs `params` maps per image channel (see
-    /// [`crate::config::Likelihood::params_per_pixel`]), the means first.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        image: ImageShape,
-        latent: usize,
-        channels: &[usize],
-        kernel: usize,
-        leaky_slope: f64,
-        params: usize,
-        logistic: bool,
-        global_scale: Option<super::GlobalLogStd>,
-        classes: usize,
-        device: &Device,
-    ) -> Self {
-        let pad = kernel / 2;
-        let mut enc_convs = Vec::new();
-        let mut c_in = image.channels;
-        for &c in channels {
-            enc_convs.push(
-                Conv2dConfig::new([c_in, c], [kernel, kernel])
+/// The convolutional encoder q(z|x) (q(z|x, y) with `classes` > 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvEncoderConfig {
+    /// The input images.
+    pub image: ImageShape,
+    /// Dimension of z.
+    pub latent: usize,
+    /// Output channels of each stride-2 convolution.
+    pub channels: Vec<usize>,
+    /// Square kernel size (odd).
+    pub kernel: usize,
+    /// Negative slope of the leaky ReLU after each convolution.
+    pub leaky_slope: f64,
+    /// Classes of the one-hot condition entering the dense heads (0: none).
+    pub classes: usize,
+}
+
+impl ConvEncoderConfig {
+    /// Builds the encoder with burn's default (PyTorch-like) initialisation.
+    pub fn init(&self, device: &Device) -> ConvEncoder {
+        let pad = self.kernel / 2;
+        let mut convs = Vec::new();
+        let mut c_in = self.image.channels;
+        for &c in &self.channels {
+            convs.push(
+                Conv2dConfig::new([c_in, c], [self.kernel, self.kernel])
                     .with_stride([2, 2])
                     .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                     .init(device),
             );
             c_in = c;
         }
-        let f = 1 << channels.len();
-        let bottleneck = [c_in, image.height / f, image.width / f];
+        let flat: usize = bottleneck(self.image, &self.channels).iter().product();
+        ConvEncoder {
+            convs,
+            mean: LinearConfig::new(flat + self.classes, self.latent).init(device),
+            logvar: LinearConfig::new(flat + self.classes, self.latent).init(device),
+            leaky_slope: self.leaky_slope,
+        }
+    }
+}
+
+/// Stride-2 convolutions with leaky ReLU, then dense heads to the mean and log-variance of z.
+#[derive(Module, Debug)]
+pub struct ConvEncoder {
+    convs: Vec<Conv2d>,
+    mean: Linear,
+    logvar: Linear,
+    leaky_slope: f64,
+}
+
+impl ConvEncoder {
+    /// Dimension of z.
+    pub fn latent_dim(&self) -> usize {
+        self.mean.weight.val().dims()[1]
+    }
+
+    /// q(z|x) (q(z|x, y) with the one-hot `y`).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, channels, height, width]`, `y`: `[batch, classes]` -> mean, logvar
+    /// `[batch, latent]`
+    pub fn forward(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
+        let leaky = Activation::LeakyRelu {
+            slope: self.leaky_slope as f32,
+        };
+        let mut h = x;
+        for conv in &self.convs {
+            h = ops::conv2d(conv, h, leaky); // [batch, c_i, h / 2^i, w / 2^i]
+        }
+        let h = super::with_condition(h.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
+        DiagonalGaussian::new(
+            ops::linear(&self.mean, h.clone(), Activation::Identity),
+            ops::linear(&self.logvar, h, Activation::Identity),
+        )
+    }
+}
+
+/// The transposed-convolutional decoder p(x|z) (p(x|z, y) with `classes` > 0), mirroring
+/// [`ConvEncoderConfig`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvDecoderConfig {
+    /// The output images.
+    pub image: ImageShape,
+    /// Dimension of z.
+    pub latent: usize,
+    /// The encoder's channels; the decoder runs them in reverse.
+    pub channels: Vec<usize>,
+    /// Square kernel size (odd).
+    pub kernel: usize,
+    /// Maps per image channel of the last layer (see [`crate::config::Likelihood::network_maps`]).
+    pub maps: usize,
+    /// Classes of the one-hot condition entering beside z (0: none).
+    pub classes: usize,
+}
+
+impl ConvDecoderConfig {
+    /// Builds the decoder with burn's default (PyTorch-like) initialisation.
+    pub fn init(&self, device: &Device) -> ConvDecoder {
+        let pad = self.kernel / 2;
+        let bottleneck = bottleneck(self.image, &self.channels);
         let flat = bottleneck.iter().product();
-        let enc_mean = LinearConfig::new(flat + classes, latent).init(device);
-        let enc_logvar = LinearConfig::new(flat + classes, latent).init(device);
-        let dec_dense = LinearConfig::new(latent + classes, flat).init(device);
         // Mirror: [32 -> 16], [16 -> image channels]. Each doubles the side exactly.
-        let mut outs: Vec<usize> = channels.iter().rev().skip(1).copied().collect();
-        outs.push(image.channels * params);
-        let mut dec_convs = Vec::new();
+        let mut outs: Vec<usize> = self.channels.iter().rev().skip(1).copied().collect();
+        outs.push(self.image.channels * self.maps);
+        let mut convs = Vec::new();
         let mut c_in = bottleneck[0];
         for c in outs {
-            dec_convs.push(
-                ConvTranspose2dConfig::new([c_in, c], [kernel, kernel])
+            convs.push(
+                ConvTranspose2dConfig::new([c_in, c], [self.kernel, self.kernel])
                     .with_stride([2, 2])
                     .with_padding([pad, pad])
                     .with_padding_out([1, 1])
@@ -88,91 +140,50 @@ impl ConvVae {
             );
             c_in = c;
         }
-        ConvVae {
-            enc_convs,
-            enc_mean,
-            enc_logvar,
-            dec_dense,
-            dec_convs,
+        ConvDecoder {
+            dense: LinearConfig::new(self.latent + self.classes, flat).init(device),
+            convs,
             bottleneck,
-            leaky_slope,
-            image_channels: image.channels,
-            logistic,
-            global_scale,
-            classes,
-            top: None,
         }
     }
+}
 
-    /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
+/// A dense layer to the smallest feature map, then stride-2 transposed convolutions (ReLU
+/// between them) back to the image.
+#[derive(Module, Debug)]
+pub struct ConvDecoder {
+    dense: Linear,
+    convs: Vec<ConvTranspose2d>,
+    /// [channels, height, width] of the smallest feature map.
+    bottleneck: [usize; 3],
+}
+
+impl ConvDecoder {
+    /// The side of the images it makes: the bottleneck doubled by every layer.
+    pub fn size(&self) -> [usize; 2] {
+        let f = 1 << self.convs.len();
+        [self.bottleneck[1] * f, self.bottleneck[2] * f]
+    }
+
+    /// The network's output maps: logits or means, then any log-scale maps.
     ///
     /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
-    pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
-        crate::loss::mean_image(self.decode(z, y), self.image_channels, self.logistic)
-    }
-
-    /// Classes of the one-hot condition (0: unconditional).
-    pub fn classes(&self) -> usize {
-        self.classes
-    }
-
-    /// Puts a second stochastic layer above z (a hierarchical VAE).
-    pub fn with_top(self, top: Option<super::TopLatent>) -> Self {
-        Self { top, ..self }
-    }
-
-    /// Dimension of z.
-    pub fn latent_dim(&self) -> usize {
-        self.enc_mean.weight.val().dims()[1]
-    }
-
-    /// The second stochastic layer, if any.
-    pub fn top(&self) -> Option<&super::TopLatent> {
-        self.top.as_ref()
-    }
-
-    /// q(z|x).
-    ///
-    /// # Shapes
-    /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
-    pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
-        let mut h = x;
-        let leaky = Activation::LeakyRelu {
-            slope: self.leaky_slope as f32,
-        };
-        for conv in &self.enc_convs {
-            h = crate::ops::conv2d(conv, h, leaky); // [batch, c_i, h / 2^i, w / 2^i]
-        }
-        let h = super::with_condition(h.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
-        DiagonalGaussian::new(
-            crate::ops::linear(&self.enc_mean, h.clone(), Activation::Identity),
-            crate::ops::linear(&self.enc_logvar, h, Activation::Identity),
-        )
-    }
-
-    /// Parameters of p(x|z): logits or means, then any log-scales.
-    ///
-    /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
-    pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+    /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, maps, height, width]`
+    pub fn forward(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
         let [c, h, w] = self.bottleneck;
         let zy = super::with_condition(z, y);
-        let x = crate::ops::linear(&self.dec_dense, zy, Activation::Relu);
+        let x = ops::linear(&self.dense, zy, Activation::Relu);
         let mut x = x.reshape([b, c, h, w]); // [batch, 32, 7, 7]
-        let last = self.dec_convs.len() - 1;
-        for (i, conv) in self.dec_convs.iter().enumerate() {
+        let last = self.convs.len() - 1;
+        for (i, conv) in self.convs.iter().enumerate() {
             let act = if i < last {
                 Activation::Relu
             } else {
                 Activation::Identity
             };
-            x = crate::ops::conv_transpose2d(conv, x, act); // side doubles
+            x = ops::conv_transpose2d(conv, x, act); // side doubles
         }
-        match &self.global_scale {
-            Some(g) => g.append_to(x),
-            None => x,
-        }
+        x
     }
 }

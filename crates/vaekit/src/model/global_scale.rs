@@ -18,7 +18,7 @@ impl GlobalLogStd {
         }
     }
 
-    /// Appends the log-std maps to the decoder's mean logits, as [`crate::loss::reconstruction_nll`]
+    /// Appends the log-std maps to the decoder's mean logits, as [`crate::likelihood::reconstruction_nll`]
     /// expects for two-parameter likelihoods.
     ///
     /// # Shapes

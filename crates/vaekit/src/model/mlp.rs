@@ -1,4 +1,4 @@
-//! Fully connected VAE, as in pytorch/examples (784-400-20-400-784 by default).
+//! Fully connected encoder and decoder, as in pytorch/examples (784-400-20-400-784 by default).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -8,133 +8,143 @@ use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
 use crate::ops::{self, Activation};
 
-/// MLP encoder and decoder with ReLU hidden layers.
-#[derive(Module, Debug)]
-pub struct MlpVae {
-    enc_hidden: Vec<Linear>,
-    enc_mean: Linear,
-    enc_logvar: Linear,
-    dec_hidden: Vec<Linear>,
-    dec_out: Linear,
-    /// [channels, height, width] of the images.
-    image: [usize; 3],
-    /// Decoder outputs per pixel and channel.
-    params: usize,
-    /// Whether the means are on the [-1, 1] scale of the discretised logistic (else logits).
-    logistic: bool,
-    /// The learned per-channel scale of the `gaussian-global` likelihood.
-    global_scale: Option<super::GlobalLogStd>,
-    /// Classes of the one-hot condition (0: unconditional).
-    classes: usize,
-    /// The second stochastic layer of a hierarchical VAE.
-    top: Option<super::TopLatent>,
+/// Dense layers of the given widths, each from the previous width (the first from `from`).
+fn stack(
+    from: usize,
+    widths: impl Iterator<Item = usize>,
+    device: &Device,
+) -> (Vec<Linear>, usize) {
+    let mut w_in = from;
+    let layers = widths
+        .map(|w| {
+            let l = LinearConfig::new(w_in, w).init(device);
+            w_in = w;
+            l
+        })
+        .collect();
+    (layers, w_in)
 }
 
-impl MlpVae {
-    /// Builds the network with burn's default (PyTorch-like) initialisation.
-    ///
-    /// The decoder outputs `params` values per pixel and channel (means first).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        image: ImageShape,
-        latent: usize,
-        hidden: &[usize],
-        params: usize,
-        logistic: bool,
-        global_scale: Option<super::GlobalLogStd>,
-        classes: usize,
-        device: &Device,
-    ) -> Self {
-        let d = image.numel();
-        let mut enc_hidden = Vec::new();
-        let mut w_in = d + classes;
-        for &w in hidden {
-            enc_hidden.push(LinearConfig::new(w_in, w).init(device));
-            w_in = w;
-        }
-        let enc_mean = LinearConfig::new(w_in, latent).init(device);
-        let enc_logvar = LinearConfig::new(w_in, latent).init(device);
-        let mut dec_hidden = Vec::new();
-        let mut w_in = latent + classes;
-        for &w in hidden.iter().rev() {
-            dec_hidden.push(LinearConfig::new(w_in, w).init(device));
-            w_in = w;
-        }
-        let dec_out = LinearConfig::new(w_in, d * params).init(device);
-        MlpVae {
-            enc_hidden,
-            enc_mean,
-            enc_logvar,
-            dec_hidden,
-            dec_out,
-            image: [image.channels, image.height, image.width],
-            params,
-            logistic,
-            global_scale,
-            classes,
-            top: None,
+/// The MLP encoder q(z|x) (q(z|x, y) with `classes` > 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpEncoderConfig {
+    /// The input images (flattened).
+    pub image: ImageShape,
+    /// Dimension of z.
+    pub latent: usize,
+    /// Hidden layer widths, ReLU after each.
+    pub hidden: Vec<usize>,
+    /// Classes of the one-hot condition entering beside the pixels (0: none).
+    pub classes: usize,
+}
+
+impl MlpEncoderConfig {
+    /// Builds the encoder with burn's default (PyTorch-like) initialisation.
+    pub fn init(&self, device: &Device) -> MlpEncoder {
+        let (hidden, w) = stack(
+            self.image.numel() + self.classes,
+            self.hidden.iter().copied(),
+            device,
+        );
+        MlpEncoder {
+            hidden,
+            mean: LinearConfig::new(w, self.latent).init(device),
+            logvar: LinearConfig::new(w, self.latent).init(device),
         }
     }
+}
 
-    /// Classes of the one-hot condition (0: unconditional).
-    pub fn classes(&self) -> usize {
-        self.classes
-    }
+/// ReLU hidden layers, then dense heads to the mean and log-variance of z.
+#[derive(Module, Debug)]
+pub struct MlpEncoder {
+    hidden: Vec<Linear>,
+    mean: Linear,
+    logvar: Linear,
+}
 
-    /// Puts a second stochastic layer above z (a hierarchical VAE).
-    pub fn with_top(self, top: Option<super::TopLatent>) -> Self {
-        Self { top, ..self }
-    }
-
+impl MlpEncoder {
     /// Dimension of z.
     pub fn latent_dim(&self) -> usize {
-        self.enc_mean.weight.val().dims()[1]
+        self.mean.weight.val().dims()[1]
     }
 
-    /// The second stochastic layer, if any.
-    pub fn top(&self) -> Option<&super::TopLatent> {
-        self.top.as_ref()
-    }
-
-    /// q(z|x).
+    /// q(z|x) (q(z|x, y) with the one-hot `y`).
     ///
     /// # Shapes
-    /// `x`: `[batch, channels, height, width]` -> mean, logvar `[batch, latent]`
-    pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
+    /// `x`: `[batch, channels, height, width]`, `y`: `[batch, classes]` -> mean, logvar
+    /// `[batch, latent]`
+    pub fn forward(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
         let mut h = super::with_condition(x.flatten(1, 3), y); // [batch, c * h * w (+ classes)]
-        for l in &self.enc_hidden {
+        for l in &self.hidden {
             h = ops::linear(l, h, Activation::Relu); // [batch, 400]
         }
         DiagonalGaussian::new(
-            ops::linear(&self.enc_mean, h.clone(), Activation::Identity),
-            ops::linear(&self.enc_logvar, h, Activation::Identity),
+            ops::linear(&self.mean, h.clone(), Activation::Identity),
+            ops::linear(&self.logvar, h, Activation::Identity),
         )
     }
+}
 
-    /// The decoder's mean image in [0, 1] (see [`crate::loss::mean_image`]).
-    ///
-    /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels, height, width]`
-    pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
-        crate::loss::mean_image(self.decode(z, y), self.image[0], self.logistic)
+/// The MLP decoder p(x|z) (p(x|z, y) with `classes` > 0): the encoder's widths in reverse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpDecoderConfig {
+    /// The output images.
+    pub image: ImageShape,
+    /// Dimension of z.
+    pub latent: usize,
+    /// The encoder's hidden widths; the decoder runs them in reverse.
+    pub hidden: Vec<usize>,
+    /// Maps per image channel of the last layer (see [`crate::config::Likelihood::network_maps`]).
+    pub maps: usize,
+    /// Classes of the one-hot condition entering beside z (0: none).
+    pub classes: usize,
+}
+
+impl MlpDecoderConfig {
+    /// Builds the decoder with burn's default (PyTorch-like) initialisation.
+    pub fn init(&self, device: &Device) -> MlpDecoder {
+        let (hidden, w) = stack(
+            self.latent + self.classes,
+            self.hidden.iter().rev().copied(),
+            device,
+        );
+        MlpDecoder {
+            hidden,
+            out: LinearConfig::new(w, self.image.numel() * self.maps).init(device),
+            image: [self.image.channels, self.image.height, self.image.width],
+            maps: self.maps,
+        }
+    }
+}
+
+/// ReLU hidden layers, then one dense layer to every output map of every pixel.
+#[derive(Module, Debug)]
+pub struct MlpDecoder {
+    hidden: Vec<Linear>,
+    out: Linear,
+    /// [channels, height, width] of the images.
+    image: [usize; 3],
+    /// Outputs per pixel and channel.
+    maps: usize,
+}
+
+impl MlpDecoder {
+    /// The side of the images it makes.
+    pub fn size(&self) -> [usize; 2] {
+        [self.image[1], self.image[2]]
     }
 
-    /// Parameters of p(x|z): logits or means, then any log-scales.
+    /// The network's output maps: logits or means, then any log-scale maps.
     ///
     /// # Shapes
-    /// `z`: `[batch, latent]` -> `[batch, channels * params, height, width]`
-    pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+    /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels * maps, height, width]`
+    pub fn forward(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
         let mut h = super::with_condition(z, y);
-        for l in &self.dec_hidden {
+        for l in &self.hidden {
             h = ops::linear(l, h, Activation::Relu); // [batch, 400]
         }
         let [c, hh, w] = self.image;
-        let out = ops::linear(&self.dec_out, h, Activation::Identity);
-        let out = out.reshape([b, c * self.params, hh, w]);
-        match &self.global_scale {
-            Some(g) => g.append_to(out),
-            None => out,
-        }
+        ops::linear(&self.out, h, Activation::Identity).reshape([b, c * self.maps, hh, w])
     }
 }

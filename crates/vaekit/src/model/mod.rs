@@ -1,7 +1,17 @@
-//! VAE models: one file per variant, one [`Vae`] type that commands work with.
+//! VAE models, composed of parts: an [`Encoder`] for q(z|x), a [`Decoder`] for the maps of
+//! p(x|z), a [`Prior`] p(z) and a [`PixelLikelihood`] that reads the decoder's maps. Each part
+//! has a typed config with `init(&device)` (from [`ModelConfig`]'s `encoder()`, `decoder()`,
+//! `prior()`); a new network touches its own file and the part's enum, nothing else.
 
 pub mod conv;
+pub mod decoder;
+pub mod discriminator;
+pub mod encoder;
+pub mod global_scale;
+pub mod likelihood;
 pub mod mlp;
+pub mod prior;
+pub mod top;
 
 use std::sync::Mutex;
 
@@ -10,21 +20,33 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{Architecture, ModelConfig};
 use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
-pub mod global_scale;
-pub mod top;
 
-pub use conv::ConvVae;
+pub use decoder::{Decoder, DecoderConfig};
+pub use discriminator::{Discriminator, DiscriminatorConfig};
+pub use encoder::{Encoder, EncoderConfig};
 pub use global_scale::GlobalLogStd;
-pub use mlp::MlpVae;
+pub use likelihood::PixelLikelihood;
+pub use prior::{Prior, PriorConfig};
 pub use top::TopLatent;
 
-/// Any vaekit model; built from a [`ModelConfig`] with [`Vae::init`].
+/// A VAE: encoder, decoder, prior and likelihood; built from a [`ModelConfig`] with
+/// [`Vae::init`].
+///
+/// The fields' order is the order of the parameters (and so of their positional ids, see
+/// [`Vae::init`]); it is the order of vaekit's first checkpoint format, whose optimiser state
+/// therefore still loads.
 #[derive(Module, Debug)]
-pub enum Vae {
-    /// The article's convolutional VAE.
-    Conv(ConvVae),
-    /// The pytorch/examples MLP VAE.
-    Mlp(MlpVae),
+pub struct Vae {
+    /// q(z|x).
+    pub encoder: Encoder,
+    /// The maps of p(x|z).
+    pub decoder: Decoder,
+    /// p(x|z) from the decoder's maps.
+    pub likelihood: PixelLikelihood,
+    /// p(z).
+    pub prior: Prior,
+    /// Classes of the one-hot condition (0: unconditional).
+    classes: usize,
 }
 
 /// The result of a forward pass.
@@ -104,110 +126,92 @@ impl Latents for Vae {
 /// initialised at once from two threads would interleave their draws.
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
-/// Gives every parameter an id from its position in the module (1, 2, 3, ...), so the ids, and
-/// with them the optimiser state saved by burn, are the same in every process that builds the
-/// same config.
+/// Gives every parameter an id from its position in the module (`first`, `first + 1`, ...), so
+/// the ids, and with them the optimiser state saved by burn, are the same in every process that
+/// builds the same config.
 struct PositionalIds(u64);
 
 impl ModuleMapper for PositionalIds {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        self.0 += 1;
         let (_, value, mapper) = param.consume();
-        Param::from_mapped_value(ParamId::from(self.0), value, mapper)
+        let id = ParamId::from(self.0);
+        self.0 += 1;
+        Param::from_mapped_value(id, value, mapper)
     }
+}
+
+/// Whether every parameter of `module` is finite (no NaN or infinity).
+pub fn params_finite<M: Module>(module: &M) -> bool {
+    struct Check(bool);
+    impl burn::module::ModuleVisitor for Check {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0 {
+                let v = param.val();
+                let s: f32 = (v.clone() * v).sum().into_scalar();
+                self.0 = s.is_finite();
+            }
+        }
+    }
+    let mut c = Check(true);
+    module.visit(&mut c);
+    c.0
+}
+
+/// Builds a module with `build` after seeding `device` from `seed`, and numbers its parameters
+/// from `first_id` (see [`PositionalIds`]); networks trained together take ranges apart.
+pub fn init_seeded<M: Module>(
+    seed: u64,
+    first_id: u64,
+    device: &Device,
+    build: impl FnOnce() -> M,
+) -> M {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    // Mapping materialises every lazily initialised parameter while the lock is held.
+    build().map(&mut PositionalIds(first_id))
 }
 
 impl Vae {
     /// Builds the model `cfg` describes, initialised from `seed`, on `device`.
     pub fn init(cfg: &ModelConfig, seed: u64, device: &Device) -> Vae {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        let p = cfg.likelihood.network_maps();
-        let logistic = cfg.likelihood == crate::config::Likelihood::Logistic;
-        let global = (cfg.likelihood == crate::config::Likelihood::GaussianGlobal)
-            .then(|| GlobalLogStd::new(cfg.image.channels, device));
-        let model = match &cfg.architecture {
-            Architecture::Conv {
-                channels,
-                kernel,
-                leaky_slope,
-            } => Vae::Conv(ConvVae::new(
-                cfg.image,
-                cfg.latent_dim,
-                channels,
-                *kernel,
-                *leaky_slope,
-                p,
-                logistic,
-                global,
-                cfg.classes,
-                device,
-            )),
-            Architecture::Mlp { hidden } => Vae::Mlp(MlpVae::new(
-                cfg.image,
-                cfg.latent_dim,
-                hidden,
-                p,
-                logistic,
-                global,
-                cfg.classes,
-                device,
-            )),
-        };
-        let top = cfg
-            .top
-            .as_ref()
-            .map(|t| TopLatent::new(cfg.latent_dim, t.latent_dim, &t.hidden, device));
-        let model = match model {
-            Vae::Conv(m) => Vae::Conv(m.with_top(top)),
-            Vae::Mlp(m) => Vae::Mlp(m.with_top(top)),
-        };
-        // Mapping materialises every lazily initialised parameter while the lock is held.
-        model.map(&mut PositionalIds(0))
+        init_seeded(seed, 1, device, || Vae {
+            encoder: cfg.encoder().init(device),
+            decoder: cfg.decoder().init(device),
+            likelihood: PixelLikelihood::new(cfg.likelihood, cfg.image.channels, device),
+            prior: cfg.prior().init(device),
+            classes: cfg.classes,
+        })
     }
 
     /// Classes of the condition: 0 for an unconditional model, else a conditional VAE.
     pub fn classes(&self) -> usize {
-        match self {
-            Vae::Conv(m) => m.classes(),
-            Vae::Mlp(m) => m.classes(),
-        }
+        self.classes
     }
 
     /// The second stochastic layer of a hierarchical VAE, if any.
     pub fn top(&self) -> Option<&TopLatent> {
-        match self {
-            Vae::Conv(m) => m.top(),
-            Vae::Mlp(m) => m.top(),
-        }
+        self.prior.top()
     }
 
     /// Standard normal values per draw of the latents: z's dimension, plus z2's for a
     /// hierarchical VAE. Noise for [`Vae::draw`] and [`Vae::prior_sample`] has this many
     /// columns, z's first.
     pub fn noise_dim(&self) -> usize {
-        self.latent_dim() + self.top().map_or(0, TopLatent::latent)
+        self.prior.noise_dim()
     }
 
     /// Dimension of z, the decoder's latent (z1 of a hierarchical VAE).
     pub fn latent_dim(&self) -> usize {
-        match self {
-            Vae::Conv(m) => m.latent_dim(),
-            Vae::Mlp(m) => m.latent_dim(),
-        }
+        self.encoder.latent_dim()
     }
 
-    /// Draws from the prior of the decoder's latent, from standard normal `noise`: z = noise
-    /// for a one-layer model; for a hierarchical VAE z2 = the last columns, z1 = mean(z2) +
-    /// std(z2) * the first columns.
+    /// Draws from the prior of the decoder's latent, from standard normal `noise` (see
+    /// [`Prior::sample`]).
     ///
     /// # Shapes
     /// `noise`: `[n, noise_dim]` -> `[n, latent]`
     pub fn prior_sample(&self, noise: Tensor<2>) -> Tensor<2> {
-        match self.top() {
-            None => noise,
-            Some(top) => top::prior_two_layers(noise, self.latent_dim(), &|z2| top.prior(z2)),
-        }
+        self.prior.sample(noise)
     }
 
     /// Draws the latents from the posterior `q` = q(z|x) (and q(z2|z1) above it) with the
@@ -216,10 +220,7 @@ impl Vae {
     /// # Shapes
     /// `q`: `[n, latent]`, `eps`: `[n, noise_dim]`
     pub fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
-        match self.top() {
-            None => StandardNormalPrior(q.mean.dims()[1]).draw(q, eps),
-            Some(top) => top::draw_two_layers(q, eps, &|z1| top.encode(z1), &|z2| top.prior(z2)),
-        }
+        self.prior.draw(q, eps)
     }
 
     /// The condition for images with these labels: one-hot rows for a conditional model, none
@@ -242,23 +243,30 @@ impl Vae {
     /// # Shapes
     /// `x`: `[batch, channels, height, width]`, `y`: `[batch, classes]` -> `[batch, latent]`
     pub fn encode(&self, x: Tensor<4>, y: Option<Tensor<2>>) -> DiagonalGaussian {
-        match self {
-            Vae::Conv(m) => m.encode(x, y),
-            Vae::Mlp(m) => m.encode(x, y),
-        }
+        self.encoder.forward(x, y)
     }
 
     /// Parameters of p(x|z) (p(x|z, y) for a conditional model; see
-    /// [`crate::loss::reconstruction_nll`]): logits or means, then log-scales for likelihoods
-    /// with two parameters per pixel.
+    /// [`crate::likelihood::reconstruction_nll`]): logits or means, then log-scales for
+    /// likelihoods with two parameters per pixel.
     ///
     /// # Shapes
     /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels * params, height, width]`
     pub fn decode(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
-        match self {
-            Vae::Conv(m) => m.decode(z, y),
-            Vae::Mlp(m) => m.decode(z, y),
-        }
+        self.likelihood.params(self.decoder.forward(z, y))
+    }
+
+    /// [`Vae::decode`] at `[height, width]` (see [`Decoder::render`]).
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels * params, size[0], size[1]]`
+    pub fn render(
+        &self,
+        z: Tensor<2>,
+        y: Option<Tensor<2>>,
+        size: [usize; 2],
+    ) -> crate::Result<Tensor<4>> {
+        Ok(self.likelihood.params(self.decoder.render(z, y, size)?))
     }
 
     /// The decoder's mean image, pixels in [0, 1].
@@ -266,10 +274,7 @@ impl Vae {
     /// # Shapes
     /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels, height, width]`
     pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
-        match self {
-            Vae::Conv(m) => m.decode_mean(z, y),
-            Vae::Mlp(m) => m.decode_mean(z, y),
-        }
+        self.likelihood.mean_image(self.decode(z, y))
     }
 
     /// Encodes, draws z = mean + std * eps, decodes.
@@ -286,6 +291,70 @@ impl Vae {
             logits,
             posterior,
             z,
+        }
+    }
+}
+
+/// The typed config of each part that a [`ModelConfig`] (the serialised form, in a run's
+/// `config.json`) describes.
+impl ModelConfig {
+    /// The encoder: the `architecture`'s network.
+    pub fn encoder(&self) -> EncoderConfig {
+        match &self.architecture {
+            Architecture::Conv {
+                channels,
+                kernel,
+                leaky_slope,
+            } => EncoderConfig::Conv(conv::ConvEncoderConfig {
+                image: self.image,
+                latent: self.latent_dim,
+                channels: channels.clone(),
+                kernel: *kernel,
+                leaky_slope: *leaky_slope,
+                classes: self.classes,
+            }),
+            Architecture::Mlp { hidden } => EncoderConfig::Mlp(mlp::MlpEncoderConfig {
+                image: self.image,
+                latent: self.latent_dim,
+                hidden: hidden.clone(),
+                classes: self.classes,
+            }),
+        }
+    }
+
+    /// The decoder: the mirror of the `architecture`'s network, with as many output maps per
+    /// channel as the likelihood needs.
+    pub fn decoder(&self) -> DecoderConfig {
+        let maps = self.likelihood.network_maps();
+        match &self.architecture {
+            Architecture::Conv {
+                channels, kernel, ..
+            } => DecoderConfig::Conv(conv::ConvDecoderConfig {
+                image: self.image,
+                latent: self.latent_dim,
+                channels: channels.clone(),
+                kernel: *kernel,
+                maps,
+                classes: self.classes,
+            }),
+            Architecture::Mlp { hidden } => DecoderConfig::Mlp(mlp::MlpDecoderConfig {
+                image: self.image,
+                latent: self.latent_dim,
+                hidden: hidden.clone(),
+                maps,
+                classes: self.classes,
+            }),
+        }
+    }
+
+    /// The prior: N(0, I), or the learned two-layer prior of a hierarchical VAE.
+    pub fn prior(&self) -> PriorConfig {
+        match &self.top {
+            None => PriorConfig::StandardNormal(self.latent_dim),
+            Some(top) => PriorConfig::TwoLayer {
+                below: self.latent_dim,
+                top: top.clone(),
+            },
         }
     }
 }

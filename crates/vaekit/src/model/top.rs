@@ -73,6 +73,11 @@ impl TopLatent {
         self.latent
     }
 
+    /// Dimension of z1, the layer below.
+    pub fn below(&self) -> usize {
+        self.down_mean.weight.val().dims()[1]
+    }
+
     /// q(z2|z1).
     ///
     /// # Shapes

@@ -13,6 +13,8 @@ use burn::backend::autodiff::{
 };
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Backend, Flex, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
 use super::backend::{dims2, f32s, flex, values};
@@ -203,13 +205,31 @@ impl<B: BceBackend + BceBackward, C: CheckpointStrategy> BceBackend for Autodiff
     }
 }
 
+/// softplus(l) = log(1 + exp(l)) from burn's tensor operations (the reference and the fallback
+/// of [`super::bce_with_logits`] off the CPU kernel), smooth everywhere so its gradient is exactly sigmoid(l):
+/// log(1 + exp(min(l, 30))) + relu(l - 30). Above 30 the first term is 30 + e^-30 in exact
+/// arithmetic; below about -17 the f32 result is 0 where the truth is exp(l) < 4e-8. Built from
+/// elementwise ops, it is faster on burn's CPU backend than `log_sigmoid`, which calls a branchy
+/// scalar `ln_1p` per element (`vaekit bench`, this machine: MLP training +6 to 10%, the IS
+/// estimate +25% for the MLP and +10% for the conv model).
+///
+/// # Shapes
+/// any -> same
+pub fn softplus<const D: usize>(l: Tensor<D>) -> Tensor<D> {
+    let big = SOFTPLUS_LINEAR;
+    l.clone().clamp_max(big).exp().add_scalar(1.0).log() + relu(l.sub_scalar(big))
+}
+
+/// Where [`softplus`] becomes the identity plus a constant.
+const SOFTPLUS_LINEAR: f64 = 30.0;
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Device, Tensor, TensorData};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    use crate::loss::softplus;
+    use super::softplus;
     use crate::ops::bce_with_logits;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -297,5 +317,23 @@ mod tests {
             &[0.5, 0.25, -0.5, 0.0],
             1e-6,
         );
+    }
+
+    #[test]
+    fn softplus_matches_the_formula_over_the_range() {
+        let dev = Device::flex();
+        let ls: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.75).collect();
+        let got = softplus(Tensor::<1>::from_floats(ls.as_slice(), &dev))
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        for (l, g) in ls.iter().zip(&got) {
+            let l = *l as f64;
+            let want = l.max(0.0) + (-l.abs()).exp().ln_1p();
+            assert!(
+                (*g as f64 - want).abs() < 2e-6 * want.abs().max(1.0),
+                "softplus({l}) = {g}, want {want}"
+            );
+        }
     }
 }

@@ -42,7 +42,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 pub use adam::FusedAdam;
 pub use backend::{Conv2dSpec, ConvTranspose2dSpec, LayerBackend, LayerBackward};
-pub use bce::{BceBackend, BceBackward};
+pub use bce::{BceBackend, BceBackward, softplus};
 pub use conv2d::Activation;
 pub use sigmoid::{SigmoidBackend, SigmoidBackward};
 
@@ -95,9 +95,8 @@ fn explicit_padding(padding: &PaddingConfig2d) -> Option<([usize; 2], [usize; 2]
 /// `act(layer.forward(x))`: `x [batch, c_in, h, w] -> [batch, c_out, oh, ow]`, the activation
 /// fused into the convolution on the CPU kernels.
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
-    let padding = explicit_padding(&layer.padding);
-    match (&layer.bias, padding) {
-        (Some(bias), Some((pad_begin, pad_end))) if use_kernels(&x, layer.groups, act) => {
+    match explicit_padding(&layer.padding) {
+        Some((pad_begin, pad_end)) if use_kernels(&x, layer.groups, act) => {
             let spec = Conv2dSpec {
                 stride: layer.stride,
                 pad_begin,
@@ -105,7 +104,12 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
                 dilation: layer.dilation,
                 activation: act,
             };
-            conv2d_with(x, layer.weight.val(), bias.val(), spec)
+            // A layer without a bias (before a normalisation) adds a constant zero one.
+            let bias = match &layer.bias {
+                Some(b) => b.val(),
+                None => Tensor::zeros([layer.weight.dims()[0]], &x.device()),
+            };
+            conv2d_with(x, layer.weight.val(), bias, spec)
         }
         _ => activate(layer.forward(x), act),
     }
@@ -179,7 +183,7 @@ pub fn conv_transpose2d_with(
 
 /// Binary cross-entropy with logits summed per row, `softplus(l) - x l` over the columns:
 /// `logits`, `x` `[rows, cols]` -> `[rows]`. The CPU kernel of the [`bce`] module where
-/// [`kernels_apply`], burn's operations (with [`crate::loss::softplus`]) elsewhere.
+/// [`kernels_apply`], burn's operations (with [`softplus`]) elsewhere.
 pub fn bce_with_logits(logits: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
     if kernels_apply(logits.dtype(), &logits.device()) {
         Tensor::from_dispatch(<Dispatch as BceBackend>::vaekit_bce_with_logits(
@@ -187,7 +191,7 @@ pub fn bce_with_logits(logits: Tensor<2>, x: Tensor<2>) -> Tensor<1> {
             x.into_dispatch(),
         ))
     } else {
-        (crate::loss::softplus(logits.clone()) - x * logits)
+        (softplus(logits.clone()) - x * logits)
             .sum_dim(1)
             .squeeze_dim::<1>(1)
     }

@@ -298,6 +298,33 @@ fn layer_wrappers_equal_the_modules_forward_on_the_plain_device() {
         &values(ours),
         &values(relu(convt.forward(x))),
     );
+    // A convolution without a bias (the VAE-GAN discriminator's, before a normalisation) runs
+    // on the kernel with a zero bias, forward and backward.
+    let ad = Device::flex().autodiff();
+    let plain = Conv2dConfig::new([3, 4], [3, 3])
+        .with_bias(false)
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&ad);
+    let x = random([2, 3, 9, 8], &mut rng, &ad).require_grad();
+    let ours = conv2d(&plain, x.clone(), Activation::Identity);
+    let theirs = plain.forward(x.clone());
+    assert_close(
+        "conv without bias",
+        &values(ours.clone()),
+        &values(theirs.clone()),
+    );
+    let (g1, g2) = (ours.sum().backward(), theirs.sum().backward());
+    assert_close(
+        "conv without bias dx",
+        &values(x.grad(&g1).unwrap()),
+        &values(x.grad(&g2).unwrap()),
+    );
+    assert_close(
+        "conv without bias dw",
+        &values(plain.weight.val().grad(&g1).unwrap()),
+        &values(plain.weight.val().grad(&g2).unwrap()),
+    );
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Training curves from `metrics.jsonl`: loss, reconstruction and KL per epoch, train and test.
+//! Training curves from `metrics.jsonl`, by name: one panel per quantity, with its training
+//! mean over the epoch (`train_X`) and its value on the test set after it (`test_X`) against
+//! the epoch number. A new training method's metrics are plotted without edits here.
 
 use std::path::Path;
 
@@ -6,30 +8,85 @@ use plotters::prelude::*;
 
 use super::{FONT, render_png, s};
 use crate::error::{Error, Result};
-use crate::run::EpochMetrics;
+use crate::metrics::EpochMetrics;
 
-/// Three panels side by side (loss / neg-ELBO, reconstruction, KL), each with the training
-/// average over the epoch and the test value after it, against the epoch number.
-pub fn plot_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> Result<()> {
+/// Values that describe the run rather than the model; left out unless asked for by name.
+pub const BOOKKEEPING: [&str; 4] = ["images_per_sec", "seconds", "beta", "skipped_steps"];
+
+/// Panels per row.
+const COLUMNS: usize = 3;
+
+/// One panel: the quantity's name and its series (label, colour, metric name).
+struct Panel {
+    name: String,
+    series: Vec<(&'static str, RGBColor, String)>,
+}
+
+/// The panels for `names` (every metric but [`BOOKKEEPING`] when `None`), in the order the
+/// names first appear: `train_X` and `test_X` share the panel `X`.
+fn panels(metrics: &[EpochMetrics], names: Option<&[String]>) -> Vec<Panel> {
+    let mut all: Vec<String> = Vec::new();
+    for m in metrics {
+        for (n, _) in m.values.iter() {
+            if !all.iter().any(|a| a == n) {
+                all.push(n.to_string());
+            }
+        }
+    }
+    let wanted = |n: &str| match names {
+        Some(list) => list.iter().any(|w| {
+            w == n || n.strip_prefix("train_") == Some(w) || n.strip_prefix("test_") == Some(w)
+        }),
+        None => !BOOKKEEPING.contains(&n),
+    };
+    let mut out: Vec<Panel> = Vec::new();
+    for n in all.iter().filter(|n| wanted(n)) {
+        let (key, label, color) = if let Some(k) = n.strip_prefix("train_") {
+            (k, "train", BLUE)
+        } else if let Some(k) = n.strip_prefix("test_") {
+            (k, "test", RED)
+        } else {
+            (n.as_str(), "value", GREEN)
+        };
+        match out.iter_mut().find(|p| p.name == key) {
+            Some(p) => p.series.push((label, color, n.clone())),
+            None => out.push(Panel {
+                name: key.to_string(),
+                series: vec![(label, color, n.clone())],
+            }),
+        }
+    }
+    out
+}
+
+/// Draws every metric of `metrics` (or those in `names`, with or without their `train_` /
+/// `test_` prefix) against the epoch, three panels to a row. Non-finite values are left out.
+pub fn plot_curves(
+    metrics: &[EpochMetrics],
+    names: Option<&[String]>,
+    title: &str,
+    out: &Path,
+) -> Result<()> {
     if metrics.is_empty() {
         return Err(Error::BadConfig {
             path: out.to_path_buf(),
             reason: "no finished epochs to plot yet".into(),
         });
     }
-    type Pick = fn(&EpochMetrics) -> (f64, f64);
-    let panels: [(&str, Pick); 3] = [
-        ("loss (neg-ELBO), nats/image", |m| {
-            (m.train_loss, m.test_neg_elbo)
-        }),
-        ("reconstruction, nats/image", |m| {
-            (m.train_recon, m.test_recon)
-        }),
-        ("KL, nats/image", |m| (m.train_kl, m.test_kl)),
-    ];
-    render_png(out, (1500, 480), |root| {
+    let panels = panels(metrics, names);
+    if panels.is_empty() {
+        let known: Vec<&str> = metrics[0].values.iter().map(|(n, _)| n).collect();
+        return Err(Error::BadConfig {
+            path: out.to_path_buf(),
+            reason: format!("no such metric to plot; the run has {}", known.join(", ")),
+        });
+    }
+    let cols = panels.len().min(COLUMNS);
+    let rows = panels.len().div_ceil(COLUMNS);
+    let size = (500 * cols as u32, 60 + 420 * rows as u32);
+    render_png(out, size, |root| {
         let root = root.titled(title, (FONT, 24)).map_err(s)?;
-        let areas = root.split_evenly((1, 3));
+        let areas = root.split_evenly((rows, cols));
         let last = metrics.last().expect("non-empty").epoch as f64;
         let first = metrics[0].epoch as f64;
         let x_range = if last > first {
@@ -37,22 +94,25 @@ pub fn plot_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> Result<
         } else {
             first - 0.5..first + 0.5
         };
-        for (area, (name, pick)) in areas.iter().zip(panels) {
-            let pts: Vec<(f64, f64, f64)> = metrics
+        for (area, panel) in areas.iter().zip(&panels) {
+            let series: Vec<Vec<(f64, f64)>> = panel
+                .series
                 .iter()
-                .map(|m| (m.epoch as f64, pick(m).0, pick(m).1))
+                .map(|(_, _, name)| {
+                    metrics
+                        .iter()
+                        .filter_map(|m| m.get(name).map(|v| (m.epoch as f64, v)))
+                        .filter(|(_, v)| v.is_finite())
+                        .collect()
+                })
                 .collect();
-            let lo = pts
-                .iter()
-                .map(|p| p.1.min(p.2))
-                .fold(f64::INFINITY, f64::min);
-            let hi = pts
-                .iter()
-                .map(|p| p.1.max(p.2))
-                .fold(f64::NEG_INFINITY, f64::max);
+            let ys = series.iter().flatten().map(|p| p.1);
+            let lo = ys.clone().fold(f64::INFINITY, f64::min);
+            let hi = ys.fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
             let pad = ((hi - lo) * 0.08).max(1e-3 * hi.abs().max(1.0));
             let mut chart = ChartBuilder::on(area)
-                .caption(name, (FONT, 18))
+                .caption(&panel.name, (FONT, 18))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
@@ -67,20 +127,17 @@ pub fn plot_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> Result<
                 .axis_desc_style((FONT, 14))
                 .draw()
                 .map_err(s)?;
-            for (label, color, which) in [("train", BLUE, 1), ("test", RED, 2)] {
-                let series: Vec<(f64, f64)> = pts
-                    .iter()
-                    .map(|p| (p.0, if which == 1 { p.1 } else { p.2 }))
-                    .collect();
+            for ((label, color, _), points) in panel.series.iter().zip(series) {
+                let color = *color;
                 chart
-                    .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                     .map_err(s)?
-                    .label(label)
+                    .label(*label)
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                     });
                 chart
-                    .draw_series(series.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(s)?;
             }
             chart
@@ -94,4 +151,50 @@ pub fn plot_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> Result<
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn epoch(e: usize, values: Metrics) -> EpochMetrics {
+        EpochMetrics {
+            epoch: e,
+            step: e * 10,
+            values,
+            labels: vec![],
+        }
+    }
+
+    #[test]
+    fn train_and_test_of_a_name_share_a_panel_in_order_of_appearance() {
+        let vae = Metrics::new()
+            .with("train_loss", 3.0)
+            .with("train_kl", 1.0)
+            .with("test_neg_elbo", 3.5)
+            .with("test_kl", 1.1)
+            .with("images_per_sec", 100.0)
+            .with("d_real", 0.7);
+        let m = vec![epoch(1, vae.clone()), epoch(2, vae)];
+        let p = panels(&m, None);
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["loss", "kl", "neg_elbo", "d_real"]);
+        let kl: Vec<&str> = p[1].series.iter().map(|s| s.2.as_str()).collect();
+        assert_eq!(kl, ["train_kl", "test_kl"]);
+        // Asked for by name, with or without the prefix; bookkeeping only when asked.
+        let ask = ["kl".to_string(), "images_per_sec".to_string()];
+        let names: Vec<String> = panels(&m, Some(&ask)).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["kl", "images_per_sec"]);
+
+        let dir = std::env::temp_dir().join(format!("vaekit-curves-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("c.png");
+        plot_curves(&m, None, "t", &out).unwrap();
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (1500, 60 + 2 * 420));
+        let err = plot_curves(&m, Some(&["nope".to_string()]), "t", &out).unwrap_err();
+        assert!(err.to_string().contains("train_loss"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
