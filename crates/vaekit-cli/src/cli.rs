@@ -44,6 +44,10 @@ pub enum Command {
     Encode(EncodeArgs),
     /// Decode latent codes read from a CSV file into a PNG grid.
     Decode(DecodeArgs),
+    /// Render one code at any size (models trained with --decoder cppn), in tiles.
+    Render(RenderArgs),
+    /// An animated GIF along the path between two images' codes.
+    Morph(MorphArgs),
     /// Plot training and test loss, reconstruction and KL per epoch from metrics.jsonl.
     Plot(PlotArgs),
     /// The evaluation classifier used by `eval --fid`.
@@ -116,6 +120,15 @@ pub enum ModelArg {
     /// replace the pixels in the reconstruction term, for sharper samples (Adam lr 3e-4,
     /// beta1 0.5 unless set).
     Vaegan,
+}
+
+/// Decoders for `--decoder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DecoderArg {
+    /// The mirror of the encoder's network.
+    Mirror,
+    /// hardmaru's CPPN (hidden 32, 3 tanh layers, coordinates in [-8, 8]).
+    Cppn,
 }
 
 /// Networks for `--arch`.
@@ -234,6 +247,10 @@ pub struct TrainArgs {
     /// VAE-GAN: update every network at every step (no equilibrium rule).
     #[arg(long)]
     pub no_equilibrium: bool,
+    /// The decoder: the mirror of the encoder (default), or hardmaru's CPPN, a function of
+    /// pixel coordinates and z that `vaekit render` draws at any size.
+    #[arg(long, value_enum)]
+    pub decoder: Option<DecoderArg>,
     /// The run folder to create (default: runs/DATASET-MODEL, numbered if taken).
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,
@@ -375,6 +392,64 @@ pub struct InterpolateArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub grid: GridArgs,
+}
+
+/// `vaekit render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Width x height of the image, e.g. 2048x2048 (default: the training size).
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Seed of the prior draw rendered (when no --codes is given).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A codes CSV (as `vaekit encode` writes) to take the code from.
+    #[arg(long, value_name = "FILE.csv")]
+    pub codes: Option<PathBuf>,
+    /// The row of --codes to render.
+    #[arg(long, value_name = "I", default_value_t = 0, requires = "codes")]
+    pub row: usize,
+    /// For a conditional model: the class.
+    #[arg(long, value_name = "C")]
+    pub class: Option<u32>,
+    /// Zoom out (2 shows twice the plane) or in (0.5).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub scale: f64,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+}
+
+/// `vaekit morph`.
+#[derive(Debug, Args)]
+pub struct MorphArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Index of the first image in the split.
+    #[arg(long, value_name = "I")]
+    pub from: usize,
+    /// Index of the second image in the split.
+    #[arg(long, value_name = "J")]
+    pub to: usize,
+    /// Frames from one code to the other and back.
+    #[arg(long, default_value_t = 24)]
+    pub frames: usize,
+    /// Width x height of the frames (default: the training size).
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Milliseconds per frame.
+    #[arg(long, default_value_t = 80)]
+    pub delay: u32,
+    /// Which split the images come from.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// The GIF to write.
+    #[arg(long, value_name = "FILE.gif")]
+    pub out: PathBuf,
 }
 
 /// `vaekit traverse`.

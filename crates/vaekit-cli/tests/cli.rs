@@ -2058,3 +2058,115 @@ fn data_bars_writes_a_dataset_that_trains() {
     let err = fails(&["data", "bars", "--dir", "c", "--train", "0"], root);
     assert!(err.contains("--train"), "{err}");
 }
+
+/// A CPPN decoder trains with the conv encoder, renders at any size and aspect ratio, and
+/// morphs between two images as an animated GIF; fixed-size decoders refuse other sizes.
+#[test]
+fn a_cppn_decoder_renders_at_any_size_and_morphs() {
+    let f = fixture();
+    let root = &f.root;
+    train_small(&f, "cppn", &["--decoder", "cppn", "--latent", "4"]);
+    let cfg = json_file(&root.join("cppn/config.json"));
+    assert_eq!(cfg["model"]["decoder"]["kind"], "cppn");
+    let out = ok(
+        &[
+            "render", "--run", "cppn", "--size", "300x120", "--out", "big.png",
+        ],
+        root,
+    );
+    assert!(out.contains("300x120"), "{out}");
+    assert_eq!(png_size(&root.join("big.png")), (300, 120));
+    ok(
+        &[
+            "render", "--run", "cppn", "--scale", "2", "--seed", "3", "--out", "z.png",
+        ],
+        root,
+    );
+    assert_eq!(png_size(&root.join("z.png")), (28, 28));
+    ok(&["encode", "--run", "cppn", "--out", "codes.csv"], root);
+    ok(
+        &[
+            "render",
+            "--run",
+            "cppn",
+            "--codes",
+            "codes.csv",
+            "--row",
+            "2",
+            "--size",
+            "64x64",
+            "--out",
+            "c.png",
+        ],
+        root,
+    );
+    ok(
+        &[
+            "morph", "--run", "cppn", "--from", "0", "--to", "1", "--frames", "6", "--size",
+            "40x40", "--out", "m.gif",
+        ],
+        root,
+    );
+    let gif = std::fs::read(root.join("m.gif")).unwrap();
+    assert_eq!(&gif[..6], b"GIF89a");
+    // Every other command takes the model as usual.
+    ok(
+        &["sample", "--run", "cppn", "--n", "4", "--out", "s.png"],
+        root,
+    );
+    ok(&["eval", "--run", "cppn", "--json"], root);
+    // Bad sizes and a fixed-size decoder are one clear line each.
+    assert!(
+        fails(
+            &[
+                "render", "--run", "cppn", "--size", "wide", "--out", "x.png"
+            ],
+            root
+        )
+        .contains("--size wide")
+    );
+    assert!(
+        fails(
+            &[
+                "render", "--run", "cppn", "--size", "99999x2", "--out", "x.png"
+            ],
+            root
+        )
+        .contains("16384")
+    );
+    assert!(
+        fails(
+            &[
+                "render",
+                "--run",
+                "cppn",
+                "--codes",
+                "codes.csv",
+                "--row",
+                "999",
+                "--out",
+                "x.png"
+            ],
+            root
+        )
+        .contains("--row 999")
+    );
+    train_small(&f, "conv", &["--latent", "4"]);
+    let err = fails(
+        &[
+            "render", "--run", "conv", "--size", "56x56", "--out", "x.png",
+        ],
+        root,
+    );
+    assert!(err.contains("--decoder cppn"), "{err}");
+    assert!(
+        fails(
+            &[
+                "morph", "--run", "cppn", "--from", "0", "--to", "1", "--frames", "1", "--out",
+                "m.gif"
+            ],
+            root
+        )
+        .contains("--frames")
+    );
+}

@@ -139,6 +139,36 @@ impl Architecture {
     }
 }
 
+/// A decoder other than the mirror of the encoder (`ModelConfig::decoder`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DecoderArchitecture {
+    /// hardmaru's CPPN: the image as a function of pixel coordinates and z (see
+    /// [`crate::model::cppn`]), trained at the data's size and rendered at any other.
+    Cppn {
+        /// Width of the hidden layers. Default 32.
+        hidden: usize,
+        /// tanh layers after the input layer. Default 3, as hardmaru's.
+        layers: usize,
+        /// Half-width of the coordinate range of the shorter side. Default 8, as hardmaru's.
+        scale: f64,
+        /// Factor on z before its layer. Default 8, as hardmaru's.
+        z_scale: f64,
+    },
+}
+
+impl DecoderArchitecture {
+    /// hardmaru's CPPN at a width that trains on a laptop CPU.
+    pub fn default_cppn() -> Self {
+        DecoderArchitecture::Cppn {
+            hidden: 32,
+            layers: 3,
+            scale: 8.0,
+            z_scale: 8.0,
+        }
+    }
+}
+
 /// The second stochastic layer of a hierarchical VAE (see [`crate::model::TopLatent`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +199,9 @@ pub struct ModelConfig {
     pub latent_dim: usize,
     /// Encoder/decoder layout.
     pub architecture: Architecture,
+    /// A decoder of its own kind instead of the mirror of the encoder. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderArchitecture>,
     /// Observation model.
     pub likelihood: Likelihood,
     /// Classes the model is conditioned on (a conditional VAE: the one-hot label enters the
@@ -187,6 +220,7 @@ impl Default for ModelConfig {
             image: ImageShape::MNIST,
             latent_dim: 20,
             architecture: Architecture::default_conv(),
+            decoder: None,
             likelihood: Likelihood::Bernoulli,
             classes: 0,
             top: None,
@@ -220,6 +254,18 @@ impl ModelConfig {
                         .into(),
                 );
             }
+        }
+        if let Some(DecoderArchitecture::Cppn {
+            hidden,
+            layers: _,
+            scale,
+            z_scale,
+        }) = &self.decoder
+            && (*hidden == 0 || !(*scale > 0.0 && scale.is_finite()) || !z_scale.is_finite())
+        {
+            return bad(
+                "a cppn decoder needs a positive hidden width and a positive, finite scale".into(),
+            );
         }
         if let Likelihood::Gaussian { std } = self.likelihood
             && !(std > 0.0 && std.is_finite())

@@ -8,6 +8,7 @@ mod eval;
 mod explore;
 mod plot;
 mod reconstruct;
+mod render;
 mod sample;
 mod train;
 
@@ -28,6 +29,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scatter(a) => plot::scatter(a, cli.device),
         Command::Encode(a) => codes::encode(a, cli.device),
         Command::Decode(a) => codes::decode(a, cli.device),
+        Command::Render(a) => render::render(a, cli.device),
+        Command::Morph(a) => render::morph(a, cli.device),
         Command::Plot(a) => plot::curves(a),
         Command::Bench(a) => bench::run(a, cli.device),
         Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),

@@ -123,6 +123,7 @@ fn prepare_resume(
         a.gamma.is_some(),
         a.feature_layer.is_some(),
         a.no_equilibrium,
+        a.decoder.is_some(),
         a.out.is_some(),
     ];
     if others.iter().any(|&x| x) {
@@ -243,6 +244,15 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         }
         cfg.objective = Objective::Elbo;
         cfg.model.top = None;
+    }
+    match a.decoder {
+        Some(crate::cli::DecoderArg::Cppn) => {
+            if cfg.model.decoder.is_none() {
+                cfg.model.decoder = Some(vaekit::config::DecoderArchitecture::default_cppn());
+            }
+        }
+        Some(crate::cli::DecoderArg::Mirror) => cfg.model.decoder = None,
+        None => {}
     }
     if let MethodConfig::Vaegan(g) = &mut cfg.method {
         if let Some(x) = a.gamma {

@@ -5,12 +5,14 @@ pub mod codes;
 pub mod interpolate;
 pub mod manifold;
 pub mod pca;
+pub mod render;
 pub mod traverse;
 
 pub use codes::{Codes, encode_dataset, read_codes_csv, read_label_column, write_codes_csv};
 pub use interpolate::{interpolate, lerp, slerp};
 pub use manifold::{manifold_codes, normal_quantiles};
 pub use pca::Pca;
+pub use render::{Rendered, render_image, save_gif};
 pub use traverse::traverse;
 
 use burn::tensor::{Device, Tensor, TensorData};

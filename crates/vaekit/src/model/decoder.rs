@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::conv::{ConvDecoder, ConvDecoderConfig};
+use super::cppn::{CppnDecoder, CppnDecoderConfig};
 use super::mlp::{MlpDecoder, MlpDecoderConfig};
 use crate::error::{Error, Result};
 
@@ -14,6 +15,8 @@ pub enum DecoderConfig {
     Conv(ConvDecoderConfig),
     /// Dense layers mirroring the MLP encoder.
     Mlp(MlpDecoderConfig),
+    /// A function of pixel coordinates and z, at any resolution.
+    Cppn(CppnDecoderConfig),
 }
 
 impl DecoderConfig {
@@ -22,6 +25,7 @@ impl DecoderConfig {
         match self {
             DecoderConfig::Conv(c) => Decoder::Conv(c.init(device)),
             DecoderConfig::Mlp(c) => Decoder::Mlp(c.init(device)),
+            DecoderConfig::Cppn(c) => Decoder::Cppn(c.init(device)),
         }
     }
 }
@@ -33,6 +37,8 @@ pub enum Decoder {
     Conv(ConvDecoder),
     /// See [`MlpDecoder`].
     Mlp(MlpDecoder),
+    /// See [`CppnDecoder`].
+    Cppn(CppnDecoder),
 }
 
 impl Decoder {
@@ -41,12 +47,13 @@ impl Decoder {
         match self {
             Decoder::Conv(d) => d.size(),
             Decoder::Mlp(d) => d.size(),
+            Decoder::Cppn(d) => d.size(),
         }
     }
 
     /// Whether [`Decoder::render`] takes sizes other than [`Decoder::size`].
     pub fn any_size(&self) -> bool {
-        false
+        matches!(self, Decoder::Cppn(_))
     }
 
     /// The network's maps at the training size.
@@ -57,6 +64,7 @@ impl Decoder {
         match self {
             Decoder::Conv(d) => d.forward(z, y),
             Decoder::Mlp(d) => d.forward(z, y),
+            Decoder::Cppn(d) => d.forward(z, y),
         }
     }
 
@@ -71,11 +79,32 @@ impl Decoder {
         y: Option<Tensor<2>>,
         size: [usize; 2],
     ) -> Result<Tensor<4>> {
-        if size != self.size() && !self.any_size() {
-            let [h, w] = self.size();
+        self.render_rows(z, y, size, 0, size[0], 1.0)
+    }
+
+    /// Rows `[first_row, first_row + rows)` of [`Decoder::render`], with the coordinate range
+    /// times `zoom`: for rendering large images in tiles of bounded memory. A fixed-size
+    /// decoder takes only its whole training size at zoom 1.
+    ///
+    /// # Shapes
+    /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, maps, rows, size[1]]`
+    pub fn render_rows(
+        &self,
+        z: Tensor<2>,
+        y: Option<Tensor<2>>,
+        size: [usize; 2],
+        first_row: usize,
+        rows: usize,
+        zoom: f64,
+    ) -> Result<Tensor<4>> {
+        if let Decoder::Cppn(d) = self {
+            return Ok(d.render_rows(z, y, size, first_row, rows, zoom));
+        }
+        let [h, w] = self.size();
+        if size != [h, w] || first_row != 0 || rows != h || zoom != 1.0 {
             return Err(Error::InvalidConfig(format!(
-                "this decoder renders only at its training size {h}x{w}, not {}x{}",
-                size[0], size[1]
+                "this decoder renders only its whole training size {w}x{h}, not {}x{}: train with --decoder cppn to render at any size",
+                size[1], size[0]
             )));
         }
         Ok(self.forward(z, y))

@@ -4,6 +4,7 @@
 //! `prior()`); a new network touches its own file and the part's enum, nothing else.
 
 pub mod conv;
+pub mod cppn;
 pub mod decoder;
 pub mod discriminator;
 pub mod encoder;
@@ -322,10 +323,28 @@ impl ModelConfig {
         }
     }
 
-    /// The decoder: the mirror of the `architecture`'s network, with as many output maps per
-    /// channel as the likelihood needs.
+    /// The decoder: the `decoder` setting's network, or else the mirror of the
+    /// `architecture`'s, with as many output maps per channel as the likelihood needs.
     pub fn decoder(&self) -> DecoderConfig {
         let maps = self.likelihood.network_maps();
+        if let Some(crate::config::DecoderArchitecture::Cppn {
+            hidden,
+            layers,
+            scale,
+            z_scale,
+        }) = &self.decoder
+        {
+            return DecoderConfig::Cppn(cppn::CppnDecoderConfig {
+                image: self.image,
+                latent: self.latent_dim,
+                hidden: *hidden,
+                layers: *layers,
+                scale: *scale,
+                z_scale: *z_scale,
+                maps,
+                classes: self.classes,
+            });
+        }
         match &self.architecture {
             Architecture::Conv {
                 channels, kernel, ..
