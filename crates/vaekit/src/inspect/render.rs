@@ -218,7 +218,11 @@ mod tests {
         let zt = Tensor::<2>::from_data(TensorData::new(z, [1, 20]), &dev);
         let mean = |size: [usize; 2]| {
             let p = m.decoder.render(zt.clone(), None, size).unwrap();
-            m.likelihood.mean_image(p).into_data().try_into_vec::<f32>().unwrap()
+            m.likelihood
+                .mean_image(p)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
         };
         let (one, two) = (mean([28, 28]), mean([56, 56]));
         let (mut pooled_gap, mut neighbour_gap) = (0.0f32, 0.0f32);

@@ -51,11 +51,6 @@ impl Decoder {
         }
     }
 
-    /// Whether [`Decoder::render`] takes sizes other than [`Decoder::size`].
-    pub fn any_size(&self) -> bool {
-        matches!(self, Decoder::Cppn(_))
-    }
-
     /// The network's maps at the training size.
     ///
     /// # Shapes

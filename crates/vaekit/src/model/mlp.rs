@@ -8,8 +8,9 @@ use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
 use crate::ops::{self, Activation};
 
-/// Dense layers of the given widths, each from the previous width (the first from `from`).
-fn stack(
+/// Dense layers of the given widths, each from the previous width (the first from `from`),
+/// and the last width.
+pub(crate) fn stack(
     from: usize,
     widths: impl Iterator<Item = usize>,
     device: &Device,

@@ -14,6 +14,7 @@ use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
 use super::LatentDraw;
+use super::mlp::stack;
 use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
 
 /// q(z2|z1) and p(z1|z2): tanh MLPs with Gaussian heads.
@@ -44,19 +45,8 @@ impl TopLatent {
     /// z1 of `below` dimensions, z2 of `latent`, hidden layers of `hidden` widths each way
     /// (the inference MLP goes up through them, the generative one down in reverse order).
     pub fn new(below: usize, latent: usize, hidden: &[usize], device: &Device) -> TopLatent {
-        let stack = |from: usize, widths: &mut dyn Iterator<Item = usize>| {
-            let mut w_in = from;
-            let layers: Vec<Linear> = widths
-                .map(|w| {
-                    let l = LinearConfig::new(w_in, w).init(device);
-                    w_in = w;
-                    l
-                })
-                .collect();
-            (layers, w_in)
-        };
-        let (up, w_up) = stack(below, &mut hidden.iter().copied());
-        let (down, w_down) = stack(latent, &mut hidden.iter().rev().copied());
+        let (up, w_up) = stack(below, hidden.iter().copied(), device);
+        let (down, w_down) = stack(latent, hidden.iter().rev().copied(), device);
         TopLatent {
             up,
             up_mean: LinearConfig::new(w_up, latent).init(device),
