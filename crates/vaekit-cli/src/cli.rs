@@ -131,6 +131,24 @@ pub enum DecoderArg {
     Cppn,
 }
 
+/// Priors of a conditional VAE for `--class-prior`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClassPriorArg {
+    /// N(0, I) for every class (vaekit 0.1's conditional VAE).
+    Standard,
+    /// Learned per class: a mixture of --prior-components Gaussians (default 10).
+    Learned,
+}
+
+/// Where a conditional decoder takes its label, for `--label-at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LabelArg {
+    /// Beside z at the decoder's input only (default).
+    BesideZ,
+    /// Beside z and as a learned bias per class on every decoder layer.
+    EveryLayer,
+}
+
 /// Networks for `--arch`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ArchArg {
@@ -251,6 +269,16 @@ pub struct TrainArgs {
     /// pixel coordinates and z that `vaekit render` draws at any size.
     #[arg(long, value_enum)]
     pub decoder: Option<DecoderArg>,
+    /// Conditional VAE (--model cvae): the prior of z given the class (default: learned, a
+    /// mixture of 10 Gaussians per class).
+    #[arg(long, value_enum)]
+    pub class_prior: Option<ClassPriorArg>,
+    /// Conditional VAE (--model cvae): where the decoder takes the label (default: beside-z).
+    #[arg(long, value_enum)]
+    pub label_at: Option<LabelArg>,
+    /// Conditional VAE with a learned prior: Gaussians per class (default 10; 1: one Gaussian).
+    #[arg(long, value_name = "K")]
+    pub prior_components: Option<usize>,
     /// The run folder to create (default: runs/DATASET-MODEL, numbered if taken).
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,

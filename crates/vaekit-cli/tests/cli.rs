@@ -1435,6 +1435,11 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
         serde_json::from_str(&std::fs::read_to_string(f.root.join("c/config.json")).unwrap())
             .unwrap();
     assert_eq!(cfg["model"]["classes"], 10);
+    // A new conditional model: a learned mixture of Gaussians per class.
+    assert_eq!(
+        cfg["model"]["conditioning"],
+        serde_json::json!({"prior": "learned", "decoder": "beside_z", "components": 10})
+    );
     // Samples of a class are nearer that class's mean training image than the other's (a
     // nearest-centroid check), for class 0 (a vertical bar) and class 9 (a horizontal one).
     let (pixels, labels) = vaekit::data::synthetic::bars(200, 3);
@@ -1576,9 +1581,10 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
         &["encode", "--run", "c", "--limit", "5", "--out", "codes.csv"],
         &f.root,
     );
-    // --to-class keeps image 0's code (its style) and moves only the label: the first decoded
-    // tile is that code under its own label, the last the same code under class 7, exactly as
-    // `decode` draws them.
+    // --to-class keeps image 0's code (its style) and moves the label: the first decoded tile is
+    // that code under its own label, the last the code moved to class 7 (the same place
+    // relative to class 7's prior as to its own class's) under class 7, exactly as `decode`
+    // draws them.
     let bare = ["--border", "0", "--no-labels"];
     let to_class = [
         "interpolate",
@@ -1595,16 +1601,42 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
     ];
     ok(&[&to_class[..], &bare[..]].concat(), &f.root);
     assert_eq!(png_size(&f.root.join("ic.png")), (4 * 28, 28));
-    std::fs::write(
-        f.root.join("one.csv"),
-        std::fs::read_to_string(f.root.join("codes.csv"))
-            .unwrap()
-            .lines()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .unwrap();
+    let one: Vec<String> = std::fs::read_to_string(f.root.join("codes.csv"))
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(String::from)
+        .collect();
+    std::fs::write(f.root.join("one.csv"), one.join("\n")).unwrap();
+    // The moved code, by the library: z' = mean_7 + std_7 * (z - mean_c) / std_c.
+    {
+        use vaekit::burn::tensor::{Device, Tensor, TensorData};
+        let dev = Device::flex();
+        let run = vaekit::run::RunDir::open(&f.root.join("c")).unwrap();
+        let (model, _, _) = vaekit::checkpoint::load_model(&run, &dev).unwrap();
+        let header: Vec<&str> = one[0].split(',').collect();
+        let row: Vec<&str> = one[1].split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let z: Vec<f32> = (0..2)
+            .map(|d| row[col(&format!("mean_{d}"))].parse().unwrap())
+            .collect();
+        let own_class: u32 = row[col("label")].parse().unwrap();
+        let moved = model
+            .move_code(
+                Tensor::from_data(TensorData::new(z.clone(), [1, 2]), &dev),
+                model.condition(&[own_class], &dev).unwrap(),
+                model.condition(&[7], &dev).unwrap(),
+            )
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_ne!(moved, z, "a learned class prior moves the code");
+        std::fs::write(
+            f.root.join("moved.csv"),
+            format!("{},{}\n", moved[0], moved[1]),
+        )
+        .unwrap();
+    }
     ok(
         &[
             &[
@@ -1622,7 +1654,7 @@ fn conditional_vae_samples_a_chosen_class_and_works_with_every_command() {
                 "--run",
                 "c",
                 "--codes",
-                "one.csv",
+                "moved.csv",
                 "--class",
                 "7",
                 "--out",
@@ -2169,4 +2201,142 @@ fn a_cppn_decoder_renders_at_any_size_and_morphs() {
         )
         .contains("--frames")
     );
+}
+
+#[test]
+fn conditioning_flags_choose_the_prior_and_the_label_path_and_refuse_what_does_not_fit() {
+    let f = fixture();
+    let cfg = |run: &str| json_file(&f.root.join(run).join("config.json"))["model"].clone();
+    // vaekit 0.1's conditional VAE, asked for by name: no conditioning beyond the label.
+    train_small(
+        &f,
+        "old",
+        &[
+            "--model",
+            "cvae",
+            "--limit",
+            "100",
+            "--class-prior",
+            "standard",
+        ],
+    );
+    assert_eq!(
+        cfg("old")["conditioning"],
+        serde_json::json!({"prior": "standard", "decoder": "beside_z", "components": 1})
+    );
+    // One learned Gaussian per class and the label at every layer; every picture command works
+    // on it, manifold included (a 2-D latent through the class's prior).
+    train_small(
+        &f,
+        "one",
+        &[
+            "--model",
+            "cvae",
+            "--limit",
+            "100",
+            "--latent",
+            "2",
+            "--prior-components",
+            "1",
+            "--label-at",
+            "every-layer",
+        ],
+    );
+    assert_eq!(
+        cfg("one")["conditioning"],
+        serde_json::json!({"prior": "learned", "decoder": "every_layer", "components": 1})
+    );
+    ok(
+        &[
+            "manifold", "--run", "one", "--class", "3", "--steps", "4", "--out", "m.png",
+        ],
+        &f.root,
+    );
+    ok(
+        &[
+            "sample",
+            "--run",
+            "one",
+            "--class",
+            "3",
+            "--n",
+            "4",
+            "--temperature",
+            "0.5",
+            "--out",
+            "s.png",
+        ],
+        &f.root,
+    );
+    let e = json(&ok(
+        &[
+            "eval", "--run", "one", "--json", "--iw", "4", "--limit", "20",
+        ],
+        &f.root,
+    ));
+    assert_eq!(e["kl_per_dim"].as_array().unwrap().len(), 2, "{e}");
+    assert!(
+        e["nll"].as_f64().unwrap() < e["neg_elbo"].as_f64().unwrap(),
+        "{e}"
+    );
+    // The mixture's per-dimension KL terms add up to the KL, as for every prior.
+    train_small(
+        &f,
+        "mix",
+        &["--model", "cvae", "--limit", "100", "--latent", "3"],
+    );
+    let e = json(&ok(
+        &["eval", "--run", "mix", "--json", "--limit", "40"],
+        &f.root,
+    ));
+    let per_dim: Vec<f64> = e["kl_per_dim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_dim.len(), 3, "{e}");
+    let total = e["kl"].as_f64().unwrap();
+    assert!(
+        (per_dim.iter().sum::<f64>() - total).abs() < 1e-3 * total.abs().max(1.0),
+        "{per_dim:?} vs {total}"
+    );
+    ok(&["train", "--resume", "mix", "--epochs", "2"], &f.root);
+    // Flags for conditional models on an unconditional one, and a mixture of the fixed prior:
+    // one line each, no run folder.
+    let d = f.data.to_str().unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--class-prior",
+            "learned",
+            "--out",
+            "bad",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("--model cvae"), "{err}");
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--model",
+            "cvae",
+            "--prior-components",
+            "0",
+            "--out",
+            "bad",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("components"), "{err}");
+    let err = fails(
+        &["train", "--resume", "mix", "--class-prior", "standard"],
+        &f.root,
+    );
+    assert!(err.contains("--resume"), "{err}");
+    assert!(!f.root.join("bad").exists());
 }

@@ -139,6 +139,69 @@ impl Architecture {
     }
 }
 
+/// How a conditional VAE (`ModelConfig::classes` > 0) uses its label beyond the encoder's
+/// input and the decoder's input beside z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditioning {
+    /// The prior of z given the class.
+    pub prior: ClassPriorKind,
+    /// Where the label enters the decoder.
+    pub decoder: LabelInput,
+    /// Gaussians per class of a learned prior (1: one Gaussian; more: a mixture with learned
+    /// weights that follows the shape of each class's codes more closely). Default 1 where a
+    /// config names no `components`; `--model cvae` writes 10.
+    #[serde(default = "one")]
+    pub components: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Conditioning {
+    /// vaekit 0.1's conditional VAE, what a config.json without `conditioning` describes: the
+    /// label beside z only, N(0, I) for every class.
+    pub const BESIDE_Z: Conditioning = Conditioning {
+        prior: ClassPriorKind::Standard,
+        decoder: LabelInput::BesideZ,
+        components: 1,
+    };
+}
+
+impl Default for Conditioning {
+    /// What `--model cvae` trains: a learned mixture of 10 Gaussians per class, the label
+    /// beside z (chosen by measurement: the share of `sample --class` images a classifier
+    /// assigns to their class, see the README; the label at every layer did not raise it).
+    fn default() -> Self {
+        Conditioning {
+            prior: ClassPriorKind::Learned,
+            decoder: LabelInput::BesideZ,
+            components: 10,
+        }
+    }
+}
+
+/// The prior p(z|y) of a conditional VAE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassPriorKind {
+    /// N(0, I) for every class.
+    Standard,
+    /// A learned N(mean_y, diag exp(logvar_y)) per class (Sohn et al. 2015's prior network).
+    Learned,
+}
+
+/// Where a conditional decoder takes its label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelInput {
+    /// Beside z at the decoder's input only.
+    BesideZ,
+    /// Beside z and at every layer (a learned bias per class on each layer).
+    EveryLayer,
+}
+
 /// A decoder other than the mirror of the encoder (`ModelConfig::decoder`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -212,6 +275,10 @@ pub struct ModelConfig {
     /// p(z|z2) with z2 ~ N(0, I). Default none: the one-layer VAE with z ~ N(0, I).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<TopLatentConfig>,
+    /// How a conditional model uses its label (see [`ModelConfig::conditioning`]). None (and
+    /// absent from config.json): [`Conditioning::BESIDE_Z`], vaekit 0.1's conditional VAE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditioning: Option<Conditioning>,
 }
 
 impl Default for ModelConfig {
@@ -224,11 +291,18 @@ impl Default for ModelConfig {
             likelihood: Likelihood::Bernoulli,
             classes: 0,
             top: None,
+            conditioning: None,
         }
     }
 }
 
 impl ModelConfig {
+    /// How the label is used: the config's setting, or vaekit 0.1's ([`Conditioning::BESIDE_Z`])
+    /// where it has none. Meaningless for an unconditional model.
+    pub fn conditioning(&self) -> Conditioning {
+        self.conditioning.unwrap_or(Conditioning::BESIDE_Z)
+    }
+
     /// Checks sizes: positive widths, and for `conv`, image sides divisible by 2^depth.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
@@ -254,6 +328,17 @@ impl ModelConfig {
                         .into(),
                 );
             }
+        }
+        if self.classes == 0 && self.conditioning.is_some() {
+            return bad("conditioning is for conditional models (classes > 0)".into());
+        }
+        if let Some(c) = &self.conditioning
+            && (c.components == 0 || (c.components > 1 && c.prior != ClassPriorKind::Learned))
+        {
+            return bad(
+                "conditioning.components must be at least 1, and above 1 only with a learned prior"
+                    .into(),
+            );
         }
         if let Some(DecoderArchitecture::Cppn {
             hidden,
@@ -625,6 +710,12 @@ impl TrainConfig {
             if self.objective != Objective::Elbo || self.model.top.is_some() {
                 return bad(
                     "a VAE-GAN trains a one-layer VAE on the ELBO (no IWAE objective, no top layer)",
+                );
+            }
+            if self.model.classes > 0 && self.model.conditioning().prior == ClassPriorKind::Learned
+            {
+                return bad(
+                    "a conditional VAE-GAN trains with the N(0, I) prior: set conditioning.prior = \"standard\"",
                 );
             }
         }

@@ -47,16 +47,17 @@ pub fn training_terms(
     let posterior = model.encode(x.clone(), y.clone());
     match objective {
         Objective::Elbo => {
-            let draw = model.draw(&posterior, eps);
+            let draw = model.draw(&posterior, eps, y.clone());
             let logits = model.decode(draw.z, y);
             neg_elbo(logits, x, draw.kl_dims, likelihood, beta, free_bits)
         }
         Objective::Iwae { k } => {
-            let yk = y.map(|y| y.repeat_dim(0, k)); // labels of the sample-major rows
+            let yk = y.clone().map(|y| y.repeat_dim(0, k)); // labels of the sample-major rows
             let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
                 reconstruction_nll(model.decode(z, yk.clone()), xs, likelihood).neg()
             };
-            let (log_w, log_lik, draw) = log_weights(&posterior, &x, eps, k, model, &log_lik); // [k * b] each
+            let (log_w, log_lik, draw) =
+                log_weights(&posterior, &x, y.as_ref(), eps, k, model, &log_lik); // [k * b] each
             NegElbo {
                 loss: iwae_loss(log_w, k),
                 recon: log_lik.mean().neg(),
@@ -131,7 +132,7 @@ mod tests {
                 0.0,
             );
             let q = model.encode(x.clone(), None);
-            let d = model.draw(&q, eps(1, 0));
+            let d = model.draw(&q, eps(1, 0), None);
             let sampled = reconstruction_nll(
                 model.decode(d.z.clone(), None),
                 x.clone(),
@@ -196,6 +197,10 @@ mod tests {
 
     /// The mean log p(z) - log q(z|x) of a draw.
     fn d_ratio(model: &Vae, q: &crate::distribution::DiagonalGaussian, eps: Tensor<2>) -> f64 {
-        model.draw(q, eps).log_ratio.mean().into_scalar::<f32>() as f64
+        model
+            .draw(q, eps, None)
+            .log_ratio
+            .mean()
+            .into_scalar::<f32>() as f64
     }
 }

@@ -46,18 +46,19 @@ impl LogSumExp {
 
 /// log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for `k` samples per image (with both
 /// layers of a hierarchical model, see [`LatentDraw::log_ratio`]), the log p(x|z_k) term alone,
-/// and the draw.
+/// and the draw. `y` is the one-hot condition of the `b` images (repeated here like them).
 ///
 /// `log_likelihood(z, x)` returns log p(x|z) per row. Rows are sample-major: row `s * b + i` is
 /// sample `s` of image `i`, which is how `repeat_dim(0, k)` tiles a batch (use it for anything
 /// else that goes with the rows, such as labels).
 ///
 /// # Shapes
-/// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]`, `eps`: `[k * b, noise_dim]` -> log weights
+/// `posterior`: `[b, latent]`, `x`: `[b, c, h, w]`, `y`: `[b, classes]`, `eps`: `[k * b, noise_dim]` -> log weights
 /// and log-likelihoods `[k * b]`
 pub fn log_weights(
     posterior: &DiagonalGaussian,
     x: &Tensor<4>,
+    y: Option<&Tensor<2>>,
     eps: Tensor<2>,
     k: usize,
     latents: &dyn Latents,
@@ -67,7 +68,7 @@ pub fn log_weights(
         posterior.mean.clone().repeat_dim(0, k),
         posterior.logvar.clone().repeat_dim(0, k),
     ); // [k * b, latent]
-    let draw = latents.draw(&q, eps);
+    let draw = latents.draw(&q, eps, y.map(|y| y.clone().repeat_dim(0, k)));
     let log_lik = log_likelihood(draw.z.clone(), x.clone().repeat_dim(0, k));
     (log_lik.clone() + draw.log_ratio.clone(), log_lik, draw)
 }

@@ -9,7 +9,7 @@ use vaekit::checkpoint::{
     WEIGHTS_FILE, checkpoint_dir, load_model, load_weights, weights_to_bytes,
 };
 use vaekit::config::{
-    Architecture, DataConfig, Likelihood, ModelConfig, TopLatentConfig, TrainConfig,
+    Architecture, Conditioning, DataConfig, Likelihood, ModelConfig, TopLatentConfig, TrainConfig,
 };
 use vaekit::data::synthetic::write_bars_idx;
 use vaekit::data::{Splits, load_data};
@@ -106,6 +106,23 @@ fn every_model_survives_save_load_with_identical_outputs() {
             },
         ),
         (
+            "cvae-class-prior-every-layer",
+            ModelConfig {
+                classes: 10,
+                conditioning: Some(Conditioning::default()),
+                ..base.clone()
+            },
+        ),
+        (
+            "cvae-mlp-class-prior-every-layer",
+            ModelConfig {
+                classes: 10,
+                architecture: Architecture::default_mlp(),
+                conditioning: Some(Conditioning::default()),
+                ..base.clone()
+            },
+        ),
+        (
             "hvae",
             ModelConfig {
                 top: Some(TopLatentConfig::default()),
@@ -159,13 +176,15 @@ fn every_model_survives_save_load_with_identical_outputs() {
         // Both layers' scores, and the prior draws, come back too.
         let (qa, qb) = (a.encode(x.clone(), ya.clone()), b.encode(x, yb.clone()));
         assert_eq!(
-            a.draw(&qa, eps.clone()).log_ratio.into_data(),
-            b.draw(&qb, eps.clone()).log_ratio.into_data(),
+            a.draw(&qa, eps.clone(), ya.clone()).log_ratio.into_data(),
+            b.draw(&qb, eps.clone(), yb.clone()).log_ratio.into_data(),
             "{name}"
         );
         assert_eq!(
-            a.decode_mean(a.prior_sample(eps.clone()), ya).into_data(),
-            b.decode_mean(b.prior_sample(eps), yb).into_data(),
+            a.decode_mean(a.prior_sample(eps.clone(), ya.clone()), ya)
+                .into_data(),
+            b.decode_mean(b.prior_sample(eps, yb.clone()), yb)
+                .into_data(),
             "{name}"
         );
         // The weights of a model of another family are refused.

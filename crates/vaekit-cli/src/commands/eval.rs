@@ -69,6 +69,9 @@ struct FidJson {
     class_accuracy: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     real_class_accuracy: Option<Vec<f64>>,
+    /// class_accuracy / real_class_accuracy per class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relative_class_accuracy: Option<Vec<f64>>,
     sample_sharpness: f64,
     real_sharpness: f64,
 }
@@ -207,6 +210,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                     recon_accuracy: g.recon_accuracy,
                     class_accuracy: g.class_accuracy.clone(),
                     real_class_accuracy: g.real_class_accuracy.clone(),
+                    relative_class_accuracy: g.relative_class_accuracy(),
                     sample_sharpness: g.sample_sharpness,
                     real_sharpness: g.real_sharpness,
                 }),
@@ -309,6 +313,17 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                 "  real images     {}  (% of each class's {split} images, for comparison)",
                 percent(real)
             );
+            if let Some(rel) = g.relative_class_accuracy() {
+                let (worst, w) = rel.iter().enumerate().filter(|(_, v)| v.is_finite()).fold(
+                    (0, f64::INFINITY),
+                    |a, (i, &v)| if v < a.1 { (i, v) } else { a },
+                );
+                println!(
+                    "  relative        {}  (samples / real images, %; worst: class {worst} at {:.1}%)",
+                    percent(&rel),
+                    100.0 * w
+                );
+            }
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `vaekit interpolate`, `traverse` and `manifold`: decoded paths through the latent space.
 
 use anyhow::{Result, bail};
-use vaekit::burn::tensor::Tensor;
+use vaekit::burn::tensor::{Tensor, TensorData};
 use vaekit::data::{Split, batch_tensor, one_hot};
 use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
@@ -90,9 +90,19 @@ fn interpolate_class(
     let codes = encode_dataset(&l.model, ds, Some(&[a.from]), 1, &l.device);
     let (ya, yb) = (one_hot(&[from], classes), one_hot(&[to], classes));
     let weights = label_path(&ya, &yb, a.steps);
-    let flat: Vec<f32> = (0..a.steps)
+    let (n, dev) = (a.steps, &l.device);
+    let flat: Vec<f32> = (0..n)
         .flat_map(|_| codes.mean_of(0).iter().copied())
         .collect();
+    // With a learned class prior the code moves with the label, keeping its place in the class.
+    let rows =
+        |v: Vec<f32>, width: usize| Tensor::<2>::from_data(TensorData::new(v, [n, width]), dev);
+    let moved = l.model.move_code(
+        rows(flat, l.model.latent_dim()),
+        rows(ya.repeat(n), classes),
+        rows(weights.clone(), classes),
+    );
+    let flat = moved.into_data().try_into_vec::<f32>().expect("f32 codes");
     let decoded = Grid::from_tensor(
         decode_codes_soft(&l.model, &flat, &weights, &l.device),
         a.steps + 1,
@@ -174,7 +184,23 @@ pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
         );
     }
     let class = super::check_class(l.model.classes(), a.class, "--class")?.unwrap_or(0);
-    let grid = decode_grid(&l, &manifold_codes(a.steps), class, a.steps);
+    // The N(0, 1) quantiles through the prior: themselves, or p(z|class) of a class prior.
+    let codes = manifold_codes(a.steps);
+    let n = codes.len();
+    let flat: Vec<f32> = codes.into_iter().flatten().collect();
+    let z = Tensor::from_data(TensorData::new(flat, [n, 2]), &l.device);
+    let z = match l.model.condition(&vec![class; n], &l.device) {
+        Some(y) => match l.model.prior.class_gaussian(y) {
+            Some(p) => p.rsample(z),
+            None => z,
+        },
+        None => z,
+    };
+    let z = z.into_data().try_into_vec::<f32>().expect("f32 codes");
+    let grid = Grid::from_tensor(
+        decode_codes(&l.model, &z, &vec![class; n], &l.device),
+        a.steps,
+    );
     let labels = normal_quantiles(a.steps)
         .iter()
         .rev()

@@ -64,7 +64,8 @@ pub fn render(a: RenderArgs, device: DeviceChoice) -> Result<()> {
         }
         None => {
             let noise = prior_z(1, l.model.noise_dim(), a.seed, &l.device);
-            let z: Tensor<2> = l.model.prior_sample(noise);
+            let y = l.model.condition(&[a.class.unwrap_or(0)], &l.device);
+            let z: Tensor<2> = l.model.prior_sample(noise, y);
             (
                 z.into_data().try_into_vec::<f32>().expect("f32 codes"),
                 format!("the prior draw of seed {}", a.seed),

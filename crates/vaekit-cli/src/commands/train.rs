@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use vaekit::config::{
-    Architecture, Binarize, Likelihood, MethodConfig, Objective, TopLatentConfig, TrainConfig,
-    VaeGanConfig,
+    Architecture, Binarize, ClassPriorKind, Conditioning, LabelInput, Likelihood, MethodConfig,
+    Objective, TopLatentConfig, TrainConfig, VaeGanConfig,
 };
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
@@ -16,7 +16,9 @@ use vaekit::metrics::EpochMetrics;
 use vaekit::run::RunDir;
 use vaekit::train::{Observer, StepStats, train};
 
-use crate::cli::{ArchArg, BinarizeArg, LikelihoodArg, ModelArg, TrainArgs};
+use crate::cli::{
+    ArchArg, BinarizeArg, ClassPriorArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs,
+};
 use crate::progress::bar;
 
 pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
@@ -75,6 +77,7 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     if a.model == Some(ModelArg::Cvae) {
         cfg.model.classes = data.train.classes.len().max(data.test.classes.len());
     }
+    set_conditioning(&mut cfg, a)?;
     cfg.validate()?;
     let out = match &a.out {
         Some(o) => o.clone(),
@@ -124,6 +127,9 @@ fn prepare_resume(
         a.feature_layer.is_some(),
         a.no_equilibrium,
         a.decoder.is_some(),
+        a.class_prior.is_some(),
+        a.label_at.is_some(),
+        a.prior_components.is_some(),
         a.out.is_some(),
     ];
     if others.iter().any(|&x| x) {
@@ -197,6 +203,45 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
         }
         (slot, v) => *slot = v,
     }
+}
+
+/// A new conditional model gets [`Conditioning::default`] unless its config says otherwise,
+/// with `--class-prior` and `--label-at` on top; an unconditional one none.
+fn set_conditioning(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
+    if cfg.model.classes == 0 {
+        if a.class_prior.is_some() || a.label_at.is_some() || a.prior_components.is_some() {
+            bail!(
+                "--class-prior, --label-at and --prior-components are for conditional models (--model cvae)"
+            );
+        }
+        cfg.model.conditioning = None;
+        return Ok(());
+    }
+    let vaegan = matches!(cfg.method, MethodConfig::Vaegan(_));
+    let c = cfg.model.conditioning.get_or_insert_with(|| match vaegan {
+        // A VAE-GAN's networks train with the N(0, I) prior.
+        true => Conditioning::BESIDE_Z,
+        false => Conditioning::default(),
+    });
+    if let Some(p) = a.class_prior {
+        (c.prior, c.components) = match p {
+            ClassPriorArg::Standard => (ClassPriorKind::Standard, 1),
+            ClassPriorArg::Learned if c.prior == ClassPriorKind::Learned => {
+                (ClassPriorKind::Learned, c.components)
+            }
+            ClassPriorArg::Learned => (ClassPriorKind::Learned, Conditioning::default().components),
+        };
+    }
+    if let Some(k) = a.prior_components {
+        c.components = k;
+    }
+    if let Some(l) = a.label_at {
+        c.decoder = match l {
+            LabelArg::BesideZ => LabelInput::BesideZ,
+            LabelArg::EveryLayer => LabelInput::EveryLayer,
+        };
+    }
+    Ok(())
 }
 
 fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {

@@ -46,7 +46,7 @@ pub fn evaluate_elbo(
         let x = batch_tensor(ds, &idx, None, device);
         let y = model.condition(&ds.labels_of(&idx), device);
         let posterior = model.encode(x.clone(), y.clone());
-        let draw = super::eval_draw(model, &posterior, seed, b, device);
+        let draw = super::eval_draw(model, &posterior, y.clone(), seed, b, device);
         let logits = model.decode(draw.z, y);
         let r: Tensor<1> = reconstruction_nll(logits, x, likelihood).sum();
         let k: Tensor<1> = draw.kl_dims.sum();

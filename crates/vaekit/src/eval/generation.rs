@@ -40,6 +40,24 @@ pub struct GenerationReport {
     pub real_sharpness: f64,
 }
 
+impl GenerationReport {
+    /// For a conditional model: per class, the fraction of its samples classified as it over
+    /// the classifier's accuracy on its real images (1: the samples are as recognisable as the
+    /// real images). NaN for a class without real images or with none recognised.
+    pub fn relative_class_accuracy(&self) -> Option<Vec<f64>> {
+        let (s, r) = (
+            self.class_accuracy.as_ref()?,
+            self.real_class_accuracy.as_ref()?,
+        );
+        Some(
+            s.iter()
+                .zip(r)
+                .map(|(s, r)| if *r > 0.0 { s / r } else { f64::NAN })
+                .collect(),
+        )
+    }
+}
+
 /// Scores `model` against the real images `real` (gray values, as the classifier was trained)
 /// with `samples` draws from the prior at `temperature` (see [`sample_batch`]), seeded by
 /// `seed`. `progress(done, total)` counts images.

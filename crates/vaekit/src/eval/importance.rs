@@ -23,6 +23,7 @@ use crate::weights::{LogSumExp, log_weights};
 pub fn log_likelihood_batch(
     posterior: &DiagonalGaussian,
     x: &Tensor<4>,
+    y: Option<&Tensor<2>>,
     k: usize,
     chunk: usize,
     seed: u64,
@@ -42,7 +43,7 @@ pub fn log_likelihood_batch(
             TensorData::new(normals(&mut rng, kk * b * noise), [kk * b, noise]),
             device,
         );
-        let lw = log_weights(posterior, x, eps, kk, latents, log_likelihood)
+        let lw = log_weights(posterior, x, y, eps, kk, latents, log_likelihood)
             .0
             .into_data()
             .try_into_vec::<f32>()
@@ -95,6 +96,7 @@ pub(crate) mod tests {
         let big = log_likelihood_batch(
             &q,
             &x,
+            None,
             20_000,
             5_000,
             0,
@@ -115,9 +117,20 @@ pub(crate) mod tests {
         let mean = |k: usize| -> f64 {
             (0..100)
                 .map(|seed| {
-                    log_likelihood_batch(&q, &x, k, k, seed, 0, &dev, &StandardNormalPrior(1), &f)
-                        .iter()
-                        .sum::<f64>()
+                    log_likelihood_batch(
+                        &q,
+                        &x,
+                        None,
+                        k,
+                        k,
+                        seed,
+                        0,
+                        &dev,
+                        &StandardNormalPrior(1),
+                        &f,
+                    )
+                    .iter()
+                    .sum::<f64>()
                 })
                 .sum::<f64>()
                 / 100.0
@@ -141,7 +154,7 @@ pub(crate) mod tests {
             Tensor::<1>::from_floats([-1.0f32, -0.5], &dev).reshape([2, 1]),
         );
         // K = 1: log p(x|z) + log p(z) - log q(z|x) at the same z.
-        let est = log_likelihood_batch(&q, &x, 1, 1, 9, 0, &dev, &StandardNormalPrior(1), &f);
+        let est = log_likelihood_batch(&q, &x, None, 1, 1, 9, 0, &dev, &StandardNormalPrior(1), &f);
         let eps = normals(&mut stream_rng(9, Stream::ImportanceNoise, 0), 2);
         let z = q.rsample(Tensor::<1>::from_floats(eps.as_slice(), &dev).reshape([2, 1]));
         let elbo = (f(z.clone(), x.clone()) + standard_normal_log_prob(z.clone()) - q.log_prob(z))
@@ -164,7 +177,7 @@ pub(crate) mod tests {
             ),
             &dev,
         );
-        let lw = log_weights(&q, &x, eps, 50, &StandardNormalPrior(1), &f)
+        let lw = log_weights(&q, &x, None, eps, 50, &StandardNormalPrior(1), &f)
             .0
             .into_data()
             .try_into_vec::<f32>()

@@ -5,7 +5,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, batch_tensor};
-use crate::model::Vae;
+use crate::model::{TopLatent, Vae};
 
 /// Threshold on Cov_x(E_q[z_d | x]) above which dimension d counts as active (Burda et al. 2016).
 pub const ACTIVE_THRESHOLD: f64 = 0.01;
@@ -17,9 +17,11 @@ pub struct LatentReport {
     pub active_units: usize,
     /// Variance across the data of each dimension's posterior mean.
     pub mean_variance: Vec<f64>,
-    /// KL(q(z_d|x) || N(0, 1)) of each dimension d, nats, averaged over images. For a
-    /// hierarchical VAE the z1 dimensions then the z2 dimensions of the ELBO's KL term, estimated
-    /// with one draw per image (see [`crate::model::LatentDraw::kl_dims`]); they sum to its KL.
+    /// KL(q(z_d|x) || p(z_d)) of each dimension d, nats, averaged over images: in closed form
+    /// against N(0, 1) or one class's Gaussian. For a hierarchical VAE the z1 dimensions then
+    /// the z2 dimensions of the ELBO's KL term, and for a mixture class prior its share of each
+    /// dimension, estimated with one draw per image (see [`crate::model::LatentDraw::kl_dims`]);
+    /// they sum to the KL of [`super::evaluate_elbo`] with the same seed and batches.
     pub kl_per_dim: Vec<f64>,
     /// For a hierarchical VAE: active units of z2, from the means of q(z2|z1) at z1 = E[z1|x].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,7 +44,7 @@ pub fn latent_statistics(
     mut progress: impl FnMut(usize, usize),
 ) -> LatentReport {
     let n = ds.len();
-    let mut kl = vec![0.0f64; model.noise_dim()];
+    let mut kl = vec![0.0f64; model.latent_dim() + model.top().map_or(0, TopLatent::latent)];
     let mut sq_err = 0.0f64;
     let (mut z, mut top) = (Moments::default(), Moments::default()); // of E[z|x], E[z2|E[z|x]]
     for (b, start) in (0..n).step_by(batch.max(1)).enumerate() {
@@ -50,14 +52,13 @@ pub fn latent_statistics(
         let x = batch_tensor(ds, &idx, None, device);
         let y = model.condition(&ds.labels_of(&idx), device);
         let q = model.encode(x.clone(), y.clone());
-        let kl_batch: Tensor<1> = match model.top() {
-            None => q.kl_per_dimension().mul_scalar(idx.len() as f64), // [latent], summed over images
-            Some(t) => {
-                top.add(t.encode(q.mean.clone()).mean);
-                let draw = super::eval_draw(model, &q, seed, b, device);
-                draw.kl_dims.sum_dim(0).squeeze_dim::<1>(0) // [latent + top latent]
-            }
-        };
+        if let Some(t) = model.top() {
+            top.add(t.encode(q.mean.clone()).mean);
+        }
+        // One layer: the closed-form KL to the prior (p(z|y) with a class prior); two layers:
+        // the single-draw estimate of [`crate::model::LatentDraw::kl_dims`].
+        let draw = super::eval_draw(model, &q, y.clone(), seed, b, device);
+        let kl_batch: Tensor<1> = draw.kl_dims.sum_dim(0).squeeze_dim::<1>(0); // [latent (+ top latent)], summed over images
         let recon = model.decode_mean(q.mean.clone(), y);
         let d = recon - x;
         let err: Tensor<1> = (d.clone() * d).sum();

@@ -32,6 +32,7 @@ use crate::rng::{Stream, normals, stream_rng};
 pub(crate) fn eval_draw(
     model: &Vae,
     q: &DiagonalGaussian,
+    y: Option<Tensor<2>>,
     seed: u64,
     batch: usize,
     device: &Device,
@@ -44,6 +45,7 @@ pub(crate) fn eval_draw(
     model.draw(
         q,
         Tensor::from_data(TensorData::new(eps, [n, noise]), device),
+        y,
     )
 }
 

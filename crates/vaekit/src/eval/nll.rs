@@ -75,7 +75,16 @@ pub fn evaluate_nll(
         };
         let chunk = (IW_ROWS / idx.len()).max(1);
         let lp = log_likelihood_batch(
-            &posterior, &x, k, chunk, seed, b as u64, device, model, &log_lik,
+            &posterior,
+            &x,
+            y.as_ref(),
+            k,
+            chunk,
+            seed,
+            b as u64,
+            device,
+            model,
+            &log_lik,
         );
         total -= lp.iter().sum::<f64>();
         done += idx.len();

@@ -38,7 +38,8 @@ pub fn prior_z_at(n: usize, latent: usize, seed: u64, index: u64, device: &Devic
 }
 
 /// Decodes batch `index` of prior draws from `seed` (see [`prior_z_at`]) into mean images:
-/// z ~ N(0, I), or for a hierarchical VAE z2 ~ N(0, I), z ~ p(z|z2) (see [`Vae::prior_sample`]).
+/// z ~ N(0, I), for a hierarchical VAE z2 ~ N(0, I), z ~ p(z|z2), for a class prior z ~ p(z|y)
+/// (see [`Vae::prior_sample`]).
 ///
 /// `temperature` scales the standard normal noise (1 samples the model; below 1 draws nearer
 /// the prior's centre, more typical and less varied images, as in Kingma & Dhariwal 2018).
@@ -56,13 +57,10 @@ pub fn sample_batch(
 ) -> Tensor<4> {
     let labels = sample_labels(model, n, class, index as usize * n);
     let noise = prior_z_at(n, model.noise_dim(), seed, index, device);
-    let noise = if temperature == 1.0 {
-        noise
-    } else {
-        noise.mul_scalar(temperature)
-    };
-    let z = model.prior_sample(noise);
-    model.decode_mean(z, model.condition(&labels, device))
+    let noise = model.prior.temper(noise, temperature);
+    let y = model.condition(&labels, device);
+    let z = model.prior_sample(noise, y.clone());
+    model.decode_mean(z, y)
 }
 
 /// Labels for `n` samples of a conditional model: all `class`, or the classes in turn starting

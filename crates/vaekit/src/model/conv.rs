@@ -11,6 +11,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
+use super::label::LabelBiases;
 use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
 use crate::ops::{self, Activation};
@@ -117,6 +118,8 @@ pub struct ConvDecoderConfig {
     pub maps: usize,
     /// Classes of the one-hot condition entering beside z (0: none).
     pub classes: usize,
+    /// The label enters every transposed convolution too (see [`LabelBiases`]).
+    pub label_every_layer: bool,
 }
 
 impl ConvDecoderConfig {
@@ -130,6 +133,7 @@ impl ConvDecoderConfig {
         outs.push(self.image.channels * self.maps);
         let mut convs = Vec::new();
         let mut c_in = bottleneck[0];
+        let labels = LabelBiases::new(self.classes, &outs, self.label_every_layer, device);
         for c in outs {
             convs.push(
                 ConvTranspose2dConfig::new([c_in, c], [self.kernel, self.kernel])
@@ -143,6 +147,7 @@ impl ConvDecoderConfig {
         ConvDecoder {
             dense: LinearConfig::new(self.latent + self.classes, flat).init(device),
             convs,
+            labels,
             bottleneck,
         }
     }
@@ -154,6 +159,9 @@ impl ConvDecoderConfig {
 pub struct ConvDecoder {
     dense: Linear,
     convs: Vec<ConvTranspose2d>,
+    /// The label's bias on every transposed convolution (empty unless the label enters every
+    /// layer; after the convolutions, so that older models keep their parameter order).
+    labels: LabelBiases,
     /// [channels, height, width] of the smallest feature map.
     bottleneck: [usize; 3],
 }
@@ -172,7 +180,7 @@ impl ConvDecoder {
     pub fn forward(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
         let [c, h, w] = self.bottleneck;
-        let zy = super::with_condition(z, y);
+        let zy = super::with_condition(z, y.clone());
         let x = ops::linear(&self.dense, zy, Activation::Relu);
         let mut x = x.reshape([b, c, h, w]); // [batch, 32, 7, 7]
         let last = self.convs.len() - 1;
@@ -182,7 +190,14 @@ impl ConvDecoder {
             } else {
                 Activation::Identity
             };
-            x = ops::conv_transpose2d(conv, x, act); // side doubles
+            x = match self.labels.bias(i, y.as_ref()) {
+                None => ops::conv_transpose2d(conv, x, act), // side doubles
+                Some(bias) => {
+                    let x = ops::conv_transpose2d(conv, x, Activation::Identity);
+                    let c = bias.dims()[1];
+                    ops::activate(x + bias.reshape([b, c, 1, 1]), act)
+                }
+            };
         }
         x
     }

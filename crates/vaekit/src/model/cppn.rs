@@ -15,6 +15,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::label::LabelBiases;
 use crate::config::ImageShape;
 use crate::ops::{self, Activation};
 
@@ -37,6 +38,8 @@ pub struct CppnDecoderConfig {
     pub maps: usize,
     /// Classes of the one-hot condition entering beside z (0: none).
     pub classes: usize,
+    /// The label enters every tanh layer and the output too (see [`LabelBiases`]).
+    pub label_every_layer: bool,
 }
 
 impl CppnDecoderConfig {
@@ -56,6 +59,16 @@ impl CppnDecoderConfig {
                 .map(|_| LinearConfig::new(self.hidden, self.hidden).init(device))
                 .collect(),
             out: LinearConfig::new(self.hidden, self.image.channels * self.maps).init(device),
+            labels: LabelBiases::new(
+                self.classes,
+                &[
+                    vec![self.hidden; self.layers],
+                    vec![self.image.channels * self.maps],
+                ]
+                .concat(),
+                self.label_every_layer,
+                device,
+            ),
             size: [self.image.height, self.image.width],
             scale: self.scale,
             z_scale: self.z_scale,
@@ -72,6 +85,9 @@ pub struct CppnDecoder {
     r: Linear,
     hidden: Vec<Linear>,
     out: Linear,
+    /// The label's bias on every tanh layer and the output (empty unless the label enters
+    /// every layer).
+    labels: LabelBiases,
     /// [height, width] of the training images.
     size: [usize; 2],
     scale: f64,
@@ -129,7 +145,7 @@ impl CppnDecoder {
             let v: Vec<f32> = c.iter().map(|xyr| xyr[k]).collect();
             Tensor::<2>::from_data(TensorData::new(v, [p, 1]), &dev)
         };
-        let zy = super::with_condition(z.mul_scalar(self.z_scale), y);
+        let zy = super::with_condition(z.mul_scalar(self.z_scale), y.clone());
         let hz = ops::linear(&self.z, zy, Activation::Identity); // [b, hidden]
         let hxy = ops::linear(&self.x, coord(0), Activation::Identity)
             + ops::linear(&self.y, coord(1), Activation::Identity)
@@ -137,10 +153,21 @@ impl CppnDecoder {
         let hidden = hz.dims()[1];
         let u = hz.reshape([b, 1, hidden]) + hxy.reshape([1, p, hidden]); // [b, p, hidden]
         let mut a = tanh(u.reshape([b * p, hidden]));
-        for l in &self.hidden {
-            a = tanh(ops::linear(l, a, Activation::Identity)); // [b * p, hidden]
+        // The label's bias of layer i, the same at every pixel of an image.
+        let with_label = |i: usize, v: Tensor<2>| match self.labels.bias(i, y.as_ref()) {
+            None => v,
+            Some(bias) => {
+                let n = v.dims()[1];
+                (v.reshape([b, p, n]) + bias.reshape([b, 1, n])).reshape([b * p, n])
+            }
+        };
+        for (i, l) in self.hidden.iter().enumerate() {
+            a = tanh(with_label(i, ops::linear(l, a, Activation::Identity))); // [b * p, hidden]
         }
-        let out = ops::linear(&self.out, a, Activation::Identity); // [b * p, maps]
+        let out = with_label(
+            self.hidden.len(),
+            ops::linear(&self.out, a, Activation::Identity),
+        ); // [b * p, maps]
         let maps = out.dims()[1];
         out.reshape([b, rows, w, maps]).permute([0, 3, 1, 2])
     }

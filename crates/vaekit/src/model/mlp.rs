@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use super::label::LabelBiases;
 use crate::config::ImageShape;
 use crate::distribution::DiagonalGaussian;
 use crate::ops::{self, Activation};
@@ -99,6 +100,8 @@ pub struct MlpDecoderConfig {
     pub maps: usize,
     /// Classes of the one-hot condition entering beside z (0: none).
     pub classes: usize,
+    /// The label enters every layer too (see [`LabelBiases`]).
+    pub label_every_layer: bool,
 }
 
 impl MlpDecoderConfig {
@@ -109,9 +112,12 @@ impl MlpDecoderConfig {
             self.hidden.iter().rev().copied(),
             device,
         );
+        let mut widths: Vec<usize> = self.hidden.iter().rev().copied().collect();
+        widths.push(self.image.numel() * self.maps);
         MlpDecoder {
             hidden,
             out: LinearConfig::new(w, self.image.numel() * self.maps).init(device),
+            labels: LabelBiases::new(self.classes, &widths, self.label_every_layer, device),
             image: [self.image.channels, self.image.height, self.image.width],
             maps: self.maps,
         }
@@ -123,6 +129,8 @@ impl MlpDecoderConfig {
 pub struct MlpDecoder {
     hidden: Vec<Linear>,
     out: Linear,
+    /// The label's bias on every layer (empty unless the label enters every layer).
+    labels: LabelBiases,
     /// [channels, height, width] of the images.
     image: [usize; 3],
     /// Outputs per pixel and channel.
@@ -141,11 +149,19 @@ impl MlpDecoder {
     /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels * maps, height, width]`
     pub fn forward(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         let b = z.dims()[0];
-        let mut h = super::with_condition(z, y);
-        for l in &self.hidden {
-            h = ops::linear(l, h, Activation::Relu); // [batch, 400]
+        let mut h = super::with_condition(z, y.clone());
+        let layer = |i: usize, l: &Linear, h: Tensor<2>, act: Activation| match self
+            .labels
+            .bias(i, y.as_ref())
+        {
+            None => ops::linear(l, h, act),
+            Some(bias) => ops::activate(ops::linear(l, h, Activation::Identity) + bias, act),
+        };
+        for (i, l) in self.hidden.iter().enumerate() {
+            h = layer(i, l, h, Activation::Relu); // [batch, 400]
         }
         let [c, hh, w] = self.image;
-        ops::linear(&self.out, h, Activation::Identity).reshape([b, c * self.maps, hh, w])
+        let out = layer(self.hidden.len(), &self.out, h, Activation::Identity);
+        out.reshape([b, c * self.maps, hh, w])
     }
 }

@@ -3,12 +3,14 @@
 //! has a typed config with `init(&device)` (from [`ModelConfig`]'s `encoder()`, `decoder()`,
 //! `prior()`); a new network touches its own file and the part's enum, nothing else.
 
+pub mod class_prior;
 pub mod conv;
 pub mod cppn;
 pub mod decoder;
 pub mod discriminator;
 pub mod encoder;
 pub mod global_scale;
+pub mod label;
 pub mod likelihood;
 pub mod mlp;
 pub mod prior;
@@ -19,7 +21,7 @@ use std::sync::Mutex;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::{Architecture, ClassPriorKind, LabelInput, ModelConfig};
 use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
 
 pub use decoder::{Decoder, DecoderConfig};
@@ -90,8 +92,9 @@ pub struct LatentDraw {
 pub trait Latents {
     /// Standard normal values per draw (see [`Vae::noise_dim`]).
     fn noise_dim(&self) -> usize;
-    /// The draw for noise `eps` (see [`Vae::draw`]).
-    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw;
+    /// The draw for noise `eps` and the one-hot condition `y` of a conditional model (see
+    /// [`Vae::draw`]).
+    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>, y: Option<Tensor<2>>) -> LatentDraw;
 }
 
 /// One latent layer with prior N(0, I), of the given dimension.
@@ -103,7 +106,7 @@ impl Latents for StandardNormalPrior {
         self.0
     }
 
-    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
+    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>, _y: Option<Tensor<2>>) -> LatentDraw {
         let z = q.rsample(eps);
         LatentDraw {
             log_ratio: standard_normal_log_prob(z.clone()) - q.log_prob(z.clone()),
@@ -118,8 +121,8 @@ impl Latents for Vae {
         Vae::noise_dim(self)
     }
 
-    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
-        Vae::draw(self, q, eps)
+    fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>, y: Option<Tensor<2>>) -> LatentDraw {
+        Vae::draw(self, q, eps, y)
     }
 }
 
@@ -207,21 +210,38 @@ impl Vae {
     }
 
     /// Draws from the prior of the decoder's latent, from standard normal `noise` (see
-    /// [`Prior::sample`]).
+    /// [`Prior::sample`]); `y` is the one-hot condition of a conditional model.
     ///
     /// # Shapes
-    /// `noise`: `[n, noise_dim]` -> `[n, latent]`
-    pub fn prior_sample(&self, noise: Tensor<2>) -> Tensor<2> {
-        self.prior.sample(noise)
+    /// `noise`: `[n, noise_dim]`, `y`: `[n, classes]` -> `[n, latent]`
+    pub fn prior_sample(&self, noise: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<2> {
+        self.prior.sample(noise, y)
     }
 
     /// Draws the latents from the posterior `q` = q(z|x) (and q(z2|z1) above it) with the
-    /// standard normal `eps`, and computes the terms of [`LatentDraw`].
+    /// standard normal `eps`, and computes the terms of [`LatentDraw`] against the prior
+    /// (p(z|y) for a conditional model with a class prior, `y` one-hot).
     ///
     /// # Shapes
-    /// `q`: `[n, latent]`, `eps`: `[n, noise_dim]`
-    pub fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
-        self.prior.draw(q, eps)
+    /// `q`: `[n, latent]`, `eps`: `[n, noise_dim]`, `y`: `[n, classes]`
+    pub fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>, y: Option<Tensor<2>>) -> LatentDraw {
+        self.prior.draw(q, eps, y)
+    }
+
+    /// Codes of images of the classes `from` moved to the classes `to` (one-hot or mixed rows),
+    /// keeping their place relative to the class: with a learned class prior z' = mean_to +
+    /// std_to * (z - mean_from) / std_from, otherwise z itself (every class has N(0, I)).
+    ///
+    /// # Shapes
+    /// `z`: `[n, latent]`, `from`, `to`: `[n, classes]` -> `[n, latent]`
+    pub fn move_code(&self, z: Tensor<2>, from: Tensor<2>, to: Tensor<2>) -> Tensor<2> {
+        match (
+            self.prior.class_gaussian(from),
+            self.prior.class_gaussian(to),
+        ) {
+            (Some(a), Some(b)) => b.rsample((z - a.mean.clone()) / a.std()),
+            _ => z,
+        }
     }
 
     /// The condition for images with these labels: one-hot rows for a conditional model, none
@@ -327,6 +347,8 @@ impl ModelConfig {
     /// `architecture`'s, with as many output maps per channel as the likelihood needs.
     pub fn decoder(&self) -> DecoderConfig {
         let maps = self.likelihood.network_maps();
+        let label_every_layer =
+            self.classes > 0 && self.conditioning().decoder == LabelInput::EveryLayer;
         if let Some(crate::config::DecoderArchitecture::Cppn {
             hidden,
             layers,
@@ -343,6 +365,7 @@ impl ModelConfig {
                 z_scale: *z_scale,
                 maps,
                 classes: self.classes,
+                label_every_layer,
             });
         }
         match &self.architecture {
@@ -355,6 +378,7 @@ impl ModelConfig {
                 kernel: *kernel,
                 maps,
                 classes: self.classes,
+                label_every_layer,
             }),
             Architecture::Mlp { hidden } => DecoderConfig::Mlp(mlp::MlpDecoderConfig {
                 image: self.image,
@@ -362,13 +386,22 @@ impl ModelConfig {
                 hidden: hidden.clone(),
                 maps,
                 classes: self.classes,
+                label_every_layer,
             }),
         }
     }
 
-    /// The prior: N(0, I), or the learned two-layer prior of a hierarchical VAE.
+    /// The prior: N(0, I), the learned two-layer prior of a hierarchical VAE, or a conditional
+    /// model's learned Gaussian per class.
     pub fn prior(&self) -> PriorConfig {
         match &self.top {
+            None if self.classes > 0 && self.conditioning().prior == ClassPriorKind::Learned => {
+                PriorConfig::Class {
+                    latent: self.latent_dim,
+                    classes: self.classes,
+                    components: self.conditioning().components,
+                }
+            }
             None => PriorConfig::StandardNormal(self.latent_dim),
             Some(top) => PriorConfig::TwoLayer {
                 below: self.latent_dim,
@@ -487,5 +520,65 @@ mod tests {
                 .condition(&[1], &dev)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn conditioning_adds_a_class_prior_and_label_maps_and_none_keeps_the_old_layout() {
+        use crate::config::{Conditioning, LabelInput};
+        let dev = Device::flex();
+        let cvae = |conditioning| ModelConfig {
+            classes: 10,
+            conditioning,
+            ..ModelConfig::default()
+        };
+        let base = Vae::init(&cvae(None), 0, &dev);
+        // vaekit 0.1's conditional VAE: the label beside z (in the encoder's heads and the
+        // decoder's dense layer), no other parameters.
+        let unconditional = Vae::init(&ModelConfig::default(), 0, &dev).num_params();
+        assert_eq!(base.num_params(), unconditional + 2 * 10 * 20 + 10 * 1568);
+        assert!(matches!(base.prior, Prior::StandardNormal(20)));
+        // A learned Gaussian per class (mean and log-variance rows) and a bias per class on
+        // each transposed convolution's outputs (16 maps, then 1).
+        let full = Vae::init(
+            &cvae(Some(Conditioning {
+                components: 1,
+                decoder: LabelInput::EveryLayer,
+                ..Conditioning::default()
+            })),
+            0,
+            &dev,
+        );
+        assert_eq!(
+            full.num_params(),
+            base.num_params() + 2 * 10 * 20 + 10 * (16 + 1)
+        );
+        // The default: ten components, ten means and log-variances per class and their weights.
+        let mix = Vae::init(&cvae(Some(Conditioning::default())), 0, &dev);
+        assert_eq!(mix.num_params(), base.num_params() + 2 * 10 * 200 + 10 * 10);
+        assert_eq!(mix.noise_dim(), 21);
+        // The one-Gaussian prior starts as N(0, I): its KL is the standard closed form.
+        let x = Tensor::<4>::ones([2, 1, 28, 28], &dev).mul_scalar(0.4);
+        let y = full.condition(&[2, 5], &dev);
+        let q = full.encode(x, y.clone());
+        let eps = Tensor::<2>::zeros([2, 20], &dev);
+        let a: Vec<f32> = full
+            .draw(&q, eps, y)
+            .kl_dims
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        let b: Vec<f32> = q.kl_terms_per_item().into_data().try_into_vec().unwrap();
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Moving a code from a class to itself keeps it.
+        let z = Tensor::<2>::ones([1, 20], &dev);
+        let c = full.condition(&[4], &dev).unwrap();
+        let moved: Vec<f32> = full
+            .move_code(z.clone(), c.clone(), c)
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        assert!(moved.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 }

@@ -158,7 +158,7 @@ mod tests {
         fn noise_dim(&self) -> usize {
             2
         }
-        fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>) -> LatentDraw {
+        fn draw(&self, q: &DiagonalGaussian, eps: Tensor<2>, _y: Option<Tensor<2>>) -> LatentDraw {
             draw_two_layers(q, eps, &|z1| gaussian(z1.mul_scalar(C), V), &|z2| {
                 gaussian(z2.mul_scalar(A), S1 * S1)
             })
@@ -185,6 +185,7 @@ mod tests {
         let big = log_likelihood_batch(
             &q,
             &x,
+            None,
             40_000,
             10_000,
             0,
@@ -204,7 +205,7 @@ mod tests {
         // One sample (the two-layer ELBO) is a bound, well below log p(x) on average.
         let one: f64 = (0..200)
             .map(|s| {
-                log_likelihood_batch(&q, &x, 1, 1, s, 0, &dev, &Chain, &linear_gaussian(S))
+                log_likelihood_batch(&q, &x, None, 1, 1, s, 0, &dev, &Chain, &linear_gaussian(S))
                     .iter()
                     .sum::<f64>()
             })
@@ -231,7 +232,7 @@ mod tests {
             ),
             &dev,
         );
-        let d = Chain.draw(&q, eps);
+        let d = Chain.draw(&q, eps, None);
         assert_eq!(d.kl_dims.dims(), [n, 2]);
         let kl = d.kl_dims.sum_dim(1).mean().into_scalar::<f32>() as f64;
         let neg_ratio = d.log_ratio.mean().neg().into_scalar::<f32>() as f64;
@@ -281,7 +282,7 @@ mod tests {
             None,
         );
         let eps = Tensor::<2>::ones([3, 24], &dev).mul_scalar(0.3);
-        let d = m.draw(&q, eps.clone());
+        let d = m.draw(&q, eps.clone(), None);
         assert_eq!(
             (d.z.dims(), d.kl_dims.dims(), d.log_ratio.dims()),
             ([3, 20], [3, 24], [3])
@@ -294,11 +295,11 @@ mod tests {
             ],
             1,
         );
-        let d2 = m.draw(&q, eps2);
+        let d2 = m.draw(&q, eps2, None);
         assert_eq!(d.z.into_data(), d2.z.into_data());
         assert_ne!(d.log_ratio.into_data(), d2.log_ratio.into_data());
         // Prior draws: the z2 columns move z1 through p(z1|z2).
-        let p = m.prior_sample(eps.clone());
+        let p = m.prior_sample(eps.clone(), None);
         assert_eq!(p.dims(), [3, 20]);
         assert_ne!(p.into_data(), eps.narrow(1, 0, 20).into_data());
     }

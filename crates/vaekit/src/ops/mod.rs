@@ -74,8 +74,9 @@ fn use_kernels<const D: usize>(x: &Tensor<D>, groups: usize, act: Activation) ->
     groups == 1 && act_ok && kernels_apply(x.dtype(), &x.device())
 }
 
-/// The activation with burn's operations (the path for other devices).
-fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
+/// The activation with burn's operations (the path for other devices, and for layers that add
+/// something between the product and the activation).
+pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     match act {
         Activation::Identity => x,
         Activation::Relu => relu(x),
