@@ -461,7 +461,9 @@ fn a_vaegan_resumed_mid_run_continues_exactly_as_an_uninterrupted_one() {
         ]
     );
     // The networks agree to float rounding (the CPU kernels sum per-thread partial gradients in
-    // the order threads finish; the optimiser files are burn's state maps, in hash order).
+    // the order threads finish; the optimiser files are burn's state maps, in hash order). A
+    // GAN amplifies rounding: over these 8 steps it reached 1.8e-4 in some runs (0 in others),
+    // while a resume that restarts the three optimisers differs by 6.9e-3.
     for ((name, x), (_, y)) in a
         .iter()
         .zip(&b)
@@ -469,7 +471,7 @@ fn a_vaegan_resumed_mid_run_continues_exactly_as_an_uninterrupted_one() {
     {
         let d = max_weight_diff(x, y);
         assert!(
-            d < 1e-5,
+            d < 1e-3,
             "{name}: a resumed VAE-GAN differs by {d} from an uninterrupted one"
         );
     }
