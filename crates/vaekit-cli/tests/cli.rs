@@ -2340,3 +2340,33 @@ fn conditioning_flags_choose_the_prior_and_the_label_path_and_refuse_what_does_n
     assert!(err.contains("--resume"), "{err}");
     assert!(!f.root.join("bad").exists());
 }
+
+#[test]
+fn optimiser_state_of_another_model_is_refused_with_one_line() {
+    // Issue 14, item 1: the state of a `--latent 8` MLP copied into a conv run's checkpoint
+    // used to pass the load and panic in the first Adam update.
+    let f = fixture();
+    train_small(&f, "a", &["--limit", "100"]);
+    train_small(
+        &f,
+        "b",
+        &["--limit", "100", "--model", "mlp", "--latent", "8"],
+    );
+    let ckpt = |run: &str| {
+        let meta = json_file(&f.root.join(run).join("meta.json"));
+        f.root
+            .join(run)
+            .join(meta["checkpoint"].as_str().unwrap())
+            .join("optimizer.bpk")
+    };
+    std::fs::copy(ckpt("b"), ckpt("a")).unwrap();
+    let err = fails(&["train", "--resume", "a", "--epochs", "2"], &f.root);
+    assert!(
+        err.contains("optimizer.bpk") && err.contains("optimiser state of another model"),
+        "{err}"
+    );
+    // A file that is not optimiser state at all: one line too.
+    std::fs::write(ckpt("a"), b"not a burnpack file").unwrap();
+    let err = fails(&["train", "--resume", "a", "--epochs", "2"], &f.root);
+    assert!(err.contains("optimizer.bpk"), "{err}");
+}

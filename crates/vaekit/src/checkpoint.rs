@@ -7,6 +7,7 @@
 //! are older checkpoints removed. A kill at any moment leaves `meta.json` pointing at a whole
 //! checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -214,9 +215,73 @@ pub fn load_model(run: &RunDir, device: &Device) -> Result<(Vae, ModelConfig, Me
     Ok((model, cfg.model, meta))
 }
 
-/// Loads optimiser state written by [`save_checkpoint`].
-pub fn load_optimizer(optim: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {
+/// The id and shape of every parameter of `module`.
+fn param_shapes<M: Module>(module: &M) -> BTreeMap<u64, Vec<usize>> {
+    struct Shapes(BTreeMap<u64, Vec<usize>>);
+    impl burn::module::ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::Tensor<D>>) {
+            self.0.insert(param.id.val(), param.val().dims().to_vec());
+        }
+    }
+    let mut s = Shapes(BTreeMap::new());
+    module.visit(&mut s);
+    s.0
+}
+
+/// Why the optimiser state in `bytes` cannot be the state of parameters `params` (id ->
+/// shape): a state tensor without a parameter, for a parameter the module does not have, or of
+/// another shape than its parameter (Adam keeps two moments shaped like the parameter).
+fn state_mismatch(bytes: Vec<u8>, params: &BTreeMap<u64, Vec<usize>>) -> Option<String> {
+    let reader = match burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes)) {
+        Ok(r) => r,
+        Err(e) => return Some(format!("unreadable optimiser state ({e})")),
+    };
+    let tensors = match reader.into_tensors() {
+        Ok(t) => t,
+        Err(e) => return Some(format!("unreadable optimiser state ({e})")),
+    };
+    for t in tensors {
+        let (name, _, shape, id, _) = match t.into_parts() {
+            Ok(p) => p,
+            Err(e) => return Some(format!("unreadable optimiser state ({e})")),
+        };
+        let Some(id) = id else {
+            return Some(format!("state tensor {name} belongs to no parameter"));
+        };
+        match params.get(&id) {
+            None => {
+                return Some(format!(
+                    "optimiser state of another model: it has state for parameter {id}, which this model does not have"
+                ));
+            }
+            Some(dims) if dims.as_slice() != shape.as_slice() => {
+                return Some(format!(
+                    "optimiser state of another model: state tensor {name} is {:?}, its parameter {dims:?}",
+                    shape.as_slice()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Loads optimiser state written by [`save_checkpoint`] for the parameters of `module`, after
+/// checking that every state tensor belongs to one of them with its shape: another model's
+/// state is refused with one line naming the file (burn would load it, and the first update
+/// would fail on the mismatch).
+pub fn load_optimizer<M: Module>(
+    optim: ModuleOptimizer,
+    path: &Path,
+    module: &M,
+) -> Result<ModuleOptimizer> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    if let Some(reason) = state_mismatch(bytes.clone(), &param_shapes(module)) {
+        return Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
     optim
         .from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| Error::CheckpointMismatch {

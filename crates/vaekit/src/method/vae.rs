@@ -117,7 +117,11 @@ impl Method for VaeMethod {
 
     fn load(&mut self, dir: &Path) -> Result<()> {
         let model = load_weights(self.vae().clone(), &dir.join(network_file(MODEL)))?;
-        let optim = load_optimizer(adam(&self.cfg.optim), &dir.join(optimizer_file(OPTIMIZER)))?;
+        let optim = load_optimizer(
+            adam(&self.cfg.optim),
+            &dir.join(optimizer_file(OPTIMIZER)),
+            &model,
+        )?;
         self.model = Some(model);
         self.optim = optim;
         Ok(())

@@ -325,9 +325,13 @@ impl Method for VaeGanMethod {
             self.discriminator().clone(),
             &dir.join(network_file(DISCRIMINATOR)),
         )?;
-        let opt =
-            |name: &str| load_optimizer(adam(&self.cfg.optim), &dir.join(optimizer_file(name)));
-        let (e, d, s) = (opt(ENCODER)?, opt(DECODER)?, opt(DISCRIMINATOR)?);
+        let path = |name: &str| dir.join(optimizer_file(name));
+        let a = || adam(&self.cfg.optim);
+        let (e, d, s) = (
+            load_optimizer(a(), &path(ENCODER), &vae.encoder)?,
+            load_optimizer(a(), &path(DECODER), &vae.decoder)?,
+            load_optimizer(a(), &path(DISCRIMINATOR), &disc)?,
+        );
         self.vae = Some(vae);
         self.disc = Some(disc);
         (self.opt_encoder, self.opt_decoder, self.opt_disc) = (e, d, s);
