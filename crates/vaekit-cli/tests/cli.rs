@@ -433,6 +433,73 @@ fn bad_input_gives_one_line_and_keeps_results() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
+    signal_saves_and_exits_zero_then_resume_finishes("-INT");
+}
+
+/// What `kill`, systemd, Docker and job schedulers send (issue 14, item 5): handled as Ctrl-C.
+#[cfg(unix)]
+#[test]
+fn sigterm_saves_and_exits_zero_then_resume_finishes() {
+    signal_saves_and_exits_zero_then_resume_finishes("-TERM");
+}
+
+/// A second signal ends the process at once, without saving; the run still loads from its
+/// last checkpoint.
+#[cfg(unix)]
+#[test]
+fn a_second_sigterm_ends_at_once_and_the_run_still_loads() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
+        .args([
+            "train",
+            "--data-dir",
+            d,
+            "--epochs",
+            "500",
+            "--batch-size",
+            "20",
+            "--out",
+            "run",
+        ])
+        .current_dir(&f.root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let meta = f.root.join("run/meta.json");
+    let t0 = std::time::Instant::now();
+    while !meta.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..2 {
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a second signal must end the run at once"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("again"));
+    ok(
+        &["sample", "--run", "run", "--n", "4", "--out", "s.png"],
+        &f.root,
+    );
+}
+
+#[cfg(unix)]
+fn signal_saves_and_exits_zero_then_resume_finishes(signal: &str) {
     let f = fixture();
     let d = f.data.to_str().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
@@ -463,7 +530,7 @@ fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

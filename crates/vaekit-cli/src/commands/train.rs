@@ -31,13 +31,16 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        // First Ctrl-C: finish the step, checkpoint, exit 0. Second: leave at once.
+        // First Ctrl-C, SIGTERM or SIGHUP: finish the step, checkpoint, exit 0. Second: leave
+        // at once (the last checkpoint stays whole: it is switched to atomically).
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
                 eprintln!("\ninterrupted again: exiting without saving");
                 std::process::exit(130);
             }
-            eprintln!("\nstopping after this step; saving a checkpoint (Ctrl-C again to quit now)");
+            eprintln!(
+                "\nstopping after this step; saving a checkpoint (Ctrl-C or another signal to quit now)"
+            );
         });
     }
 
