@@ -21,84 +21,125 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a whole IDX file, decompressing it if it starts with the gzip magic bytes.
+/// The most data bytes an IDX file may declare (4 GiB: 5 million 28x28 images; vaekit holds a
+/// dataset in memory). A header that declares more is refused before anything is read.
+pub const MAX_IDX_BYTES: usize = 1 << 32;
+
+/// Reads a whole IDX file, decompressing it if it starts with the gzip magic bytes. The header
+/// is read and checked first, and no more than the data it declares is decompressed: a small
+/// file whose header claims billions of images (a gzip bomb) is refused at once.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw = std::fs::read(path).map_err(Error::io(path))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::BadIdx {
-                path: path.to_path_buf(),
-                reason: format!("gzip stream is corrupt or truncated ({e})"),
-            })?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes).map_err(|reason| Error::BadIdx {
+    let bad = |reason| Error::BadIdx {
         path: path.to_path_buf(),
         reason,
-    })
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(Error::io(path))?);
+    let gz = {
+        use std::io::BufRead;
+        file.fill_buf()
+            .map_err(Error::io(path))?
+            .starts_with(&[0x1f, 0x8b])
+    };
+    if gz {
+        read_idx_from(
+            flate2::read::GzDecoder::new(file),
+            "gzip stream is corrupt or truncated",
+        )
+        .map_err(bad)
+    } else {
+        read_idx_from(file, "read failed").map_err(bad)
+    }
 }
 
 /// Parses IDX bytes; the error is a reason without the file name.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
-    if bytes.len() < 4 {
-        return Err(format!(
-            "file is {} bytes, too short for a header",
-            bytes.len()
-        ));
+    read_idx_from(bytes, "read failed")
+}
+
+/// Reads an IDX array from a stream: header first, checked, then exactly the data it declares
+/// (growing the buffer only as data arrives); `failed` prefixes read errors (a corrupt gzip
+/// stream).
+fn read_idx_from(mut r: impl Read, failed: &str) -> Result<IdxArray, String> {
+    let io = |e: std::io::Error| format!("{failed} ({e})");
+    let mut magic = [0u8; 4];
+    let n = read_upto(&mut r, &mut magic).map_err(io)?;
+    if n < 4 {
+        return Err(format!("file is {n} bytes, too short for a header"));
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
+    if magic[0] != 0 || magic[1] != 0 {
         return Err(format!(
             "wrong magic number {:02x}{:02x}{:02x}{:02x} (expected 0000 08 followed by the rank)",
-            bytes[0], bytes[1], bytes[2], bytes[3]
+            magic[0], magic[1], magic[2], magic[3]
         ));
     }
-    if bytes[2] != UBYTE {
+    if magic[2] != UBYTE {
         return Err(format!(
             "element type 0x{:02x} is not supported (only unsigned bytes, 0x08)",
-            bytes[2]
+            magic[2]
         ));
     }
-    let rank = bytes[3] as usize;
+    let rank = magic[3] as usize;
     if rank == 0 {
         return Err("rank 0 in the magic number".into());
     }
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
+    let mut header = vec![0u8; 4 * rank];
+    let n = read_upto(&mut r, &mut header).map_err(io)?;
+    if n < header.len() {
         return Err(format!(
             "truncated header: {} bytes for a rank-{rank} array",
-            bytes.len()
+            4 + n
         ));
     }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
+    let dims: Vec<usize> = header
+        .chunks(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let Some(expected) = expected else {
-        return Err(format!("dimensions {dims:?} overflow"));
+    let Some(expected) = expected.filter(|&e| e <= MAX_IDX_BYTES) else {
+        return Err(format!(
+            "dimensions {dims:?} declare more than {} GiB of data, vaekit's limit for an IDX file",
+            MAX_IDX_BYTES >> 30
+        ));
     };
-    let got = bytes.len() - header;
-    if got < expected {
+    let mut data = Vec::with_capacity(expected.min(1 << 26));
+    (&mut r)
+        .take(expected as u64)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    if data.len() < expected {
         return Err(format!(
-            "truncated: dimensions {dims:?} need {expected} bytes of data, found {got}"
+            "truncated: dimensions {dims:?} need {expected} bytes of data, found {}",
+            data.len()
         ));
     }
-    if got > expected {
+    // Anything after the declared data (counted up to 1 MiB, no further decompression).
+    let mut rest = vec![0u8; 1 << 20];
+    let trailing = read_upto(&mut r, &mut rest).map_err(io)?;
+    if trailing == rest.len() {
         return Err(format!(
-            "{} bytes of trailing data after dimensions {dims:?}",
-            got - expected
+            "more than 1 MiB of trailing data after dimensions {dims:?}"
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    if trailing > 0 {
+        return Err(format!(
+            "{trailing} bytes of trailing data after dimensions {dims:?}"
+        ));
+    }
+    Ok(IdxArray { dims, data })
+}
+
+/// Fills `buf` as far as the stream goes; the count read.
+fn read_upto(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Encodes an unsigned-byte array as IDX (used by tests and by anyone making small datasets).
@@ -242,6 +283,64 @@ mod tests {
         let p = write(dir.path(), "cut.idx.gz", &z[..z.len() / 2]);
         let msg = read_idx(&p).unwrap_err().to_string();
         assert!(msg.contains("cut.idx.gz") && msg.contains("gzip"), "{msg}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_by_its_header_before_decompressing() {
+        // Issue 14, item 6: a small .gz whose header claims 2^31 images of 28x28 used to be
+        // decompressed whole (6.3 GB) before the header was looked at.
+        let dir = tempfile::tempdir().unwrap();
+        let mut header = vec![0, 0, 8, 3];
+        for d in [1u32 << 31, 28, 28] {
+            header.extend_from_slice(&d.to_be_bytes());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&header).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&zeros).unwrap(); // 64 MiB of zeros: about 64 KiB compressed
+        }
+        let z = gz.finish().unwrap();
+        let p = write(dir.path(), "bomb-idx3-ubyte.gz", &z);
+        let msg = read_idx(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("bomb-idx3-ubyte.gz") && msg.contains("GiB"),
+            "{msg}"
+        );
+        // Only the header was decompressed: count what the reader takes from the stream.
+        struct Counting<R>(R, std::rc::Rc<std::cell::Cell<usize>>);
+        impl<R: Read> Read for Counting<R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.read(buf)?;
+                self.1.set(self.1.get() + n);
+                Ok(n)
+            }
+        }
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        let r = Counting(flate2::read::GzDecoder::new(&z[..]), count.clone());
+        assert!(read_idx_from(r, "gzip").is_err());
+        assert_eq!(count.get(), 16, "bytes decompressed before refusing");
+        // Within the bound but shorter than declared: truncated, read as far as the data goes.
+        let mut header = vec![0, 0, 8, 3];
+        for d in [1_000_000u32, 28, 28] {
+            header.extend_from_slice(&d.to_be_bytes());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&header).unwrap();
+        gz.write_all(&[0u8; 784 * 10]).unwrap();
+        let p = write(dir.path(), "short-idx3-ubyte.gz", &gz.finish().unwrap());
+        let msg = read_idx(&p).unwrap_err().to_string();
+        assert!(msg.contains("truncated") && msg.contains("7840"), "{msg}");
+        // Trailing data after a well-formed array is still refused.
+        let mut bytes = encode_idx(&[2], &[1, 2]);
+        bytes.extend_from_slice(&[9; 3]);
+        let p = write(dir.path(), "tail.idx", &bytes);
+        assert!(
+            read_idx(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("3 bytes of trailing data")
+        );
     }
 
     #[test]
