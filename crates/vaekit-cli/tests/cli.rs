@@ -2437,3 +2437,80 @@ fn optimiser_state_of_another_model_is_refused_with_one_line() {
     let err = fails(&["train", "--resume", "a", "--epochs", "2"], &f.root);
     assert!(err.contains("optimizer.bpk"), "{err}");
 }
+
+/// Issue 14, item 4: one writer per run folder. A second `train` on a run that another process
+/// is training into stops with one line and writes nothing; readers are not blocked; temporary
+/// files of a killed process are swept by the next writer.
+#[cfg(unix)]
+#[test]
+fn a_second_trainer_on_the_same_run_is_refused_and_stale_temp_files_are_swept() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
+        .args([
+            "train",
+            "--data-dir",
+            d,
+            "--epochs",
+            "500",
+            "--batch-size",
+            "20",
+            "--out",
+            "run",
+        ])
+        .current_dir(&f.root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let meta = f.root.join("run/meta.json");
+    let t0 = std::time::Instant::now();
+    while !meta.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let config = std::fs::read(f.root.join("run/config.json")).unwrap();
+    let err = fails(&["train", "--resume", "run", "--epochs", "600"], &f.root);
+    assert!(err.contains("in use by another vaekit process"), "{err}");
+    assert_eq!(
+        std::fs::read(f.root.join("run/config.json")).unwrap(),
+        config
+    );
+    // Reading while it trains is fine.
+    ok(
+        &["sample", "--run", "run", "--n", "4", "--out", "s.png"],
+        &f.root,
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait_with_output().unwrap().status.success());
+    // What a process killed mid-write leaves: temporary files and a checkpoint folder.
+    let run = f.root.join("run");
+    std::fs::write(run.join(".meta.json.tmp-999999"), b"{").unwrap();
+    std::fs::write(run.join("images/.epoch-001.png.tmp-999999"), b"x").unwrap();
+    std::fs::create_dir_all(run.join("checkpoints/.step-000000999.tmp-999999")).unwrap();
+    std::fs::write(run.join("notes.txt"), b"mine").unwrap();
+    let m = json_file(&meta);
+    let epochs = (m["epoch"].as_u64().unwrap() + 1).to_string();
+    ok(&["train", "--resume", "run", "--epochs", &epochs], &f.root);
+    assert!(!run.join(".meta.json.tmp-999999").exists());
+    assert!(!run.join("images/.epoch-001.png.tmp-999999").exists());
+    assert!(!run.join("checkpoints/.step-000000999.tmp-999999").exists());
+    assert_eq!(std::fs::read(run.join("notes.txt")).unwrap(), b"mine");
+    // metrics.jsonl: one line per epoch, in order.
+    let lines: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| json(l)["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, (1..=lines.len() as u64).collect::<Vec<_>>());
+}

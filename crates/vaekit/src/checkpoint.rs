@@ -171,7 +171,7 @@ pub fn save_checkpoint(run: &RunDir, parts: &Parts, meta: &Meta) -> Result<()> {
     let dir = run.root().join("checkpoints");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let name = format!("step-{:09}", meta.step);
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let fin = dir.join(&name);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(Error::io(&tmp))?;

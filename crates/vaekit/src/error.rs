@@ -75,6 +75,12 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
+    /// Another process holds the run folder's lock (it is training into it).
+    #[error("{}: in use by another vaekit process (training into it); wait for it to finish or stop it", path.display())]
+    RunInUse {
+        /// The run folder.
+        path: PathBuf,
+    },
     /// A folder is not a trained evaluation classifier.
     #[error("{}: not a vaekit classifier ({reason})", path.display())]
     NotAClassifier {

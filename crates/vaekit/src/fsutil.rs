@@ -28,6 +28,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(Error::io(path))
 }
 
+/// Whether `name` is one of vaekit's temporary names: `.NAME.tmp` or `.NAME.tmp-PID` (files of
+/// [`write_atomic`], checkpoint folders being written).
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.')
+        && (name.ends_with(".tmp")
+            || name
+                .rsplit_once(".tmp-")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// Removes the temporary files and folders (see [`is_temp_name`]) directly in `dir`, left by a
+/// process that was killed mid-write; nothing else. A missing `dir` is fine.
+pub fn remove_stale_temps(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_temp_name(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().map_err(Error::io(&path))?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(Error::io(&path))?;
+    }
+    Ok(())
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut s = serde_json::to_string_pretty(value).expect("serialisable");
@@ -68,6 +103,38 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_vaekits_temporary_names_are_swept() {
+        for n in [
+            ".meta.json.tmp-123",
+            ".step-000000010.tmp",
+            ".step-000000010.tmp-77",
+        ] {
+            assert!(is_temp_name(n), "{n}");
+        }
+        for n in [
+            "meta.json",
+            ".lock",
+            "notes.tmp",
+            ".x.tmp-",
+            ".x.tmp-12a",
+            "step-000000010",
+        ] {
+            assert!(!is_temp_name(n), "{n}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".a.tmp-1"), b"").unwrap();
+        std::fs::create_dir(dir.path().join(".b.tmp")).unwrap();
+        std::fs::write(dir.path().join("keep"), b"").unwrap();
+        remove_stale_temps(dir.path()).unwrap();
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["keep"]);
+        remove_stale_temps(&dir.path().join("missing")).unwrap();
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

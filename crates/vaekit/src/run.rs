@@ -42,6 +42,9 @@ pub struct Meta {
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
+    /// The run's exclusive lock, while this value (or a clone) holds it (see
+    /// [`RunDir::locked`]).
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl RunDir {
@@ -55,6 +58,7 @@ impl RunDir {
         std::fs::create_dir_all(root.join("images")).map_err(Error::io(root))?;
         let run = RunDir {
             root: root.to_path_buf(),
+            lock: None,
         };
         write_json_atomic(&run.config_path(), config)?;
         Ok(run)
@@ -76,6 +80,46 @@ impl RunDir {
         }
         Ok(RunDir {
             root: root.to_path_buf(),
+            lock: None,
+        })
+    }
+
+    /// The run with its exclusive lock taken (`.lock`, an advisory file lock that the
+    /// operating system releases when the process ends, however it ends), held as long as the
+    /// returned value or a clone of it lives; then the temporary files that a killed process
+    /// may have left are removed (only the lock holder writes into a run, so none of them is in
+    /// use). Another process gets [`Error::RunInUse`]. Every writer takes it: `train` does
+    /// when given an unlocked run.
+    pub fn locked(self) -> Result<RunDir> {
+        if self.lock.is_some() {
+            return Ok(self);
+        }
+        let path = self.root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::RunInUse {
+                    path: self.root.clone(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+        }
+        for dir in [
+            self.root.clone(),
+            self.root.join("checkpoints"),
+            self.images_dir(),
+        ] {
+            crate::fsutil::remove_stale_temps(&dir)?;
+        }
+        Ok(RunDir {
+            lock: Some(std::sync::Arc::new(file)),
+            ..self
         })
     }
 

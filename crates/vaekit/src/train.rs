@@ -76,6 +76,8 @@ pub fn steps_per_epoch(n: usize, batch: usize) -> usize {
 ///
 /// `device` is the plain device; training uses its autodiff version. `stop` is polled after
 /// every step: when set, the step finishes, a checkpoint is written and training returns.
+/// The run's lock is taken for the duration unless `run` holds it already (see
+/// [`RunDir::locked`]); a run another process trains into is [`Error::RunInUse`].
 pub fn train(
     run: &RunDir,
     cfg: &TrainConfig,
@@ -104,6 +106,8 @@ pub fn train(
             reason: format!("label {l} is outside the conditional model's {classes} classes"),
         });
     }
+    // One writer at a time (a run given already locked keeps its lock).
+    let run = &run.clone().locked()?;
     let ad = device.clone().autodiff();
     let mut method = crate::method::build(cfg, &ad);
     let mut meta = match run.meta()? {

@@ -86,7 +86,7 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
         Some(o) => o.clone(),
         None => default_out(&cfg),
     };
-    let run = RunDir::create(&out, &cfg)?;
+    let run = RunDir::create(&out, &cfg)?.locked()?;
     println!(
         "training {} {} (z = {}) on {} ({} train / {} test images) into {}",
         cfg.model.architecture.name(),
@@ -140,7 +140,8 @@ fn prepare_resume(
             "--resume continues with the run's saved config.json; only --epochs may be given with it"
         );
     }
-    let run = RunDir::open(dir)?;
+    // Locked before anything is read or written: a second trainer stops here with one line.
+    let run = RunDir::open(dir)?.locked()?;
     let mut cfg = run.config()?;
     let meta = run.meta()?;
     if let Some(e) = a.epochs {
