@@ -2514,3 +2514,64 @@ fn a_second_trainer_on_the_same_run_is_refused_and_stale_temp_files_are_swept() 
         .collect();
     assert_eq!(lines, (1..=lines.len() as u64).collect::<Vec<_>>());
 }
+
+/// Issue 14, item 3: an lr that is infinite in f32, and Adam settings out of range, are refused
+/// before anything is created; a run whose weights are NaN is refused by every command.
+#[test]
+fn absurd_optimiser_settings_and_nan_weights_are_refused_with_one_line() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let err = fails(
+        &["train", "--data-dir", d, "--lr", "1e39", "--out", "bad"],
+        &f.root,
+    );
+    assert!(err.contains("lr") && err.contains("f32"), "{err}");
+    std::fs::write(f.root.join("b.toml"), "[optim]\nbeta1 = 5.0\n").unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--config",
+            "b.toml",
+            "--out",
+            "bad",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("beta1"), "{err}");
+    assert!(!f.root.join("bad").exists());
+    // A run whose saved weights are NaN (as a diverged run of vaekit 0.1 could leave).
+    train_small(&f, "run", &["--limit", "50"]);
+    {
+        use vaekit::burn::module::{Module, ModuleMapper, Param};
+        use vaekit::burn::tensor::{Device, Tensor};
+        struct Nan;
+        impl ModuleMapper for Nan {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                p.map(|t| t.mul_scalar(f32::NAN))
+            }
+        }
+        let dev = Device::flex();
+        let run = vaekit::run::RunDir::open(&f.root.join("run")).unwrap();
+        let (model, _, meta) = vaekit::checkpoint::load_model(&run, &dev).unwrap();
+        let nan = model.map(&mut Nan);
+        let path = f
+            .root
+            .join("run")
+            .join(&meta.checkpoint)
+            .join("model.safetensors");
+        std::fs::write(&path, vaekit::checkpoint::weights_to_bytes(&nan)).unwrap();
+    }
+    for args in [
+        &["sample", "--run", "run", "--out", "s.png"][..],
+        &["eval", "--run", "run"][..],
+        &["train", "--resume", "run", "--epochs", "2"][..],
+    ] {
+        let err = fails(args, &f.root);
+        assert!(
+            err.contains("model.safetensors") && err.contains("not finite"),
+            "{args:?}: {err}"
+        );
+    }
+}

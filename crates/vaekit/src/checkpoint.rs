@@ -156,14 +156,20 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     if !result.unused.is_empty() {
         problems.push(format!("unexpected tensors {}", some_names(&result.unused)));
     }
-    if problems.is_empty() {
-        Ok(model)
-    } else {
-        Err(Error::CheckpointMismatch {
+    if !problems.is_empty() {
+        return Err(Error::CheckpointMismatch {
             path: path.to_path_buf(),
             reason: problems.join("; "),
-        })
+        });
     }
+    // NaN or infinite weights make every result NaN: refused, not used.
+    if !crate::model::params_finite(&model) {
+        return Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason: "the weights are not finite (NaN or infinite): the run diverged before this checkpoint was written".into(),
+        });
+    }
+    Ok(model)
 }
 
 /// Writes every part as a new checkpoint of `run` and makes it current.

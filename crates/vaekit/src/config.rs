@@ -683,8 +683,16 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1");
         }
-        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
-            return bad("lr must be a positive number");
+        // The update runs in f32: an lr beyond f32's range would be infinite there.
+        if !(self.optim.lr > 0.0 && self.optim.lr <= f32::MAX as f64) {
+            return bad("lr must be a positive number within f32's range (at most 3.4e38)");
+        }
+        let o = &self.optim;
+        if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2)) {
+            return bad("Adam's beta1 and beta2 must be in [0, 1)");
+        }
+        if !(o.epsilon > 0.0 && o.epsilon.is_finite()) {
+            return bad("Adam's epsilon must be a positive number");
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
             return bad("beta must be a non-negative number");
