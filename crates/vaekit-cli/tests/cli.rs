@@ -2575,3 +2575,100 @@ fn absurd_optimiser_settings_and_nan_weights_are_refused_with_one_line() {
         );
     }
 }
+
+/// Issue 14, item 2: every size a flag or a file sets has a bound, checked before anything is
+/// allocated or created, with one line naming it.
+#[test]
+fn absurd_sizes_are_refused_before_allocating() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    for (flags, says) in [
+        (
+            &["--model", "mlp", "--latent", "1000000000"][..],
+            "latent_dim",
+        ),
+        (&["--batch-size", "1000000000"][..], "batch_size"),
+    ] {
+        let args = [&["train", "--data-dir", d, "--out", "big"][..], flags].concat();
+        let err = fails(&args, &f.root);
+        assert!(err.contains(says), "{err}");
+        assert!(!f.root.join("big").exists(), "no half-made run folder");
+    }
+    // A config file (or a run's config.json) with a layer of 1e9 x 784 weights.
+    std::fs::write(
+        f.root.join("wide.toml"),
+        "[model.architecture]\nkind = \"mlp\"\nhidden = [1000000000]\n",
+    )
+    .unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--config",
+            "wide.toml",
+            "--out",
+            "big",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("65536") || err.contains("weights"), "{err}");
+    train_small(&f, "run", &["--limit", "50"]);
+    let cfg_path = f.root.join("run/config.json");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&good).unwrap();
+    cfg["model"]["latent_dim"] = serde_json::json!(999_999_999);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = fails(&["sample", "--run", "run", "--out", "s.png"], &f.root);
+    assert!(
+        err.contains("config.json") && err.contains("latent_dim"),
+        "{err}"
+    );
+    std::fs::write(&cfg_path, good).unwrap();
+    // Pictures of millions of images: refused, saying what is possible.
+    for args in [
+        &[
+            "sample",
+            "--run",
+            "run",
+            "--n",
+            "100000000",
+            "--out",
+            "x.png",
+        ][..],
+        &["sample", "--run", "run", "--n", "1000000", "--out", "x.png"][..],
+        &[
+            "reconstruct",
+            "--run",
+            "run",
+            "--n",
+            "1000000",
+            "--out",
+            "x.png",
+        ][..],
+        &[
+            "traverse", "--run", "run", "--steps", "1000000", "--out", "x.png",
+        ][..],
+        &[
+            "interpolate",
+            "--run",
+            "run",
+            "--from",
+            "0",
+            "--to",
+            "1",
+            "--steps",
+            "1000000000",
+            "--out",
+            "x.png",
+        ][..],
+    ] {
+        let err = fails(args, &f.root);
+        assert!(err.contains("10000"), "{args:?}: {err}");
+    }
+    assert!(!f.root.join("x.png").exists());
+    ok(
+        &["sample", "--run", "run", "--n", "10000", "--out", "x.png"],
+        &f.root,
+    );
+}

@@ -296,7 +296,125 @@ impl Default for ModelConfig {
     }
 }
 
+/// Largest latent dimension, hidden width, channel count or class count a config may set.
+pub const MAX_WIDTH: usize = 65_536;
+/// Largest image side (height or width) a model may be trained at (`render` draws larger).
+pub const MAX_SIDE: usize = 4096;
+/// Most layers in a list (conv channels, MLP widths, CPPN layers).
+pub const MAX_LAYERS: usize = 16;
+/// Most images per training step.
+pub const MAX_BATCH: usize = 65_536;
+/// Most weights in one layer: 2^28 values, 1 GiB of f32.
+pub const MAX_LAYER_WEIGHTS: usize = 1 << 28;
+
 impl ModelConfig {
+    /// Checks every size against the bounds above before anything is allocated: each a
+    /// documented limit, named in the message.
+    fn check_sizes(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        let wide = |what: &str, v: usize| -> Result<()> {
+            if v > MAX_WIDTH {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} is {v}; the most vaekit allows is {MAX_WIDTH}"
+                )));
+            }
+            Ok(())
+        };
+        wide("latent_dim", self.latent_dim)?;
+        wide("classes", self.classes)?;
+        if self.image.height > MAX_SIDE || self.image.width > MAX_SIDE {
+            return bad(format!(
+                "image is {}x{}; the largest side vaekit trains at is {MAX_SIDE}",
+                self.image.height, self.image.width
+            ));
+        }
+        // The largest layers: image -> first width, width -> width, width -> z, and back.
+        let layer = |what: &str, a: usize, b: usize| -> Result<()> {
+            if a.saturating_mul(b) > MAX_LAYER_WEIGHTS {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} would have {a} x {b} weights; the most in one layer is {MAX_LAYER_WEIGHTS} (1 GiB)"
+                )));
+            }
+            Ok(())
+        };
+        let numel = self.image.numel();
+        match &self.architecture {
+            Architecture::Conv {
+                channels, kernel, ..
+            } => {
+                if channels.len() > MAX_LAYERS || *kernel > 31 {
+                    return bad(format!(
+                        "conv has {} layers of kernel {kernel}; the most is {MAX_LAYERS} layers, kernel 31",
+                        channels.len()
+                    ));
+                }
+                let mut c_in = self.image.channels;
+                for &c in channels {
+                    wide("a conv channel count", c)?;
+                    layer("a convolution", c_in * kernel * kernel, c)?;
+                    c_in = c;
+                }
+                let f = 1usize << channels.len();
+                let flat = c_in * (self.image.height / f).max(1) * (self.image.width / f).max(1);
+                layer(
+                    "the dense layer between the convolutions and z",
+                    flat,
+                    self.latent_dim,
+                )?;
+            }
+            Architecture::Mlp { hidden } => {
+                if hidden.len() > MAX_LAYERS {
+                    return bad(format!(
+                        "mlp has {} hidden layers; the most is {MAX_LAYERS}",
+                        hidden.len()
+                    ));
+                }
+                let mut w_in = numel;
+                for &h in hidden {
+                    wide("an mlp hidden width", h)?;
+                    layer("an mlp layer", w_in, h)?;
+                    w_in = h;
+                }
+                layer("the mlp layer to z", w_in, self.latent_dim)?;
+                layer("the mlp output layer", w_in, numel * 2)?;
+            }
+        }
+        if let Some(top) = &self.top {
+            wide("the top layer's latent_dim", top.latent_dim)?;
+            if top.hidden.len() > MAX_LAYERS {
+                return bad(format!(
+                    "the top layer has more than {MAX_LAYERS} hidden layers"
+                ));
+            }
+            for &h in &top.hidden {
+                wide("a top-layer hidden width", h)?;
+                layer("a top-layer MLP layer", h.max(self.latent_dim), h)?;
+            }
+        }
+        if let Some(DecoderArchitecture::Cppn { hidden, layers, .. }) = &self.decoder {
+            wide("the cppn hidden width", *hidden)?;
+            if *layers > MAX_LAYERS {
+                return bad(format!(
+                    "the cppn has {layers} layers; the most is {MAX_LAYERS}"
+                ));
+            }
+        }
+        if let Some(c) = &self.conditioning {
+            if c.components > 1000 {
+                return bad(format!(
+                    "conditioning.components is {}; the most is 1000",
+                    c.components
+                ));
+            }
+            layer(
+                "the class prior",
+                self.classes,
+                c.components.saturating_mul(self.latent_dim),
+            )?;
+        }
+        Ok(())
+    }
+
     /// How the label is used: the config's setting, or vaekit 0.1's ([`Conditioning::BESIDE_Z`])
     /// where it has none. Meaningless for an unconditional model.
     pub fn conditioning(&self) -> Conditioning {
@@ -309,6 +427,7 @@ impl ModelConfig {
         if self.latent_dim == 0 {
             return bad("latent_dim must be at least 1".into());
         }
+        self.check_sizes()?;
         if self.image.numel() == 0 || !matches!(self.image.channels, 1 | 3) {
             return bad(format!(
                 "image must have 1 or 3 channels and a positive size, got {}x{}x{}",
@@ -589,6 +708,15 @@ impl VaeGanConfig {
                 "the discriminator needs positive channels and a positive hidden width".into(),
             );
         }
+        if self.channels.len() > MAX_LAYERS
+            || self.kernel > 31
+            || self.hidden > MAX_WIDTH
+            || self.channels.iter().any(|&c| c > MAX_WIDTH)
+        {
+            return bad(format!(
+                "the discriminator is too large: at most {MAX_LAYERS} convolutions of {MAX_WIDTH} channels, kernel 31, hidden {MAX_WIDTH}"
+            ));
+        }
         if self.kernel == 0 || self.kernel % 2 == 0 {
             return bad(format!(
                 "the discriminator's kernel must be odd, got {}",
@@ -680,8 +808,11 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         let bad = |m: &str| Err(Error::InvalidConfig(m.into()));
-        if self.batch_size == 0 {
-            return bad("batch_size must be at least 1");
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return bad("batch_size must be 1 to 65536");
+        }
+        if self.preview_images > 1000 || self.sample_images > 10_000 {
+            return bad("preview_images must be at most 1000 and sample_images at most 10000");
         }
         // The update runs in f32: an lr beyond f32's range would be infinite there.
         if !(self.optim.lr > 0.0 && self.optim.lr <= f32::MAX as f64) {

@@ -32,6 +32,7 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
         );
     }
     let n = codes.len() / latent;
+    super::check_cells(n, &format!("{} ({n} codes)", a.codes.display()))?;
     let columns = a
         .columns
         .unwrap_or_else(|| (n as f64).sqrt().ceil() as usize)

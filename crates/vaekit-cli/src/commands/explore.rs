@@ -32,6 +32,7 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     if a.steps < 2 {
         bail!("--steps must be at least 2");
     }
+    super::check_cells(a.steps + 2, &format!("--steps {}", a.steps))?;
     let l = super::load_run(&a.run, device)?;
     let data = super::run_data(&l.cfg, None)?;
     let ds = data.get(Split::from(a.split));
@@ -148,9 +149,14 @@ pub fn traverse(a: TraverseArgs, device: DeviceChoice) -> Result<()> {
     if a.steps == 0 || !(a.range > 0.0 && a.range.is_finite()) {
         bail!("--steps must be at least 1 and --range a positive number");
     }
+    super::check_cells(a.steps, &format!("--steps {}", a.steps))?;
     let l = super::load_run(&a.run, device)?;
     let latent = l.cfg.model.latent_dim;
     let dims = parse_dims(&a.dims, latent)?;
+    super::check_cells(
+        dims.len() * a.steps,
+        &format!("--dims {} with --steps {}", a.dims, a.steps),
+    )?;
     let data = super::run_data(&l.cfg, None)?;
     let ds = data.get(Split::from(a.split));
     super::check_index(a.image, ds, a.split, "--image")?;
@@ -175,6 +181,10 @@ pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    super::check_cells(
+        a.steps.saturating_mul(a.steps),
+        &format!("--steps {} (a {0}x{0} grid)", a.steps),
+    )?;
     let l = super::load_run(&a.run, device)?;
     if l.cfg.model.latent_dim != 2 {
         bail!(

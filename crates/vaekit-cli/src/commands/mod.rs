@@ -111,6 +111,21 @@ fn check_class(classes: usize, class: Option<u32>, flag: &str) -> anyhow::Result
     }
 }
 
+/// Most images one picture command draws into one PNG (a 100x100 grid of 28x28 images is
+/// about 3000x3000 pixels; more is not a picture anyone looks at, and it is built in memory).
+pub(crate) const MAX_CELLS: usize = 10_000;
+
+/// Checks that a picture of `cells` images is within [`MAX_CELLS`]; `what` names the flag(s)
+/// that set the count.
+fn check_cells(cells: usize, what: &str) -> anyhow::Result<()> {
+    if cells > MAX_CELLS {
+        anyhow::bail!(
+            "{what} would draw {cells} images into one picture; the most is {MAX_CELLS} (a 100x100 grid): draw several pictures (e.g. other --seed values), or use `encode`/`eval` for figures over many images"
+        );
+    }
+    Ok(())
+}
+
 /// Checks a `--temperature` (a positive scale of the prior noise).
 fn check_temperature(t: f64) -> anyhow::Result<()> {
     if !(t > 0.0 && t.is_finite()) {

@@ -17,6 +17,10 @@ pub fn run(a: ReconstructArgs, device: DeviceChoice) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
+    super::check_cells(
+        2 * a.n,
+        &format!("--n {} (originals and reconstructions)", a.n),
+    )?;
     let device = device.device()?;
     let run = RunDir::open(&a.run)?;
     let cfg = run.config()?;

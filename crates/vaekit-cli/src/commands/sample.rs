@@ -13,6 +13,7 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
+    super::check_cells(a.n, &format!("--n {}", a.n))?;
     let device = device.device()?;
     let run = RunDir::open(&a.run)?;
     let (model, _, meta) = load_model(&run, &device)?;
