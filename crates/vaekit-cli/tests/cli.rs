@@ -2672,3 +2672,61 @@ fn absurd_sizes_are_refused_before_allocating() {
         &f.root,
     );
 }
+
+/// Issue 14, item 7: the smaller ones.
+#[test]
+fn run_files_are_protected_and_read_back_after_a_kill_mid_write() {
+    let f = fixture();
+    train_small(&f, "run", &["--limit", "50"]);
+    let run = f.root.join("run");
+    let config = std::fs::read(run.join("config.json")).unwrap();
+    // A picture never replaces a run's file.
+    for args in [
+        &["sample", "--run", "run", "--out", "run/config.json"][..],
+        &["plot", "--run", "run", "--out", "run/metrics.jsonl"][..],
+    ] {
+        let err = fails(args, &f.root);
+        assert!(err.contains(".png"), "{err}");
+    }
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config);
+    // A resume that fails (here: the checkpoint's weights are unreadable) leaves config.json
+    // as it was, and says that the file is unreadable rather than of another model.
+    let meta = json_file(&run.join("meta.json"));
+    let weights = run
+        .join(meta["checkpoint"].as_str().unwrap())
+        .join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
+    let err = fails(&["train", "--resume", "run", "--epochs", "3"], &f.root);
+    assert!(
+        err.contains("unreadable") && !err.contains("does not match"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config);
+    std::fs::write(&weights, &good).unwrap();
+    // meta.json may only point into the run's own checkpoints.
+    let meta_text = std::fs::read_to_string(run.join("meta.json")).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
+    m["checkpoint"] = serde_json::json!(f.root.join("other/checkpoints/step-000000001"));
+    std::fs::write(run.join("meta.json"), m.to_string()).unwrap();
+    let err = fails(&["sample", "--run", "run", "--out", "s.png"], &f.root);
+    assert!(
+        err.contains("meta.json") && err.contains("checkpoint"),
+        "{err}"
+    );
+    // An epoch_step beyond the epoch.
+    let mut m: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
+    m["epoch_step"] = serde_json::json!(1_000_000);
+    std::fs::write(run.join("meta.json"), m.to_string()).unwrap();
+    let err = fails(&["train", "--resume", "run", "--epochs", "2"], &f.root);
+    assert!(err.contains("epoch_step"), "{err}");
+    std::fs::write(run.join("meta.json"), &meta_text).unwrap();
+    // A last metrics line cut by a kill mid-write: read back without it, and resume works.
+    let mut metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    metrics.push_str("{\"epoch\": 2, \"train_lo");
+    std::fs::write(run.join("metrics.jsonl"), &metrics).unwrap();
+    ok(&["plot", "--run", "run", "--out", "p.png"], &f.root);
+    ok(&["train", "--resume", "run", "--epochs", "2"], &f.root);
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+}

@@ -132,12 +132,20 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     let mut model = model;
     let result = model.load_from(&mut store).map_err(|e| {
         let msg = e.to_string();
+        let shapes = shape_mismatches(&msg);
         Error::CheckpointMismatch {
             path: path.to_path_buf(),
-            reason: format!(
-                "unreadable safetensors ({})",
-                msg.lines().next().unwrap_or("").trim()
-            ),
+            reason: if shapes.is_empty() {
+                format!(
+                    "unreadable safetensors ({})",
+                    msg.lines().next().unwrap_or("").trim()
+                )
+            } else {
+                format!(
+                    "does not match the model its config describes: {}",
+                    some_names(&shapes)
+                )
+            },
         }
     })?;
     let mut problems = Vec::new();
@@ -159,7 +167,10 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
     if !problems.is_empty() {
         return Err(Error::CheckpointMismatch {
             path: path.to_path_buf(),
-            reason: problems.join("; "),
+            reason: format!(
+                "does not match the model its config describes: {}",
+                problems.join("; ")
+            ),
         });
     }
     // NaN or infinite weights make every result NaN: refused, not used.
@@ -170,6 +181,29 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
         });
     }
     Ok(model)
+}
+
+/// The shape mismatches in burn's import error text, as "NAME is [..] in the file, [..] in
+/// the model" (burn reports them as debug structs; none if the text has none).
+fn shape_mismatches(msg: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let dims_after = |s: &str, key: &str| -> Option<String> {
+        let rest = &s[s.find(key)? + key.len()..];
+        let open = rest.find('[')?;
+        let close = rest.find(']')?;
+        Some(rest[open..=close].to_string())
+    };
+    for part in msg.split("ShapeMismatch").skip(1) {
+        let name = part
+            .split('"')
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_default();
+        if let (Some(want), Some(got)) = (dims_after(part, "expected"), dims_after(part, "found")) {
+            out.push(format!("{name} is {got} in the file, {want} in the model"));
+        }
+    }
+    out
 }
 
 /// Writes every part as a new checkpoint of `run` and makes it current.

@@ -59,8 +59,9 @@ pub enum Error {
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// A checkpoint does not fit the model described by the run's config.
-    #[error("{}: checkpoint does not match the model its config describes: {reason}", path.display())]
+    /// A checkpoint file cannot be used: unreadable, of another model than the run's config
+    /// describes, or not finite.
+    #[error("{}: {reason}", path.display())]
     CheckpointMismatch {
         /// The weights file.
         path: PathBuf,

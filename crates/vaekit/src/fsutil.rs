@@ -63,6 +63,25 @@ pub fn remove_stale_temps(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to write a picture of kind `ext` (e.g. "png") to a path with another extension: a
+/// mistyped `--out RUN/config.json` would replace a run's file with an image.
+pub fn check_picture_path(path: &Path, ext: &str) -> Result<()> {
+    let ok = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadImage {
+            path: path.to_path_buf(),
+            reason: format!(
+                "pictures are written only to .{ext} files (this name would replace a file of another kind)"
+            ),
+        })
+    }
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut s = serde_json::to_string_pretty(value).expect("serialisable");

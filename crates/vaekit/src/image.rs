@@ -168,6 +168,7 @@ impl Grid {
 
     /// Writes the grid as a PNG, atomically (an existing file is replaced only when complete).
     pub fn save_png(&self, path: &Path) -> Result<()> {
+        crate::fsutil::check_picture_path(path, "png")?;
         let mut bytes = Vec::new();
         self.render()
             .write_to(

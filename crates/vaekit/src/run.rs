@@ -169,7 +169,22 @@ impl RunDir {
         if !p.exists() {
             return Ok(None);
         }
-        read_json(&p).map(Some)
+        let meta: Meta = read_json(&p)?;
+        // Only a checkpoint folder of this run: `checkpoints/step-` and digits.
+        let inside = meta
+            .checkpoint
+            .strip_prefix("checkpoints/step-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !inside {
+            return Err(Error::BadConfig {
+                path: p,
+                reason: format!(
+                    "checkpoint \"{}\" is not a checkpoint folder of this run (checkpoints/step-N)",
+                    meta.checkpoint
+                ),
+            });
+        }
+        Ok(Some(meta))
     }
 
     /// Progress, which must exist (commands that need trained weights).
@@ -198,7 +213,13 @@ impl RunDir {
         if !p.exists() {
             return Ok(Vec::new());
         }
-        let text = std::fs::read_to_string(&p).map_err(Error::io(&p))?;
+        let mut text = std::fs::read_to_string(&p).map_err(Error::io(&p))?;
+        // Every line is written whole with its newline; a last line without one is what a
+        // process killed mid-write leaves: not a record (training rewrites the file).
+        if !text.ends_with('\n') {
+            let keep = text.rfind('\n').map_or(0, |i| i + 1);
+            text.truncate(keep);
+        }
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .enumerate()

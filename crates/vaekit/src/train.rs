@@ -129,6 +129,20 @@ pub fn train(
 
     let n = data.train.len();
     let spe = steps_per_epoch(n, cfg.batch_size);
+    if meta.epoch_step >= spe && meta.step > 0 {
+        return Err(Error::BadConfig {
+            path: run.meta_path(),
+            reason: format!(
+                "epoch_step {} is not a step of an epoch of {spe} steps",
+                meta.epoch_step
+            ),
+        });
+    }
+    // The config as continued (e.g. more epochs) is saved only once the checkpoint has loaded:
+    // a resume that fails leaves the run as it was.
+    if run.config()? != *cfg {
+        run.write_config(cfg)?;
+    }
     // Scored on one fixed binary draw of the test set when the model sees binary images.
     let test = eval_set(
         &data.test,

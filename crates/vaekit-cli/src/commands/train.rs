@@ -156,7 +156,7 @@ fn prepare_resume(
         );
     }
     let data = load_data(&cfg.data, Some(cfg.model.image), cfg.seed)?;
-    run.write_config(&cfg)?;
+    // config.json (with the new --epochs) is written by training once the checkpoint loads.
     match meta {
         Some(m) => println!(
             "resuming {} at epoch {} (step {}) of {}",

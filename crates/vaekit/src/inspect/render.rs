@@ -89,6 +89,7 @@ impl Rendered {
     /// Writes the image as a PNG (atomically).
     pub fn save_png(&self, path: &Path) -> Result<()> {
         use image::ImageEncoder;
+        crate::fsutil::check_picture_path(path, "png")?;
         let color = if self.channels == 3 {
             image::ExtendedColorType::Rgb8
         } else {
@@ -124,6 +125,7 @@ impl Rendered {
 /// between frames.
 pub fn save_gif(frames: &[Rendered], delay_ms: u32, path: &Path) -> Result<()> {
     use image::codecs::gif::{GifEncoder, Repeat};
+    crate::fsutil::check_picture_path(path, "gif")?;
     let bad = |e: image::ImageError| Error::BadImage {
         path: path.to_path_buf(),
         reason: e.to_string(),

@@ -42,6 +42,7 @@ pub fn render_png(
     (width, height): (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
 ) -> Result<()> {
+    crate::fsutil::check_picture_path(path, "png")?;
     register_font();
     let mut buf = vec![255u8; width as usize * height as usize * 3];
     {
