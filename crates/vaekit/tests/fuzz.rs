@@ -1,0 +1,208 @@
+//! Byte-mutation fuzzing of every reader of a file a user or a crash can hand vaekit (issue 14):
+//! the IDX reader (raw and gzip), config.json, meta.json, metrics.jsonl, the weights
+//! (safetensors) and optimiser state (burnpack) loaders, and image folders. Each target starts
+//! from a valid file and applies random mutations (flipped and overwritten bytes, huge
+//! integers, cuts, insertions, duplicated chunks); every case must end in `Ok` or an `Err`,
+//! never a panic. Deterministic: the cases come from fixed seeds. `VAEKIT_FUZZ_CASES=N` runs N
+//! cases per target instead of the default (a longer run).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vaekit::burn::tensor::Device;
+use vaekit::checkpoint::{load_optimizer, load_weights, weights_to_bytes};
+use vaekit::config::{Architecture, ModelConfig, TrainConfig};
+use vaekit::data::idx::{encode_idx, parse_idx, read_idx};
+use vaekit::model::Vae;
+use vaekit::run::RunDir;
+
+/// Cases per target (scaled by `weight` for slow targets).
+fn cases(weight: usize) -> usize {
+    let n: usize = std::env::var("VAEKIT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    (n / weight).max(1)
+}
+
+/// A mutated copy of `seed`: 1 to 8 random edits.
+fn mutate(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for _ in 0..rng.random_range(1..=8) {
+        let len = b.len();
+        match rng.random_range(0..7) {
+            0 if len > 0 => {
+                let i = rng.random_range(0..len);
+                b[i] ^= 1 << rng.random_range(0..8);
+            }
+            1 if len > 0 => {
+                let i = rng.random_range(0..len);
+                b[i] = [0x00, 0xff, 0x7f, 0x80, b'9', b'"', b'-'][rng.random_range(0..7)];
+            }
+            2 if len >= 4 => {
+                // A huge or odd integer where a length or a dimension may sit.
+                let i = rng.random_range(0..=len - 4);
+                let v: u32 =
+                    [u32::MAX, 0x7fff_ffff, 1 << 31, 0, rng.random()][rng.random_range(0..5)];
+                b[i..i + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            3 if len > 0 => b.truncate(rng.random_range(0..len)),
+            4 => {
+                let i = rng.random_range(0..=len);
+                let extra: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
+                b.splice(i..i, extra);
+            }
+            5 if len > 1 => {
+                let (a, c) = (rng.random_range(0..len), rng.random_range(0..len));
+                let (a, c) = (a.min(c), a.max(c));
+                let chunk = b[a..c].to_vec();
+                b.splice(c..c, chunk);
+            }
+            _ if len > 0 => {
+                let i = rng.random_range(0..len);
+                b.remove(i);
+            }
+            _ => {}
+        }
+    }
+    b
+}
+
+/// Runs `target` (true when it returned an error) on `n` mutations of `seed`; a panic fails
+/// the test naming the case. Prints how many cases were refused.
+fn fuzz(name: &str, seed: &[u8], n: usize, target: impl Fn(&[u8]) -> bool) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0xf022);
+    let mut refused = 0;
+    for case in 0..n {
+        let bytes = mutate(seed, &mut rng);
+        let r = catch_unwind(AssertUnwindSafe(|| target(&bytes)));
+        assert!(
+            r.is_ok(),
+            "{name}: case {case} panicked on {} bytes",
+            bytes.len()
+        );
+        refused += usize::from(r.unwrap());
+    }
+    eprintln!("fuzz {name}: {n} cases, {refused} refused with an error, none panicked");
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn idx_reader_raw_and_gzip() {
+    let images = encode_idx(&[3, 4, 4], &(0..48).collect::<Vec<u8>>());
+    fuzz("idx", &images, cases(1), |b| parse_idx(b).is_err());
+    let labels = encode_idx(&[3], &[0, 1, 2]);
+    fuzz("idx labels", &labels, cases(2), |b| parse_idx(b).is_err());
+    // Gzip: mutate the compressed bytes (through a file, as datasets are read).
+    let dir = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &images).unwrap();
+    let z = gz.finish().unwrap();
+    fuzz("idx gzip", &z, cases(4), |b| {
+        read_idx(&write(dir.path(), "f-idx3-ubyte.gz", b)).is_err()
+    });
+}
+
+#[test]
+fn run_documents_config_meta_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig::default();
+    let run = RunDir::create(&dir.path().join("run"), &cfg).unwrap();
+    let config = serde_json::to_vec_pretty(&cfg).unwrap();
+    fuzz("config.json", &config, cases(1), |b| {
+        std::fs::write(run.config_path(), b).unwrap();
+        run.config().is_err()
+    });
+    let meta = br#"{"vaekit_version": "0.1.0", "epoch": 3, "step": 30, "epoch_step": 0, "checkpoint": "checkpoints/step-000000030"}"#;
+    fuzz("meta.json", meta, cases(1), |b| {
+        std::fs::write(run.meta_path(), b).unwrap();
+        run.meta().is_err()
+    });
+    let metrics = b"{\"epoch\":1,\"train_loss\":250.5,\"test_neg_elbo\":null,\"seconds\":3.2}\n{\"epoch\":2,\"train_loss\":240.1,\"test_neg_elbo\":244.0,\"seconds\":3.1}\n";
+    fuzz("metrics.jsonl", metrics, cases(1), |b| {
+        std::fs::write(run.metrics_path(), b).unwrap();
+        run.metrics().is_err()
+    });
+}
+
+/// A small MLP VAE, quick to build for every case.
+fn tiny() -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Mlp { hidden: vec![8] },
+        latent_dim: 2,
+        ..ModelConfig::default()
+    }
+}
+
+#[test]
+fn weights_and_optimiser_state() {
+    let dev = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny();
+    let model = Vae::init(&cfg, 0, &dev);
+    let weights = weights_to_bytes(&model);
+    fuzz("safetensors", &weights, cases(8), |b| {
+        let p = write(dir.path(), "model.safetensors", b);
+        load_weights(Vae::init(&cfg, 0, &dev), &p).is_err()
+    });
+    // Optimiser state with moments: a few real steps of the run's training on tiny data.
+    let data = dir.path().join("bars");
+    vaekit::data::synthetic::write_bars_idx(&data, 20, 10, 1).unwrap();
+    let tcfg = TrainConfig {
+        model: tiny(),
+        data: vaekit::config::DataConfig {
+            dataset: "bars".into(),
+            dir: Some(data.clone()),
+            ..Default::default()
+        },
+        epochs: 1,
+        batch_size: 10,
+        preview_images: 2,
+        sample_images: 2,
+        ..TrainConfig::default()
+    };
+    let splits = vaekit::data::load_data(&tcfg.data, None, 0).unwrap();
+    let run = RunDir::create(&dir.path().join("run"), &tcfg).unwrap();
+    vaekit::train::train(
+        &run,
+        &tcfg,
+        &splits,
+        &dev,
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut vaekit::train::Silent,
+    )
+    .unwrap();
+    let meta = run.require_meta().unwrap();
+    let state = std::fs::read(run.root().join(&meta.checkpoint).join("optimizer.bpk")).unwrap();
+    fuzz("optimizer.bpk", &state, cases(8), |b| {
+        let p = write(dir.path(), "optimizer.bpk", b);
+        load_optimizer(vaekit::method::adam(&tcfg.optim), &p, &model).is_err()
+    });
+}
+
+#[test]
+fn image_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut png = Vec::new();
+    image::GrayImage::from_fn(6, 5, |x, y| image::Luma([(x * 40 + y * 7) as u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let root = dir.path().join("pics");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..10 {
+            std::fs::write(root.join(class).join(format!("{i}.png")), &png).unwrap();
+        }
+    }
+    fuzz("png in an image folder", &png, cases(8), |b| {
+        std::fs::write(root.join("a/0.png"), b).unwrap();
+        vaekit::data::image_folder::load_image_folder(&root, None).is_err()
+    });
+}
