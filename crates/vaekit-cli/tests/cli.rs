@@ -2730,3 +2730,93 @@ fn run_files_are_protected_and_read_back_after_a_kill_mid_write() {
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2, "{lines}");
 }
+
+/// Issue 14: `kill -9` at 30 moments spread over training and checkpoint writes (an epoch here
+/// is 5 steps, a few milliseconds, so most kills land near a save): after every kill the run
+/// loads (`sample`) once it has a checkpoint, the next `--resume` continues, and at the end
+/// metrics.jsonl holds one line per epoch, in order.
+#[cfg(unix)]
+#[test]
+fn thirty_kill_9s_leave_a_loadable_run_that_resumes() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        // xorshift: deterministic delays
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let run = f.root.join("run");
+    let mut loaded = 0;
+    for i in 0..30 {
+        let args: Vec<String> = if run.join("config.json").exists() {
+            ["train", "--resume", "run", "--epochs", "100000"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            [
+                "train",
+                "--data-dir",
+                d,
+                "--limit",
+                "100",
+                "--batch-size",
+                "20",
+                "--epochs",
+                "100000",
+                "--out",
+                "run",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
+            .args(&args)
+            .current_dir(&f.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150 + next() % 400));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if run.join("meta.json").exists() {
+            ok(
+                &[
+                    "sample",
+                    "--run",
+                    "run",
+                    "--n",
+                    "4",
+                    "--out",
+                    &format!("s{i}.png"),
+                ],
+                &f.root,
+            );
+            loaded += 1;
+        }
+    }
+    assert!(
+        loaded >= 20,
+        "only {loaded} of 30 kills came after a checkpoint"
+    );
+    let epoch = json_file(&run.join("meta.json"))["epoch"].as_u64().unwrap();
+    ok(
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--epochs",
+            &(epoch + 2).to_string(),
+        ],
+        &f.root,
+    );
+    let epochs: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| json(l)["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (1..=epoch + 2).collect::<Vec<_>>());
+}
