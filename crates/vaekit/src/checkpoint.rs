@@ -276,18 +276,36 @@ fn state_mismatch(bytes: Vec<u8>, params: &BTreeMap<u64, Vec<usize>>) -> Option<
         Ok(r) => r,
         Err(e) => return Some(format!("unreadable optimiser state ({e})")),
     };
+    // burn rebuilds each parameter's state at the rank its `ID.__rank` scalar gives.
+    for (name, value) in reader.scalars() {
+        let Some(id) = name.strip_suffix(".__rank") else {
+            continue;
+        };
+        let rank = usize::try_from(*value).ok();
+        match id.parse::<u64>().ok().and_then(|id| params.get(&id)) {
+            Some(dims) if rank == Some(dims.len()) => {}
+            _ => {
+                return Some(format!(
+                    "optimiser state of another model: {name} does not fit any parameter"
+                ));
+            }
+        }
+    }
     let tensors = match reader.into_tensors() {
         Ok(t) => t,
         Err(e) => return Some(format!("unreadable optimiser state ({e})")),
     };
     for t in tensors {
-        let (name, _, shape, id, _) = match t.into_parts() {
+        let (name, dtype, shape, id, _) = match t.into_parts() {
             Ok(p) => p,
             Err(e) => return Some(format!("unreadable optimiser state ({e})")),
         };
         let Some(id) = id else {
             return Some(format!("state tensor {name} belongs to no parameter"));
         };
+        if dtype != burn_pack::DType::F32 {
+            return Some(format!("state tensor {name} is {dtype:?}, not f32"));
+        }
         match params.get(&id) {
             None => {
                 return Some(format!(

@@ -181,7 +181,9 @@ fn weights_and_optimiser_state() {
     .unwrap();
     let meta = run.require_meta().unwrap();
     let state = std::fs::read(run.root().join(&meta.checkpoint).join("optimizer.bpk")).unwrap();
-    fuzz("optimizer.bpk", &state, cases(8), |b| {
+    // 5,000 by default: case 4,301 of this seed found a state whose rank scalar did not fit
+    // its parameter (burn panicked building it); the loader now refuses it.
+    fuzz("optimizer.bpk", &state, cases(2) * 5, |b| {
         let p = write(dir.path(), "optimizer.bpk", b);
         load_optimizer(vaekit::method::adam(&tcfg.optim), &p, &model).is_err()
     });
