@@ -2820,3 +2820,56 @@ fn thirty_kill_9s_leave_a_loadable_run_that_resumes() {
         .collect();
     assert_eq!(epochs, (1..=epoch + 2).collect::<Vec<_>>());
 }
+
+/// Issue 14, item 7: messages say the operating system's error once, and shapes as a person
+/// writes them, not as debug structs.
+#[test]
+fn messages_name_the_os_error_once_and_no_debug_structs() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--limit",
+            "50",
+            "--out",
+            "/proc/vaekit-nope/run",
+        ],
+        &f.root,
+    );
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    // A classifier of other images than the model's: shapes in words.
+    train_small(&f, "run", &["--limit", "50"]);
+    let colour = f.root.join("colour");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(colour.join(class)).unwrap();
+        for i in 0..10u8 {
+            image::RgbImage::from_pixel(16, 16, image::Rgb([i * 20, 100, 50]))
+                .save(colour.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    ok(
+        &[
+            "classifier",
+            "train",
+            "--data-dir",
+            "colour",
+            "--epochs",
+            "1",
+            "--out",
+            "cls",
+        ],
+        &f.root,
+    );
+    let err = fails(
+        &["eval", "--run", "run", "--fid", "--classifier", "cls"],
+        &f.root,
+    );
+    assert!(
+        err.contains("28x28 gray") && !err.contains("ImageShape"),
+        "{err}"
+    );
+}

@@ -58,7 +58,7 @@ impl Parts {
     pub fn optimizer(mut self, name: &str, optim: &ModuleOptimizer) -> Result<Parts> {
         let bytes = optim.into_bytes().map_err(|e| Error::Io {
             path: optimizer_file(name).into(),
-            source: std::io::Error::other(e.to_string()),
+            error: std::io::Error::other(e.to_string()),
         })?;
         self.optimizers.push((name.into(), bytes.to_vec()));
         Ok(self)

@@ -36,6 +36,18 @@ impl ImageShape {
     }
 }
 
+/// `28x28 gray` or `32x32 RGB` (width x height), as messages show a shape.
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.channels {
+            1 => "gray".to_string(),
+            3 => "RGB".to_string(),
+            c => format!("{c}-channel"),
+        };
+        write!(f, "{}x{} {kind}", self.width, self.height)
+    }
+}
+
 /// The observation model p(x|z) the decoder parameterises through its logits.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]

@@ -105,7 +105,7 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         let (c, ccfg) = cdir.load(&l.device)?;
         if ccfg.image != model_cfg.image {
             bail!(
-                "{}: the classifier takes {:?} images, the model makes {:?}",
+                "{}: the classifier takes {} images, the model makes {}",
                 dir.display(),
                 ccfg.image,
                 model_cfg.image

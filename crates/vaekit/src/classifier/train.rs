@@ -56,7 +56,7 @@ pub fn train_classifier(
     }
     if data.train.shape != cfg.image {
         return Err(Error::InvalidConfig(format!(
-            "the data's images are {:?}, the classifier expects {:?}",
+            "the data's images are {}, the classifier expects {}",
             data.train.shape, cfg.image
         )));
     }

@@ -131,7 +131,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
         return Err(Error::BadDataset {
             path: dir.to_path_buf(),
             reason: format!(
-                "train images are {:?} but test images are {:?}",
+                "train images are {} but test images are {}",
                 train.shape, test.shape
             ),
         });
