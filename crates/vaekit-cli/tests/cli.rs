@@ -2667,6 +2667,18 @@ fn absurd_sizes_are_refused_before_allocating() {
         assert!(err.contains("10000"), "{args:?}: {err}");
     }
     assert!(!f.root.join("x.png").exists());
+    let err = fails(
+        &[
+            "eval",
+            "--run",
+            "run",
+            "--fid",
+            "--fid-samples",
+            "1000000000",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("--fid-samples"), "{err}");
     ok(
         &["sample", "--run", "run", "--n", "10000", "--out", "x.png"],
         &f.root,

@@ -132,6 +132,40 @@ fn run_documents_config_meta_and_metrics() {
     });
 }
 
+#[test]
+fn toml_config_files() {
+    let toml_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/hvae.toml"),
+    )
+    .unwrap();
+    fuzz("config TOML", toml_text.as_bytes(), cases(1), |b| {
+        // As the CLI reads a --config file: TOML tables laid over the default config, then
+        // its checks.
+        fn overlay(a: &mut serde_json::Value, b: serde_json::Value) {
+            match (a, b) {
+                (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                    for (k, v) in b {
+                        overlay(a.entry(k).or_insert(serde_json::Value::Null), v);
+                    }
+                }
+                (a, b) => *a = b,
+            }
+        }
+        let Some(table) = std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+        else {
+            return true;
+        };
+        let mut cfg = serde_json::to_value(TrainConfig::default()).unwrap();
+        overlay(&mut cfg, serde_json::to_value(table).unwrap());
+        match serde_json::from_value::<TrainConfig>(cfg) {
+            Ok(cfg) => cfg.validate().is_err(),
+            Err(_) => true,
+        }
+    });
+}
+
 /// A small MLP VAE, quick to build for every case.
 fn tiny() -> ModelConfig {
     ModelConfig {

@@ -89,8 +89,8 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         bail!("--iw and --limit must be at least 1");
     }
     super::check_temperature(a.temperature)?;
-    if a.fid && a.fid_samples < 2 {
-        bail!("--fid-samples must be at least 2");
+    if a.fid && !(2..=1_000_000).contains(&a.fid_samples) {
+        bail!("--fid-samples must be 2 to 1000000, got {}", a.fid_samples);
     }
     let l = super::load_run(&a.run, device)?;
     let model_cfg = &l.cfg.model;

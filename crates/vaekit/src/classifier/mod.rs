@@ -79,11 +79,17 @@ impl ClassifierConfig {
         if self.channels.is_empty() || self.channels.contains(&0) || self.features == 0 {
             return bad("classifier channels and features must be positive");
         }
-        if self.epochs == 0 || self.batch_size == 0 {
-            return bad("classifier epochs and batch_size must be at least 1");
+        if self.epochs == 0 || self.batch_size == 0 || self.batch_size > crate::config::MAX_BATCH {
+            return bad("classifier epochs must be at least 1 and batch_size 1 to 65536");
         }
-        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
-            return bad("lr must be a positive number");
+        if self.channels.len() > crate::config::MAX_LAYERS
+            || self.features > crate::config::MAX_WIDTH
+            || self.channels.iter().any(|&c| c > crate::config::MAX_WIDTH)
+        {
+            return bad("classifier channels and features must be at most 65536, 16 layers");
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr <= f32::MAX as f64) {
+            return bad("lr must be a positive number within f32's range");
         }
         Ok(())
     }

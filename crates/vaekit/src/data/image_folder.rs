@@ -27,21 +27,33 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn is_image(p: &Path) -> bool {
-    p.is_file()
-        && p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+/// Whether `p` is an image file to read: an image extension and a file (a link followed). An
+/// image name that cannot be looked at (a dangling link, no permission) is an error naming
+/// it, not a silent skip.
+fn is_image(p: &Path) -> Result<bool> {
+    let named = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    if !named {
+        return Ok(false);
+    }
+    match std::fs::metadata(p) {
+        Ok(m) => Ok(m.is_file()),
+        Err(e) => Err(Error::io(p)(e)),
+    }
 }
 
 /// (class name, image files) for each class subfolder of `dir`.
 fn list_classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
     for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let files: Vec<PathBuf> = sorted_entries(&sub)?
-            .into_iter()
-            .filter(|p| is_image(p))
-            .collect();
+        let mut files = Vec::new();
+        for p in sorted_entries(&sub)? {
+            if is_image(&p)? {
+                files.push(p);
+            }
+        }
         if !files.is_empty() {
             let name = sub
                 .file_name()
@@ -165,6 +177,35 @@ mod tests {
     fn save(path: &Path, img: image::DynamicImage) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         img.save(path).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_image_name_that_cannot_be_read_is_an_error_naming_it_not_a_skip() {
+        // Issue 14, item 7: a dangling link used to be skipped without a word.
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            save(
+                &dir.path().join(format!("cats/{i}.png")),
+                image::DynamicImage::ImageLuma8(image::GrayImage::new(4, 4)),
+            );
+        }
+        std::os::unix::fs::symlink(
+            dir.path().join("gone.png"),
+            dir.path().join("cats/link.png"),
+        )
+        .unwrap();
+        let msg = load_image_folder(dir.path(), None).unwrap_err().to_string();
+        assert!(msg.contains("link.png"), "{msg}");
+        // A link to a real image is read like the image.
+        std::fs::remove_file(dir.path().join("cats/link.png")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("cats/0.png"),
+            dir.path().join("cats/link.png"),
+        )
+        .unwrap();
+        let s = load_image_folder(dir.path(), None).unwrap();
+        assert_eq!(s.train.len() + s.test.len(), 11);
     }
 
     #[test]
