@@ -306,6 +306,12 @@ fn state_mismatch(bytes: Vec<u8>, params: &BTreeMap<u64, Vec<usize>>) -> Option<
         if dtype != burn_pack::DType::F32 {
             return Some(format!("state tensor {name} is {dtype:?}, not f32"));
         }
+        // burn finds a parameter's state by the name's prefix, "ID.": it must be this id.
+        if name.split('.').next() != Some(id.to_string().as_str()) {
+            return Some(format!(
+                "state tensor {name} is filed under parameter {id}: the state is damaged"
+            ));
+        }
         match params.get(&id) {
             None => {
                 return Some(format!(
