@@ -262,6 +262,10 @@ pub struct TrainArgs {
     /// normalisation gives the features (default: the last).
     #[arg(long, value_name = "N")]
     pub feature_layer: Option<usize>,
+    /// VAE-GAN: weight of the pixel likelihood's reconstruction term beside the feature term
+    /// (default 0: features only, as Larsen et al.).
+    #[arg(long, value_name = "X")]
+    pub pixel_weight: Option<f64>,
     /// VAE-GAN: update every network at every step (no equilibrium rule).
     #[arg(long)]
     pub no_equilibrium: bool,

@@ -664,6 +664,14 @@ pub struct VaeGanConfig {
     /// Steps in a row whose loss or gradients are not finite (skipped, no update) before the
     /// run stops. Default 5.
     pub max_skipped_steps: usize,
+    /// Weight of the pixel likelihood's reconstruction term beside the feature term, for the
+    /// encoder and the decoder (0: Larsen et al.'s VAE-GAN, features only). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pixel_weight: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The equilibrium rule's two numbers (see [`VaeGanConfig::equilibrium`]).
@@ -695,6 +703,7 @@ impl Default for VaeGanConfig {
             feature_layer: None,
             equilibrium: Some(Equilibrium::default()),
             max_skipped_steps: 5,
+            pixel_weight: 0.0,
         }
     }
 }
@@ -713,6 +722,12 @@ impl VaeGanConfig {
             return bad(format!(
                 "vaegan gamma must be a non-negative number, got {}",
                 self.gamma
+            ));
+        }
+        if !(self.pixel_weight >= 0.0 && self.pixel_weight.is_finite()) {
+            return bad(format!(
+                "vaegan pixel_weight must be a non-negative number, got {}",
+                self.pixel_weight
             ));
         }
         if self.channels.is_empty() || self.channels.contains(&0) || self.hidden == 0 {

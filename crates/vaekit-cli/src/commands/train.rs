@@ -129,6 +129,7 @@ fn prepare_resume(
         a.gamma.is_some(),
         a.feature_layer.is_some(),
         a.no_equilibrium,
+        a.pixel_weight.is_some(),
         a.decoder.is_some(),
         a.class_prior.is_some(),
         a.label_at.is_some(),
@@ -312,6 +313,9 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         }
         if a.no_equilibrium {
             g.equilibrium = None;
+        }
+        if let Some(w) = a.pixel_weight {
+            g.pixel_weight = w;
         }
     }
     if matches!(

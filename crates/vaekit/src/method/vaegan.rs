@@ -25,6 +25,7 @@ use super::{Batch, Method, StepOutcome, adam};
 use crate::checkpoint::{MODEL, Parts, load_optimizer, load_weights, network_file, optimizer_file};
 use crate::config::{Equilibrium, MethodConfig, TrainConfig, VaeGanConfig};
 use crate::error::Result;
+use crate::likelihood::reconstruction_nll;
 use crate::metrics::Metrics;
 use crate::model::{Discriminator, DiscriminatorConfig, Vae, init_seeded};
 use crate::ops;
@@ -212,22 +213,39 @@ impl VaeGanMethod {
         let q = vae.encode(x.clone(), y.clone());
         let z = q.rsample(eps);
         let kl = q.kl_terms_per_item().sum_dim(1).mean();
-        let x_rec = vae.decode_mean(z.clone(), y.clone());
+        let likelihood = self.cfg.model.likelihood;
+        let (lambda, params) = (self.gan.pixel_weight, vae.decode(z.clone(), y.clone()));
+        // The pixel likelihood's NLL of the reconstruction (reported; trained on with weight
+        // `pixel_weight` beside the feature term).
+        let pixel = reconstruction_nll(params.clone(), x.clone(), likelihood).mean();
+        let x_rec = vae.likelihood.mean_image(params);
         let f = disc
             .forward(Tensor::cat(vec![x.clone(), x_rec], 0))
             .features;
         let f_real = f.clone().narrow(0, 0, b).detach();
         let feature = feature_nll(f_real.clone(), f.narrow(0, b, b));
-        let enc_loss = kl.clone() + feature.clone();
+        // The ELBO's KL weight, as for a VAE (beta, warm-up).
+        let beta = self.cfg.beta_at(batch.step + 1, batch.steps_per_epoch);
+        let mut enc_loss = kl.clone().mul_scalar(beta) + feature.clone();
+        if lambda > 0.0 {
+            enc_loss = enc_loss + pixel.clone().mul_scalar(lambda);
+        }
         let encoder = GradientsParams::from_grads(enc_loss.backward(), &vae.encoder);
 
         // The decoder: gamma * feature + GAN at the same z, detached from the encoder.
-        let x_rec = vae.decode_mean(z.detach(), y.clone());
+        let params = vae.decode(z.detach(), y.clone());
+        let x_rec = vae.likelihood.mean_image(params.clone());
         let x_p = vae.decode_mean(z_p, y);
         let j = disc.forward(Tensor::cat(vec![x_rec.clone(), x_p.clone()], 0));
         let feature_d = feature_nll(f_real, j.features.narrow(0, 0, b));
         let gan = bce(j.logits, 1.0);
-        let dec_loss = feature_d.mul_scalar(self.gan.gamma) + gan.clone();
+        let mut dec_loss = feature_d.mul_scalar(self.gan.gamma) + gan.clone();
+        if lambda > 0.0 {
+            dec_loss = dec_loss
+                + reconstruction_nll(params, x.clone(), likelihood)
+                    .mean()
+                    .mul_scalar(lambda);
+        }
         let decoder = GradientsParams::from_grads(dec_loss.backward(), &vae.decoder);
 
         // The discriminator: real against both kinds of generated images, detached.
@@ -242,6 +260,7 @@ impl VaeGanMethod {
             .with("loss", scalar(enc_loss))
             .with("kl", scalar(kl))
             .with("feature", scalar(feature))
+            .with("pixel", scalar(pixel))
             .with("gan", scalar(gan))
             .with("disc", scalar(dis_loss))
             .with("d_real", real)
@@ -421,6 +440,46 @@ mod tests {
                 param
             }
         }
+    }
+
+    #[test]
+    fn a_pixel_weight_adds_the_pixel_term_to_the_encoder_and_decoder_only() {
+        let (mut m, batch) = setup(None);
+        let a = m.gradients(&batch);
+        m.gan.pixel_weight = 2.0;
+        let b = m.gradients(&batch);
+        // Same networks, same batch: the reported terms agree, the pixel NLL is positive.
+        assert_eq!(a.metrics.get("pixel"), b.metrics.get("pixel"));
+        assert!(a.metrics.get("pixel").unwrap() > 0.0);
+        assert_eq!(a.metrics.get("feature"), b.metrics.get("feature"));
+        let norms = |g: &StepGrads, m: &VaeGanMethod| {
+            (
+                grad_norm_sq(&g.encoder, &m.vae().encoder),
+                grad_norm_sq(&g.decoder, &m.vae().decoder),
+                grad_norm_sq(&g.discriminator, m.discriminator()),
+            )
+        };
+        let (na, nb) = (norms(&a, &m), norms(&b, &m));
+        assert_ne!(na.0, nb.0, "the encoder gets the pixel gradient");
+        assert_ne!(na.1, nb.1, "the decoder gets the pixel gradient");
+        assert_eq!(na.2, nb.2, "the discriminator does not");
+    }
+
+    #[test]
+    fn beta_weights_the_encoders_kl_and_nothing_else() {
+        let (mut m, batch) = setup(None);
+        let a = m.gradients(&batch);
+        m.cfg.beta = 4.0;
+        let b = m.gradients(&batch);
+        assert_ne!(
+            grad_norm_sq(&a.encoder, &m.vae().encoder),
+            grad_norm_sq(&b.encoder, &m.vae().encoder)
+        );
+        assert_eq!(
+            grad_norm_sq(&a.decoder, &m.vae().decoder),
+            grad_norm_sq(&b.decoder, &m.vae().decoder)
+        );
+        assert_eq!(a.metrics.get("kl"), b.metrics.get("kl"));
     }
 
     #[test]
