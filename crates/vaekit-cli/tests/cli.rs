@@ -430,25 +430,10 @@ fn bad_input_gives_one_line_and_keeps_results() {
     ok(&["eval", "--run", "run"], &f.root);
 }
 
+/// Starts a long `train` of `run` (500 epochs of 5 steps) and returns once its first checkpoint
+/// is there, with the path of its meta.json.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
-    signal_saves_and_exits_zero_then_resume_finishes("-INT");
-}
-
-/// What `kill`, systemd, Docker and job schedulers send (issue 14, item 5): handled as Ctrl-C.
-#[cfg(unix)]
-#[test]
-fn sigterm_saves_and_exits_zero_then_resume_finishes() {
-    signal_saves_and_exits_zero_then_resume_finishes("-TERM");
-}
-
-/// A second signal ends the process at once, without saving; the run still loads from its
-/// last checkpoint.
-#[cfg(unix)]
-#[test]
-fn a_second_sigterm_ends_at_once_and_the_run_still_loads() {
-    let f = fixture();
+fn training_with_a_checkpoint(f: &Fixture) -> (std::process::Child, std::path::PathBuf) {
     let d = f.data.to_str().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
         .args([
@@ -476,6 +461,29 @@ fn a_second_sigterm_ends_at_once_and_the_run_still_loads() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    (child, meta)
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_and_exits_zero_then_resume_finishes() {
+    signal_saves_and_exits_zero_then_resume_finishes("-INT");
+}
+
+/// What `kill`, systemd, Docker and job schedulers send (issue 14, item 5): handled as Ctrl-C.
+#[cfg(unix)]
+#[test]
+fn sigterm_saves_and_exits_zero_then_resume_finishes() {
+    signal_saves_and_exits_zero_then_resume_finishes("-TERM");
+}
+
+/// A second signal ends the process at once, without saving; the run still loads from its
+/// last checkpoint.
+#[cfg(unix)]
+#[test]
+fn a_second_sigterm_ends_at_once_and_the_run_still_loads() {
+    let f = fixture();
+    let (child, _) = training_with_a_checkpoint(&f);
     for _ in 0..2 {
         let pid = child.id().to_string();
         assert!(
@@ -501,34 +509,8 @@ fn a_second_sigterm_ends_at_once_and_the_run_still_loads() {
 #[cfg(unix)]
 fn signal_saves_and_exits_zero_then_resume_finishes(signal: &str) {
     let f = fixture();
-    let d = f.data.to_str().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
-        .args([
-            "train",
-            "--data-dir",
-            d,
-            "--epochs",
-            "500",
-            "--batch-size",
-            "20",
-            "--out",
-            "run",
-        ])
-        .current_dir(&f.root)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Wait for the first checkpoint, then interrupt.
-    let meta = f.root.join("run/meta.json");
-    let t0 = std::time::Instant::now();
-    while !meta.exists() {
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "no checkpoint after 2 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (child, meta) = training_with_a_checkpoint(&f);
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -2445,33 +2427,7 @@ fn optimiser_state_of_another_model_is_refused_with_one_line() {
 #[test]
 fn a_second_trainer_on_the_same_run_is_refused_and_stale_temp_files_are_swept() {
     let f = fixture();
-    let d = f.data.to_str().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
-        .args([
-            "train",
-            "--data-dir",
-            d,
-            "--epochs",
-            "500",
-            "--batch-size",
-            "20",
-            "--out",
-            "run",
-        ])
-        .current_dir(&f.root)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let meta = f.root.join("run/meta.json");
-    let t0 = std::time::Instant::now();
-    while !meta.exists() {
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "no checkpoint after 2 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (child, meta) = training_with_a_checkpoint(&f);
     let config = std::fs::read(f.root.join("run/config.json")).unwrap();
     let err = fails(&["train", "--resume", "run", "--epochs", "600"], &f.root);
     assert!(err.contains("in use by another vaekit process"), "{err}");
