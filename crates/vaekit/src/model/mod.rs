@@ -150,9 +150,11 @@ pub fn params_finite<M: Module>(module: &M) -> bool {
     impl burn::module::ModuleVisitor for Check {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if self.0 {
+                // v - v is 0 where v is finite and NaN where it is NaN or infinite; its sum
+                // cannot overflow (a sum of squares would for weights above about 1e19).
                 let v = param.val();
-                let s: f32 = (v.clone() * v).sum().into_scalar();
-                self.0 = s.is_finite();
+                let s: f32 = (v.clone() - v).sum().into_scalar();
+                self.0 = s == 0.0;
             }
         }
     }
@@ -580,5 +582,22 @@ mod tests {
             .try_into_vec()
             .unwrap();
         assert!(moved.iter().all(|v| (v - 1.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn params_finite_finds_nan_and_infinity_but_not_large_weights() {
+        use burn::module::ModuleMapper;
+        struct Set(f32);
+        impl ModuleMapper for Set {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let v = self.0;
+                p.map(|t| t.mul_scalar(0.0).add_scalar(v))
+            }
+        }
+        let m = || Vae::init(&ModelConfig::default(), 0, &Device::flex());
+        assert!(params_finite(&m()));
+        assert!(params_finite(&m().map(&mut Set(1e30))));
+        assert!(!params_finite(&m().map(&mut Set(f32::NAN))));
+        assert!(!params_finite(&m().map(&mut Set(f32::INFINITY))));
     }
 }
