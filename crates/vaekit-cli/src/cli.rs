@@ -131,6 +131,15 @@ pub enum DecoderArg {
     Cppn,
 }
 
+/// How the conv decoder doubles the side, for `--upsample`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UpsampleArg {
+    /// Stride-2 transposed convolutions (the article's decoder).
+    Transposed,
+    /// Nearest-neighbour doubling, then a stride-1 convolution: no checkerboard pattern.
+    Resize,
+}
+
 /// Priors of a conditional VAE for `--class-prior`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ClassPriorArg {
@@ -266,6 +275,10 @@ pub struct TrainArgs {
     /// (default 0: features only, as Larsen et al.).
     #[arg(long, value_name = "X")]
     pub pixel_weight: Option<f64>,
+    /// VAE-GAN: share of the discriminator's loss on real images, the rest on generated ones
+    /// (default 0.5).
+    #[arg(long, value_name = "W")]
+    pub real_weight: Option<f64>,
     /// VAE-GAN: update every network at every step (no equilibrium rule).
     #[arg(long)]
     pub no_equilibrium: bool,
@@ -273,6 +286,11 @@ pub struct TrainArgs {
     /// pixel coordinates and z that `vaekit render` draws at any size.
     #[arg(long, value_enum)]
     pub decoder: Option<DecoderArg>,
+    /// How each layer of the conv decoder doubles the side: a transposed convolution, or a
+    /// nearest-neighbour resize and a convolution (no checkerboard; default: transposed, for
+    /// --model vaegan resize).
+    #[arg(long, value_enum)]
+    pub upsample: Option<UpsampleArg>,
     /// Conditional VAE (--model cvae): the prior of z given the class (default: learned, a
     /// mixture of 10 Gaussians per class).
     #[arg(long, value_enum)]

@@ -2841,3 +2841,35 @@ fn messages_name_the_os_error_once_and_no_debug_structs() {
         "{err}"
     );
 }
+
+#[test]
+fn upsample_resize_trains_resumes_and_samples_and_is_refused_where_it_does_not_apply() {
+    let f = fixture();
+    let root = &f.root;
+    train_small(&f, "resize", &["--upsample", "resize", "--latent", "4"]);
+    let cfg = json_file(&root.join("resize/config.json"));
+    assert_eq!(cfg["model"]["architecture"]["upsample"], "resize");
+    ok(&["train", "--resume", "resize", "--epochs", "2"], root);
+    ok(
+        &["sample", "--run", "resize", "--n", "4", "--out", "s.png"],
+        root,
+    );
+    assert_eq!(png_size(&root.join("s.png")), (62, 62));
+    let e = json(&ok(&["eval", "--run", "resize", "--json"], root));
+    assert!(e["neg_elbo"].as_f64().unwrap() > 0.0);
+    // The article's transposed convolutions stay the default, left out of config.json.
+    train_small(&f, "plain", &["--latent", "4"]);
+    let cfg = json_file(&root.join("plain/config.json"));
+    assert!(cfg["model"]["architecture"].get("upsample").is_none(), "{cfg}");
+    let d = f.data.to_str().unwrap();
+    for (extra, needle) in [
+        (["--arch", "mlp"], "--upsample is for the conv decoder"),
+        (["--decoder", "cppn"], "not --decoder cppn"),
+    ] {
+        let mut args = vec!["train", "--data-dir", d, "--upsample", "resize", "--out", "bad"];
+        args.extend_from_slice(&extra);
+        let err = fails(&args, root);
+        assert!(err.contains(needle), "{err}");
+        assert!(!root.join("bad").exists());
+    }
+}

@@ -119,12 +119,39 @@ pub enum Architecture {
         kernel: usize,
         /// Negative slope of the encoder's leaky ReLU. Default 0.2, as in the article's code.
         leaky_slope: f64,
+        /// How each decoder layer doubles the side. Default (and absent from config.json):
+        /// transposed convolutions, as the article's code.
+        #[serde(default, skip_serializing_if = "Upsample::is_transposed")]
+        upsample: Upsample,
     },
     /// Fully connected VAE as in pytorch/examples: input-400-z-400-input with ReLU.
     Mlp {
         /// Hidden layer widths of the encoder; the decoder mirrors them. Default `[400]`.
         hidden: Vec<usize>,
     },
+}
+
+/// How a conv decoder layer doubles the side of its feature map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsample {
+    /// A stride-2 transposed convolution (the article's decoder). Where the kernel does not
+    /// divide evenly by the stride, output pixels receive unequal numbers of contributions,
+    /// which shows as a checkerboard when an adversarial loss sharpens the output.
+    #[default]
+    Transposed,
+    /// Nearest-neighbour doubling, then a stride-1 convolution of the same kernel ("resize
+    /// convolution", Odena et al. 2016, "Deconvolution and checkerboard artifacts"): every
+    /// output pixel sees the same number of inputs, so no checkerboard. Four times the
+    /// multiply-adds of the transposed layer.
+    Resize,
+}
+
+impl Upsample {
+    /// The default, which config.json leaves out.
+    pub fn is_transposed(&self) -> bool {
+        *self == Upsample::Transposed
+    }
 }
 
 impl Architecture {
@@ -134,6 +161,7 @@ impl Architecture {
             channels: vec![16, 32],
             kernel: 5,
             leaky_slope: 0.2,
+            upsample: Upsample::Transposed,
         }
     }
 
@@ -495,6 +523,7 @@ impl ModelConfig {
                 channels,
                 kernel,
                 leaky_slope,
+                ..
             } => {
                 if channels.is_empty() || channels.contains(&0) {
                     return bad("conv channels must be a non-empty list of positive numbers".into());
@@ -668,6 +697,16 @@ pub struct VaeGanConfig {
     /// encoder and the decoder (0: Larsen et al.'s VAE-GAN, features only). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pixel_weight: f64,
+    /// Share of the discriminator's loss on real images; the rest is on generated ones (half
+    /// reconstructions, half prior samples), as `real_vs_gen_weight` in Larsen et al.'s code.
+    /// Default 0.5, as theirs. A config.json without it (vaekit before this field) has 1/3:
+    /// one real image weighed as each of the two generated ones.
+    #[serde(default = "one_third")]
+    pub real_weight: f64,
+}
+
+fn one_third() -> f64 {
+    1.0 / 3.0
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -704,6 +743,7 @@ impl Default for VaeGanConfig {
             equilibrium: Some(Equilibrium::default()),
             max_skipped_steps: 5,
             pixel_weight: 0.0,
+            real_weight: 0.5,
         }
     }
 }
@@ -728,6 +768,12 @@ impl VaeGanConfig {
             return bad(format!(
                 "vaegan pixel_weight must be a non-negative number, got {}",
                 self.pixel_weight
+            ));
+        }
+        if !(self.real_weight > 0.0 && self.real_weight < 1.0) {
+            return bad(format!(
+                "vaegan real_weight must be between 0 and 1 (both excluded), got {}",
+                self.real_weight
             ));
         }
         if self.channels.is_empty() || self.channels.contains(&0) || self.hidden == 0 {
@@ -937,5 +983,42 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_default_upsampling_is_left_out_of_config_json_and_resize_round_trips() {
+        // A vaekit 0.1 architecture (no `upsample`) reads as transposed convolutions, and a
+        // transposed one is written without the field, so old and new files stay identical.
+        let old = r#"{"kind":"conv","channels":[16,32],"kernel":5,"leaky_slope":0.2}"#;
+        let a: Architecture = serde_json::from_str(old).unwrap();
+        assert_eq!(a, Architecture::default_conv());
+        assert_eq!(serde_json::to_string(&a).unwrap(), old);
+        let resize = Architecture::Conv {
+            channels: vec![16, 32],
+            kernel: 5,
+            leaky_slope: 0.2,
+            upsample: Upsample::Resize,
+        };
+        let text = serde_json::to_string(&resize).unwrap();
+        assert!(text.contains(r#""upsample":"resize""#), "{text}");
+        assert_eq!(serde_json::from_str::<Architecture>(&text).unwrap(), resize);
+        let bad = old.replace("}", r#","upsample":"bilinear"}"#);
+        assert!(serde_json::from_str::<Architecture>(&bad).is_err());
+    }
+
+    #[test]
+    fn a_vaegan_config_without_real_weight_keeps_the_old_one_third() {
+        let mut v = serde_json::to_value(VaeGanConfig::default()).unwrap();
+        assert_eq!(v["real_weight"], 0.5);
+        v.as_object_mut().unwrap().remove("real_weight");
+        let old: VaeGanConfig = serde_json::from_value(v).unwrap();
+        assert!((old.real_weight - 1.0 / 3.0).abs() < 1e-15);
+        for w in [0.0, 1.0, f64::NAN] {
+            let c = VaeGanConfig {
+                real_weight: w,
+                ..VaeGanConfig::default()
+            };
+            assert!(c.validate().unwrap_err().to_string().contains("real_weight"));
+        }
     }
 }

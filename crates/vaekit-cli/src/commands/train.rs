@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use vaekit::config::{
     Architecture, Binarize, ClassPriorKind, Conditioning, LabelInput, Likelihood, MethodConfig,
-    Objective, TopLatentConfig, TrainConfig, VaeGanConfig,
+    Objective, TopLatentConfig, TrainConfig, Upsample, VaeGanConfig,
 };
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
@@ -18,6 +18,7 @@ use vaekit::train::{Observer, StepStats, train};
 
 use crate::cli::{
     ArchArg, BinarizeArg, ClassPriorArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs,
+    UpsampleArg,
 };
 use crate::progress::bar;
 
@@ -72,7 +73,7 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
         Some(p) => read_toml(p)?,
         None => (TrainConfig::default(), false),
     };
-    apply_flags(&mut cfg, a);
+    apply_flags(&mut cfg, a)?;
     let data = load_data(&cfg.data, image_given.then_some(cfg.model.image), cfg.seed)?;
     if !image_given {
         cfg.model.image = data.train.shape;
@@ -249,7 +250,7 @@ fn set_conditioning(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
+fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     if let Some(d) = &a.dataset {
         cfg.data.dataset = d.clone();
         cfg.data.dir = None;
@@ -295,6 +296,16 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         cfg.objective = Objective::Elbo;
         cfg.model.top = None;
     }
+    if let Some(u) = a.upsample {
+        let up = match u {
+            UpsampleArg::Transposed => Upsample::Transposed,
+            UpsampleArg::Resize => Upsample::Resize,
+        };
+        match &mut cfg.model.architecture {
+            Architecture::Conv { upsample, .. } => *upsample = up,
+            Architecture::Mlp { .. } => bail!("--upsample is for the conv decoder (--arch conv)"),
+        }
+    }
     match a.decoder {
         Some(crate::cli::DecoderArg::Cppn) => {
             if cfg.model.decoder.is_none() {
@@ -303,6 +314,9 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         }
         Some(crate::cli::DecoderArg::Mirror) => cfg.model.decoder = None,
         None => {}
+    }
+    if a.upsample.is_some() && cfg.model.decoder.is_some() {
+        bail!("--upsample is for the conv decoder, not --decoder cppn");
     }
     if let MethodConfig::Vaegan(g) = &mut cfg.method {
         if let Some(x) = a.gamma {
@@ -316,6 +330,9 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
         }
         if let Some(w) = a.pixel_weight {
             g.pixel_weight = w;
+        }
+        if let Some(w) = a.real_weight {
+            g.real_weight = w;
         }
     }
     if matches!(
@@ -372,6 +389,7 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
     if let Some(l) = a.limit {
         cfg.data.limit = Some(l);
     }
+    Ok(())
 }
 
 /// The model family in words, for the first line of a run.

@@ -7,7 +7,8 @@
 //!   constant dropped);
 //! - encoder: KL(q(z|x) || N(0, I)) + feature (no GAN gradient reaches it);
 //! - decoder: gamma * feature + GAN, GAN = -log D(x~) - log D(x_p) (the non-saturating form);
-//! - discriminator: -log D(x) - log(1 - D(x~)) - log(1 - D(x_p)).
+//! - discriminator: w (-log D(x)) + (1 - w) (-log(1 - D(x~)) - log(1 - D(x_p))) / 2, w the
+//!   share of real images (`real_weight`, 0.5 as their code).
 //!
 //! Each network has its own Adam and is updated only from its own loss: the three losses are
 //! three graphs (burn's backward consumes a graph), each with the others' outputs detached. The
@@ -252,7 +253,8 @@ impl VaeGanMethod {
         let j = disc.forward(Tensor::cat(vec![x, x_rec.detach(), x_p.detach()], 0));
         let real = bce(j.logits.clone().narrow(0, 0, b), 1.0);
         let fake = bce(j.logits.narrow(0, b, 2 * b), 0.0);
-        let dis_loss = real.clone() + fake.clone().mul_scalar(2.0);
+        let w = self.gan.real_weight;
+        let dis_loss = real.clone().mul_scalar(w) + fake.clone().mul_scalar(1.0 - w);
         let discriminator = GradientsParams::from_grads(dis_loss.backward(), disc);
 
         let (real, fake) = (scalar(real), scalar(fake));
@@ -463,6 +465,30 @@ mod tests {
         assert_ne!(na.0, nb.0, "the encoder gets the pixel gradient");
         assert_ne!(na.1, nb.1, "the decoder gets the pixel gradient");
         assert_eq!(na.2, nb.2, "the discriminator does not");
+    }
+
+    #[test]
+    fn real_weight_splits_the_discriminators_loss_between_real_and_generated_images() {
+        let (mut m, batch) = setup(None);
+        let norms = |g: &StepGrads, m: &VaeGanMethod| {
+            (
+                grad_norm_sq(&g.decoder, &m.vae().decoder),
+                grad_norm_sq(&g.discriminator, m.discriminator()),
+            )
+        };
+        let base = m.gradients(&batch);
+        let base_norms = norms(&base, &m);
+        for w in [0.5, 0.2, 1.0 / 3.0] {
+            m.gan.real_weight = w;
+            let g = m.gradients(&batch);
+            let get = |k: &str| g.metrics.get(k).unwrap();
+            let want = w * get("d_real") + (1.0 - w) * get("d_fake");
+            assert!((get("disc") - want).abs() < 1e-5, "w {w}: {} vs {want}", get("disc"));
+            // Only the discriminator's gradient depends on it.
+            let n = norms(&g, &m);
+            assert_eq!(n.0, base_norms.0);
+            assert_eq!(n.1 == base_norms.1, w == 0.5, "w {w}: {n:?} vs {base_norms:?}");
+        }
     }
 
     #[test]

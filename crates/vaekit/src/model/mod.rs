@@ -328,6 +328,7 @@ impl ModelConfig {
                 channels,
                 kernel,
                 leaky_slope,
+                ..
             } => EncoderConfig::Conv(conv::ConvEncoderConfig {
                 image: self.image,
                 latent: self.latent_dim,
@@ -372,12 +373,16 @@ impl ModelConfig {
         }
         match &self.architecture {
             Architecture::Conv {
-                channels, kernel, ..
+                channels,
+                kernel,
+                upsample,
+                ..
             } => DecoderConfig::Conv(conv::ConvDecoderConfig {
                 image: self.image,
                 latent: self.latent_dim,
                 channels: channels.clone(),
                 kernel: *kernel,
+                upsample: *upsample,
                 maps,
                 classes: self.classes,
                 label_every_layer,
@@ -427,7 +432,7 @@ pub(crate) fn with_condition(h: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ImageShape;
+    use crate::config::{ImageShape, Upsample};
 
     fn dims_of(cfg: &ModelConfig) -> ([usize; 2], [usize; 4]) {
         let dev = Device::flex();
@@ -451,8 +456,16 @@ mod tests {
             channels: vec![8, 16, 32],
             kernel: 3,
             leaky_slope: 0.2,
+            upsample: Upsample::Transposed,
         };
         cfg.latent_dim = 7;
+        assert_eq!(dims_of(&cfg), ([3, 7], [3, 3, 32, 32]));
+        cfg.architecture = Architecture::Conv {
+            channels: vec![8, 16, 32],
+            kernel: 3,
+            leaky_slope: 0.2,
+            upsample: Upsample::Resize,
+        };
         assert_eq!(dims_of(&cfg), ([3, 7], [3, 3, 32, 32]));
         cfg.architecture = Architecture::Mlp {
             hidden: vec![64, 32],
