@@ -287,8 +287,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub decoder: Option<DecoderArg>,
     /// How each layer of the conv decoder doubles the side: a transposed convolution, or a
-    /// nearest-neighbour resize and a convolution (no checkerboard; default: transposed, for
-    /// --model vaegan resize).
+    /// nearest-neighbour resize and a convolution (no checkerboard; default: transposed).
     #[arg(long, value_enum)]
     pub upsample: Option<UpsampleArg>,
     /// Conditional VAE (--model cvae): the prior of z given the class (default: learned, a

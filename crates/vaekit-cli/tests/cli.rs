@@ -2860,13 +2860,24 @@ fn upsample_resize_trains_resumes_and_samples_and_is_refused_where_it_does_not_a
     // The article's transposed convolutions stay the default, left out of config.json.
     train_small(&f, "plain", &["--latent", "4"]);
     let cfg = json_file(&root.join("plain/config.json"));
-    assert!(cfg["model"]["architecture"].get("upsample").is_none(), "{cfg}");
+    assert!(
+        cfg["model"]["architecture"].get("upsample").is_none(),
+        "{cfg}"
+    );
     let d = f.data.to_str().unwrap();
     for (extra, needle) in [
         (["--arch", "mlp"], "--upsample is for the conv decoder"),
         (["--decoder", "cppn"], "not --decoder cppn"),
     ] {
-        let mut args = vec!["train", "--data-dir", d, "--upsample", "resize", "--out", "bad"];
+        let mut args = vec![
+            "train",
+            "--data-dir",
+            d,
+            "--upsample",
+            "resize",
+            "--out",
+            "bad",
+        ];
         args.extend_from_slice(&extra);
         let err = fails(&args, root);
         assert!(err.contains(needle), "{err}");

@@ -1018,7 +1018,12 @@ mod tests {
                 real_weight: w,
                 ..VaeGanConfig::default()
             };
-            assert!(c.validate().unwrap_err().to_string().contains("real_weight"));
+            assert!(
+                c.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("real_weight")
+            );
         }
     }
 }

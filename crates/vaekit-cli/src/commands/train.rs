@@ -17,8 +17,7 @@ use vaekit::run::RunDir;
 use vaekit::train::{Observer, StepStats, train};
 
 use crate::cli::{
-    ArchArg, BinarizeArg, ClassPriorArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs,
-    UpsampleArg,
+    ArchArg, BinarizeArg, ClassPriorArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs, UpsampleArg,
 };
 use crate::progress::bar;
 

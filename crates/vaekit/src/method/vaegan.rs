@@ -10,6 +10,9 @@
 //! - discriminator: w (-log D(x)) + (1 - w) (-log(1 - D(x~)) - log(1 - D(x_p))) / 2, w the
 //!   share of real images (`real_weight`, 0.5 as their code).
 //!
+//! D always judges x, x~ and x_p together in one batch, as their code does: its batch
+//! normalisation then normalises each graph's images by the same statistics.
+//!
 //! Each network has its own Adam and is updated only from its own loss: the three losses are
 //! three graphs (burn's backward consumes a graph), each with the others' outputs detached. The
 //! equilibrium rule of their code pauses the discriminator while it wins by the margin and the
@@ -28,7 +31,7 @@ use crate::config::{Equilibrium, MethodConfig, TrainConfig, VaeGanConfig};
 use crate::error::Result;
 use crate::likelihood::reconstruction_nll;
 use crate::metrics::Metrics;
-use crate::model::{Discriminator, DiscriminatorConfig, Vae, init_seeded};
+use crate::model::{Discriminator, DiscriminatorConfig, Judgement, Vae, init_seeded};
 use crate::ops;
 use crate::rng::{Stream, normals, stream_rng};
 
@@ -123,6 +126,18 @@ fn feature_nll(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
     (d.clone() * d).sum_dim(1).mean().mul_scalar(0.5)
 }
 
+/// The discriminator's judgement of one batch of real images, their reconstructions and the
+/// prior's samples, in that order and always together, as Larsen et al.'s code judges them: its
+/// batch normalisation then sees the same batch in each of the three graphs, so that the decoder
+/// is trained against the discriminator the discriminator's own step trains (a batch of generated
+/// images alone would be normalised by their own statistics).
+///
+/// # Shapes
+/// `x`, `x_rec`, `x_p`: `[batch, c, h, w]` -> logits `[3 batch]`, features `[3 batch, f]`
+fn judge(disc: &Discriminator, x: Tensor<4>, x_rec: Tensor<4>, x_p: Tensor<4>) -> Judgement {
+    disc.forward(Tensor::cat(vec![x, x_rec, x_p], 0))
+}
+
 /// Sum of squares of the gradients of `module`'s parameters (0 for none): finite or not.
 pub fn grad_norm_sq<M: Module>(grads: &GradientsParams, module: &M) -> f64 {
     struct Norm<'a> {
@@ -195,20 +210,31 @@ impl VaeGanMethod {
         self.disc.as_ref().expect("put back after every step")
     }
 
-    /// The three losses of `batch` and each network's gradients from its own loss.
-    pub fn gradients(&self, batch: &Batch) -> StepGrads {
-        let (vae, disc, dev) = (self.vae(), self.discriminator(), &self.device);
-        let (b, latent) = (batch.len(), vae.latent_dim());
+    /// The noise of `batch`'s step: eps for the reparameterised codes and the prior's codes.
+    ///
+    /// # Shapes
+    /// -> `[batch, latent]` each
+    fn noise(&self, batch: &Batch) -> (Tensor<2>, Tensor<2>) {
+        let (b, latent) = (batch.len(), self.vae().latent_dim());
         let noise = |stream| {
             let v = normals(
                 &mut stream_rng(self.cfg.seed, stream, batch.step as u64),
                 b * latent,
             );
-            Tensor::<2>::from_data(TensorData::new(v, [b, latent]), dev)
+            Tensor::<2>::from_data(TensorData::new(v, [b, latent]), &self.device)
         };
-        let (eps, z_p) = (noise(Stream::TrainNoise), noise(Stream::TrainPrior));
+        (noise(Stream::TrainNoise), noise(Stream::TrainPrior))
+    }
+
+    /// The three losses of `batch` and each network's gradients from its own loss.
+    pub fn gradients(&self, batch: &Batch) -> StepGrads {
+        let (vae, disc, dev) = (self.vae(), self.discriminator(), &self.device);
+        let b = batch.len();
+        let (eps, z_p) = self.noise(batch);
         let y = vae.condition(&batch.labels, dev);
         let x = batch.x.clone();
+        // The prior's samples, in the decoder's graph (a constant in the other two).
+        let x_p = vae.decode_mean(z_p, y.clone());
 
         // The encoder: KL + feature, through x~ = Dec(z); only its own gradients are kept.
         let q = vae.encode(x.clone(), y.clone());
@@ -220,9 +246,7 @@ impl VaeGanMethod {
         // `pixel_weight` beside the feature term).
         let pixel = reconstruction_nll(params.clone(), x.clone(), likelihood).mean();
         let x_rec = vae.likelihood.mean_image(params);
-        let f = disc
-            .forward(Tensor::cat(vec![x.clone(), x_rec], 0))
-            .features;
+        let f = judge(disc, x.clone(), x_rec, x_p.clone().detach()).features;
         let f_real = f.clone().narrow(0, 0, b).detach();
         let feature = feature_nll(f_real.clone(), f.narrow(0, b, b));
         // The ELBO's KL weight, as for a VAE (beta, warm-up).
@@ -234,12 +258,11 @@ impl VaeGanMethod {
         let encoder = GradientsParams::from_grads(enc_loss.backward(), &vae.encoder);
 
         // The decoder: gamma * feature + GAN at the same z, detached from the encoder.
-        let params = vae.decode(z.detach(), y.clone());
+        let params = vae.decode(z.detach(), y);
         let x_rec = vae.likelihood.mean_image(params.clone());
-        let x_p = vae.decode_mean(z_p, y);
-        let j = disc.forward(Tensor::cat(vec![x_rec.clone(), x_p.clone()], 0));
-        let feature_d = feature_nll(f_real, j.features.narrow(0, 0, b));
-        let gan = bce(j.logits, 1.0);
+        let j = judge(disc, x.clone(), x_rec.clone(), x_p.clone());
+        let feature_d = feature_nll(f_real, j.features.narrow(0, b, b));
+        let gan = bce(j.logits.narrow(0, b, 2 * b), 1.0);
         let mut dec_loss = feature_d.mul_scalar(self.gan.gamma) + gan.clone();
         if lambda > 0.0 {
             dec_loss = dec_loss
@@ -250,7 +273,7 @@ impl VaeGanMethod {
         let decoder = GradientsParams::from_grads(dec_loss.backward(), &vae.decoder);
 
         // The discriminator: real against both kinds of generated images, detached.
-        let j = disc.forward(Tensor::cat(vec![x, x_rec.detach(), x_p.detach()], 0));
+        let j = judge(disc, x, x_rec.detach(), x_p.detach());
         let real = bce(j.logits.clone().narrow(0, 0, b), 1.0);
         let fake = bce(j.logits.narrow(0, b, 2 * b), 0.0);
         let w = self.gan.real_weight;
@@ -445,6 +468,40 @@ mod tests {
     }
 
     #[test]
+    fn every_graph_judges_real_reconstructed_and_prior_images_in_one_batch() {
+        // The step's reported terms come from three graphs; recomputed here from one judgement of
+        // [x, x~, x_p], they agree only if each graph normalised that same batch (the decoder's
+        // graph once judged [x~, x_p] alone, and its GAN term differed).
+        let (m, batch) = setup(None);
+        let g = m.gradients(&batch);
+        let (vae, disc) = (m.vae(), m.discriminator());
+        let (eps, z_p) = m.noise(&batch);
+        let x = batch.x.clone();
+        let q = vae.encode(x.clone(), None);
+        let x_rec = vae.decode_mean(q.rsample(eps), None);
+        let x_p = vae.decode_mean(z_p, None);
+        let b = batch.len();
+        let j = judge(disc, x, x_rec, x_p);
+        let f = j.features;
+        let expect = [
+            ("gan", bce(j.logits.clone().narrow(0, b, 2 * b), 1.0)),
+            ("d_real", bce(j.logits.clone().narrow(0, 0, b), 1.0)),
+            ("d_fake", bce(j.logits.narrow(0, b, 2 * b), 0.0)),
+            (
+                "feature",
+                feature_nll(f.clone().narrow(0, 0, b), f.narrow(0, b, b)),
+            ),
+        ];
+        for (name, want) in expect {
+            let (got, want) = (g.metrics.get(name).unwrap(), scalar(want));
+            assert!(
+                (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "{name}: step {got}, one judgement {want}"
+            );
+        }
+    }
+
+    #[test]
     fn a_pixel_weight_adds_the_pixel_term_to_the_encoder_and_decoder_only() {
         let (mut m, batch) = setup(None);
         let a = m.gradients(&batch);
@@ -483,11 +540,19 @@ mod tests {
             let g = m.gradients(&batch);
             let get = |k: &str| g.metrics.get(k).unwrap();
             let want = w * get("d_real") + (1.0 - w) * get("d_fake");
-            assert!((get("disc") - want).abs() < 1e-5, "w {w}: {} vs {want}", get("disc"));
+            assert!(
+                (get("disc") - want).abs() < 1e-5,
+                "w {w}: {} vs {want}",
+                get("disc")
+            );
             // Only the discriminator's gradient depends on it.
             let n = norms(&g, &m);
             assert_eq!(n.0, base_norms.0);
-            assert_eq!(n.1 == base_norms.1, w == 0.5, "w {w}: {n:?} vs {base_norms:?}");
+            assert_eq!(
+                n.1 == base_norms.1,
+                w == 0.5,
+                "w {w}: {n:?} vs {base_norms:?}"
+            );
         }
     }
 

@@ -252,7 +252,10 @@ mod tests {
     use super::*;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -318,17 +321,26 @@ mod tests {
         assert_eq!(y.dims(), [1, 1, 12, 12]);
         // The interior, away from the zero padding.
         let v = values(y);
-        (4..8).flat_map(|i| (4..8).map(move |j| (i, j))).map(|(i, j)| v[i * 12 + j]).collect()
+        (4..8)
+            .flat_map(|i| (4..8).map(move |j| (i, j)))
+            .map(|(i, j)| v[i * 12 + j])
+            .collect()
     }
 
     #[test]
     fn resize_upsampling_keeps_a_flat_map_flat_where_a_transposed_conv_makes_a_checkerboard() {
         // Stride 2 with a 5x5 kernel: output pixels receive 9, 6 or 4 of the input's values.
         let t = flat_input_through(Upsample::Transposed);
-        let (lo, hi) = t.iter().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+        let (lo, hi) = t
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
         assert_eq!((lo, hi), (4.0, 9.0));
         // Every output pixel sees all 25 taps of a doubled constant.
-        assert!(flat_input_through(Upsample::Resize).iter().all(|v| *v == 25.0));
+        assert!(
+            flat_input_through(Upsample::Resize)
+                .iter()
+                .all(|v| *v == 25.0)
+        );
     }
 
     #[test]
@@ -361,7 +373,12 @@ mod tests {
         assert_eq!(out.dims(), [2, 1, 16, 16]);
         let grads = out.powi_scalar(2).sum().backward();
         for conv in &dec.resize {
-            let g = values(conv.weight.val().grad(&grads).expect("a gradient on every layer"));
+            let g = values(
+                conv.weight
+                    .val()
+                    .grad(&grads)
+                    .expect("a gradient on every layer"),
+            );
             assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
         }
     }

@@ -25,7 +25,7 @@ use crate::config::{Architecture, ClassPriorKind, LabelInput, ModelConfig};
 use crate::distribution::{DiagonalGaussian, standard_normal_log_prob};
 
 pub use decoder::{Decoder, DecoderConfig};
-pub use discriminator::{Discriminator, DiscriminatorConfig};
+pub use discriminator::{Discriminator, DiscriminatorConfig, Judgement};
 pub use encoder::{Encoder, EncoderConfig};
 pub use global_scale::GlobalLogStd;
 pub use likelihood::PixelLikelihood;
