@@ -2107,6 +2107,28 @@ fn a_vaegan_trains_resumes_and_every_command_takes_it() {
     // Flags of one method are refused for a config of another.
     let err = fails(&["train", "--resume", "gan", "--gamma", "2"], root);
     assert!(err.contains("only --epochs"), "{err}");
+    // A config file that names the method gets the same defaults as --model vaegan beneath
+    // what it sets, and its own Adam settings win.
+    std::fs::write(
+        root.join("gan.toml"),
+        "[method]\nkind = \"vaegan\"\ngamma = 0.25\n",
+    )
+    .unwrap();
+    train_small(&f, "gan-toml", &["--config", "gan.toml", "--latent", "4"]);
+    let c = json_file(&root.join("gan-toml/config.json"));
+    assert_eq!(c["method"]["gamma"].as_f64(), Some(0.25));
+    assert_eq!(c["method"]["channels"], cfg["method"]["channels"]);
+    assert_eq!(c["method"]["equilibrium"], cfg["method"]["equilibrium"]);
+    assert_eq!(c["optim"], cfg["optim"]);
+    std::fs::write(
+        root.join("gan-lr.toml"),
+        "[method]\nkind = \"vaegan\"\n[optim]\nlr = 0.002\n",
+    )
+    .unwrap();
+    train_small(&f, "gan-lr", &["--config", "gan-lr.toml", "--latent", "4"]);
+    let c = json_file(&root.join("gan-lr/config.json"));
+    assert_eq!(c["optim"]["lr"].as_f64(), Some(0.002));
+    assert_eq!(c["optim"]["beta1"].as_f64(), Some(0.5));
 }
 
 #[test]

@@ -174,6 +174,10 @@ fn prepare_resume(
     Ok((run, cfg, data))
 }
 
+/// A VAE-GAN's Adam learning rate and beta1 unless set: GAN practice (DCGAN, Larsen et al.), a
+/// lower rate and less momentum.
+const VAEGAN_ADAM: (f64, f32) = (3e-4, 0.5);
+
 /// Reads a TOML config; returns it and whether it fixes the image shape.
 fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
@@ -184,6 +188,13 @@ fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
     // what it changes; unknown keys are still rejected by the typed config.
     let mut merged = serde_json::to_value(TrainConfig::default())?;
     let overlay = serde_json::to_value(&value)?;
+    if overlay.pointer("/method/kind").and_then(|k| k.as_str()) == Some("vaegan") {
+        // As `--model vaegan`: the VAE-GAN's defaults under whatever the file sets.
+        let mut base = TrainConfig::default();
+        base.method = MethodConfig::Vaegan(VaeGanConfig::default());
+        (base.optim.lr, base.optim.beta1) = VAEGAN_ADAM;
+        merged = serde_json::to_value(base)?;
+    }
     merge(&mut merged, overlay);
     let cfg: TrainConfig =
         serde_json::from_value(merged).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -288,9 +299,7 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     if a.model == Some(ModelArg::Vaegan) {
         if !matches!(cfg.method, MethodConfig::Vaegan(_)) {
             cfg.method = MethodConfig::Vaegan(VaeGanConfig::default());
-            // GAN practice (DCGAN, Larsen et al.): a lower rate and less momentum.
-            cfg.optim.lr = 3e-4;
-            cfg.optim.beta1 = 0.5;
+            (cfg.optim.lr, cfg.optim.beta1) = VAEGAN_ADAM;
         }
         cfg.objective = Objective::Elbo;
         cfg.model.top = None;
