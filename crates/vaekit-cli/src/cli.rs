@@ -59,6 +59,23 @@ pub enum Command {
     /// Time training steps, sampling and the IS estimate (medians over repetitions), and peak
     /// memory; `bench/compare.py --bench` runs PyTorch on the same and prints the ratios.
     Bench(BenchArgs),
+    /// Explore a trained model's latent space in the browser (sliders, a 2-D pad, sampling,
+    /// drawing, interpolation), with a JSON API; read-only, on 127.0.0.1 unless --host is given.
+    Serve(ServeArgs),
+}
+
+/// `vaekit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// The address to listen on (0.0.0.0 exposes the model to your network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port (0 picks a free one; the URL is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
 }
 
 /// `vaekit bench`.

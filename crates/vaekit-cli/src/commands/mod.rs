@@ -10,6 +10,7 @@ mod plot;
 mod reconstruct;
 mod render;
 mod sample;
+mod serve;
 mod train;
 
 use crate::cli::{BinarizeArg, ClassifierCommand, Cli, Command, DataCommand, SplitArg};
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Morph(a) => render::morph(a, cli.device),
         Command::Plot(a) => plot::curves(a),
         Command::Bench(a) => bench::run(a, cli.device),
+        Command::Serve(a) => serve::run(a, cli.device),
         Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),
         Command::Data(DataCommand::Download(a)) => data::download(a),
         Command::Data(DataCommand::Bars(a)) => data::bars(a),

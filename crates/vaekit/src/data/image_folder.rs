@@ -77,6 +77,13 @@ fn read_image(path: &Path, shape: ImageShape, out: &mut Vec<u8>) -> Result<()> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    to_shape(img, shape, out);
+    Ok(())
+}
+
+/// Resizes `img` to `shape` (triangle filter) and converts it to its channels, appending CHW
+/// bytes to `out`: the preprocessing of every image a folder's dataset holds.
+fn to_shape(img: image::DynamicImage, shape: ImageShape, out: &mut Vec<u8>) {
     let (w, h) = (shape.width as u32, shape.height as u32);
     let img = if img.width() == w && img.height() == h {
         img
@@ -93,7 +100,36 @@ fn read_image(path: &Path, shape: ImageShape, out: &mut Vec<u8>) -> Result<()> {
             }
         }
     }
-    Ok(())
+}
+
+/// Largest side of an image decoded from bytes by [`image_from_bytes`].
+pub const MAX_DECODED_SIDE: u32 = 4096;
+
+/// Decodes an encoded image (PNG, JPEG or GIF) from memory and preprocesses it exactly as an
+/// image folder's files are (resized to `shape`, converted to its channels): CHW bytes.
+/// `name` names the source in errors. The header is checked before any pixel is decoded: an
+/// image wider or taller than [`MAX_DECODED_SIDE`], or one whose decoder would allocate more
+/// than 256 MiB (a decompression bomb), is refused.
+pub fn image_from_bytes(bytes: &[u8], shape: ImageShape, name: &str) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::BadImage {
+        path: PathBuf::from(name),
+        reason,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(bad("not a PNG, JPEG or GIF image".into()));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODED_SIDE);
+    limits.max_image_height = Some(MAX_DECODED_SIDE);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(shape.numel());
+    to_shape(img, shape, &mut out);
+    Ok(out)
 }
 
 fn to_dataset(items: &[(u32, &PathBuf)], classes: &[String], shape: ImageShape) -> Result<Dataset> {
@@ -278,5 +314,64 @@ mod tests {
         std::fs::write(dir.path().join("a").join("broken.png"), b"not a png").unwrap();
         let msg = load_image_folder(dir.path(), None).unwrap_err().to_string();
         assert!(msg.contains("broken.png"), "{msg}");
+    }
+    #[test]
+    fn bytes_decode_as_a_folder_file_does_and_bombs_and_garbage_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = ImageShape {
+            channels: 1,
+            height: 8,
+            width: 8,
+        };
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(20, 12, |x, y| {
+            image::Rgb([(x * 12) as u8, (y * 20) as u8, 7])
+        }));
+        let path = dir.path().join("a.png");
+        save(&path, img);
+        let mut from_file = Vec::new();
+        read_image(&path, shape, &mut from_file).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            image_from_bytes(&bytes, shape, "upload").unwrap(),
+            from_file
+        );
+        let err = image_from_bytes(b"not an image at all", shape, "upload").unwrap_err();
+        assert!(err.to_string().contains("upload"), "{err}");
+        // A valid 20,000 x 20,000 gray PNG of zeros (400 MB of pixels in a few hundred KB):
+        // refused from its header, before decoding.
+        let png = zero_png(20_000);
+        assert!(png.len() < 2 << 20, "{}", png.len());
+        let err = image_from_bytes(&png, shape, "bomb.png")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bomb.png") && err.contains("limit"), "{err}");
+    }
+
+    /// A gray 8-bit PNG of `side` x `side` zeros, written chunk by chunk.
+    fn zero_png(side: u32) -> Vec<u8> {
+        use std::io::Write;
+        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+            out.extend((data.len() as u32).to_be_bytes());
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend(kind);
+            out.extend(data);
+            out.extend(crc.sum().to_be_bytes());
+        }
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(side.to_be_bytes());
+        ihdr.extend(side.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let row = vec![0u8; side as usize + 1];
+        for _ in 0..side {
+            z.write_all(&row).unwrap();
+        }
+        chunk(&mut out, b"IDAT", &z.finish().unwrap());
+        chunk(&mut out, b"IEND", &[]);
+        out
     }
 }

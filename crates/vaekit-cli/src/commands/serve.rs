@@ -1,0 +1,31 @@
+//! `vaekit serve`: the browser page and JSON API of `vaekit-serve`.
+
+use std::io::Write;
+
+use anyhow::{Result, anyhow};
+use vaekit::device::DeviceChoice;
+use vaekit_serve::{ServeOptions, serve};
+
+use crate::cli::ServeArgs;
+
+pub fn run(a: ServeArgs, device: DeviceChoice) -> Result<()> {
+    let opts = ServeOptions {
+        run: a.run,
+        host: a.host,
+        port: a.port,
+        device,
+    };
+    eprintln!("loading {} ...", opts.run.display());
+    serve(
+        &opts,
+        |w| eprintln!("warning: {w}"),
+        |addr| {
+            println!(
+                "serving {} at http://{addr}/ (Ctrl-C stops)",
+                opts.run.display()
+            );
+            let _ = std::io::stdout().flush();
+        },
+    )
+    .map_err(|e| anyhow!(e))
+}

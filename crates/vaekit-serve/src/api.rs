@@ -1,0 +1,383 @@
+//! The JSON API's routes (see the README's "vaekit serve" section for the contract).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, json_error};
+use crate::worker::{Job, Png, path};
+
+/// Most images one request may decode, sample or interpolate.
+pub const MAX_IMAGES: usize = 64;
+
+/// Largest magnitude a code's value may have (N(0, I) codes lie within about 5).
+pub const MAX_CODE_VALUE: f32 = 1e3;
+
+/// Largest seed accepted (JavaScript's exact integers, so a URL round-trips).
+pub const MAX_SEED: u64 = (1 << 53) - 1;
+
+fn png(bytes: Png) -> Response {
+    ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
+}
+
+/// The body, or the extractor's refusal (413 over the limit) as a one-line JSON error.
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    b.map_err(|r| json_error(r.status(), r.body_text()))
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(b).map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))
+}
+
+/// Checks a code: the model's length, finite, not absurd.
+pub fn check_code(code: &[f32], latent: usize) -> Result<(), ApiError> {
+    if code.len() != latent {
+        return Err(ApiError::BadRequest(format!(
+            "a code has {} numbers; this model's codes have {latent}",
+            code.len()
+        )));
+    }
+    if let Some(v) = code
+        .iter()
+        .find(|v| !v.is_finite() || v.abs() > MAX_CODE_VALUE)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "code values must be finite and within +-{MAX_CODE_VALUE}, got {v}"
+        )));
+    }
+    Ok(())
+}
+
+/// The label of a request: a class of a conditional model (0 if not given), none otherwise.
+pub fn check_class(class: Option<i64>, classes: usize) -> Result<u32, ApiError> {
+    match (class, classes) {
+        (None, _) => Ok(0),
+        (Some(c), 0) => Err(ApiError::BadRequest(format!(
+            "class {c} given, but this model is not conditional"
+        ))),
+        (Some(c), n) if c < 0 || c as usize >= n => Err(ApiError::BadRequest(format!(
+            "unknown class {c}: this model has classes 0 to {}",
+            n - 1
+        ))),
+        (Some(c), _) => Ok(c as u32),
+    }
+}
+
+fn check_count(what: &str, n: usize) -> Result<(), ApiError> {
+    if n == 0 || n > MAX_IMAGES {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be between 1 and {MAX_IMAGES}, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /api/model`.
+pub async fn model(State(s): State<AppState>) -> Json<Value> {
+    Json(serde_json::to_value(&*s.model.info).unwrap_or(Value::Null))
+}
+
+/// `GET /api/atlas`: the test set's codes, the PCA plane, class means, KL and spread per
+/// dimension.
+pub async fn atlas(State(s): State<AppState>) -> Json<Value> {
+    Json(serde_json::to_value(&*s.model.atlas).unwrap_or(Value::Null))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecodeBody {
+    z: Vec<Vec<f32>>,
+    #[serde(default)]
+    class: Option<i64>,
+}
+
+/// Checks and decodes codes into one PNG row.
+pub async fn decode_codes(
+    s: &AppState,
+    z: Vec<Vec<f32>>,
+    class: Option<i64>,
+) -> Result<Png, ApiError> {
+    let info = &s.model.info;
+    check_count("the number of codes", z.len())?;
+    for c in &z {
+        check_code(c, info.latent)?;
+    }
+    let label = check_class(class, info.classes)?;
+    let labels = vec![label; z.len()];
+    let codes: Vec<f32> = z.into_iter().flatten().collect();
+    s.model
+        .ask(|reply| Job::Decode {
+            codes,
+            labels,
+            reply,
+        })
+        .await
+}
+
+/// `POST /api/decode` `{"z": [[...], ...], "class": C}` -> a PNG of the decoded images in a row.
+pub async fn decode(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
+    let b = match body(b) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let result = async {
+        let d: DecodeBody = parse_json(&b)?;
+        decode_codes(&s, d.z, d.class).await
+    }
+    .await;
+    result.map(png).unwrap_or_else(IntoResponse::into_response)
+}
+
+fn query_num<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+    default: T,
+) -> Result<T, ApiError> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("{key}={v} is not a valid number"))),
+    }
+}
+
+/// `POST /api/encode[?class=C]` with an image (PNG, JPEG or GIF) as the body -> `{"mean": [...],
+/// "logvar": [...]}`. The image is preprocessed as training's image folders are.
+pub async fn encode(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    let b = match body(b) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let result = async {
+        let info = &s.model.info;
+        let class = q
+            .get("class")
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| ApiError::BadRequest(format!("class={c} is not a number")))
+            })
+            .transpose()?;
+        let label = check_class(class, info.classes)?;
+        let shape = vaekit::config::ImageShape {
+            channels: info.image[0],
+            height: info.image[1],
+            width: info.image[2],
+        };
+        // Decoding a large image is CPU work: off the async threads.
+        let pixels = tokio::task::spawn_blocking(move || {
+            vaekit::data::image_folder::image_from_bytes(&b, shape, "the upload")
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadImage(e.to_string()))?;
+        let (mean, logvar) = s
+            .model
+            .ask(|reply| Job::Encode {
+                pixels,
+                label,
+                reply,
+            })
+            .await?;
+        Ok::<_, ApiError>(Json(json!({ "mean": mean, "logvar": logvar })))
+    }
+    .await;
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/sample?n=&seed=&temperature=&class=&format=png|json` -> a PNG row of `n` prior
+/// samples, or (format=json) their codes `{"z": [...], "labels": [...]}`.
+pub async fn sample(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let result = async {
+        let n: usize = query_num(&q, "n", 16)?;
+        check_count("n", n)?;
+        let seed: u64 = query_num(&q, "seed", 0)?;
+        if seed > MAX_SEED {
+            return Err(ApiError::BadRequest(format!(
+                "seed must be at most {MAX_SEED}"
+            )));
+        }
+        let temperature: f64 = query_num(&q, "temperature", 1.0)?;
+        if !(temperature.is_finite() && (0.0..=10.0).contains(&temperature)) {
+            return Err(ApiError::BadRequest(format!(
+                "temperature must be between 0 and 10, got {temperature}"
+            )));
+        }
+        let class = match q.get("class") {
+            None => None,
+            Some(c) => Some(check_class(
+                Some(
+                    c.parse::<i64>()
+                        .map_err(|_| ApiError::BadRequest(format!("class={c} is not a number")))?,
+                ),
+                s.model.info.classes,
+            )?),
+        };
+        let (z, labels) = s
+            .model
+            .ask(|reply| Job::SampleCodes {
+                n,
+                seed,
+                temperature,
+                class,
+                reply,
+            })
+            .await?;
+        match q.get("format").map(String::as_str) {
+            None | Some("png") => {
+                let codes: Vec<f32> = z.into_iter().flatten().collect();
+                let labels = if labels.is_empty() {
+                    vec![0; n]
+                } else {
+                    labels
+                };
+                let p = s
+                    .model
+                    .ask(|reply| Job::Decode {
+                        codes,
+                        labels,
+                        reply,
+                    })
+                    .await?;
+                Ok(png(p))
+            }
+            Some("json") => Ok(Json(json!({ "z": z, "labels": labels })).into_response()),
+            Some(f) => Err(ApiError::BadRequest(format!(
+                "format={f}: expected png or json"
+            ))),
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One end of an interpolation: a code, or a test image by index.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum End {
+    Index(usize),
+    Code(Vec<f32>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InterpolateBody {
+    from: End,
+    to: End,
+    #[serde(default = "default_steps")]
+    steps: usize,
+    #[serde(default)]
+    spherical: bool,
+    #[serde(default)]
+    class: Option<i64>,
+}
+
+fn default_steps() -> usize {
+    8
+}
+
+/// `POST /api/interpolate` `{"from": I | [code], "to": J | [code], "steps": N, "spherical":
+/// bool, "class": C}` -> a PNG strip of `steps` images from one end to the other (a number is
+/// a test image, encoded to its posterior mean).
+pub async fn interpolate(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
+    let b = match body(b) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let result = async {
+        let r: InterpolateBody = parse_json(&b)?;
+        if r.steps < 2 || r.steps > MAX_IMAGES {
+            return Err(ApiError::BadRequest(format!(
+                "steps must be between 2 and {MAX_IMAGES}, got {}",
+                r.steps
+            )));
+        }
+        let mut ends = Vec::new();
+        for e in [r.from, r.to] {
+            ends.push(match e {
+                End::Code(c) => c,
+                End::Index(i) => {
+                    let (mut z, _) = s
+                        .model
+                        .ask(|reply| Job::TestCodes {
+                            indices: vec![i],
+                            reply,
+                        })
+                        .await?;
+                    z.pop().unwrap_or_default()
+                }
+            });
+        }
+        for c in &ends {
+            check_code(c, s.model.info.latent)?;
+        }
+        let codes = path(&ends[0], &ends[1], r.steps, r.spherical);
+        decode_codes(&s, codes, r.class).await.map(png)
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/test-image?index=I` -> the test image as a PNG.
+pub async fn test_image(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let result = async {
+        let index: usize = match q.get("index") {
+            Some(_) => query_num(&q, "index", 0)?,
+            None => return Err(ApiError::BadRequest("index is required".into())),
+        };
+        s.model
+            .ask(|reply| Job::TestImage { index, reply })
+            .await
+            .map(png)
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /api/test-codes` `{"indices": [...]}` -> the test images' posterior means and labels.
+pub async fn test_codes(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct B {
+        indices: Vec<usize>,
+    }
+    let b = match body(b) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let result = async {
+        let r: B = parse_json(&b)?;
+        check_count("the number of indices", r.indices.len())?;
+        let (z, labels) = s
+            .model
+            .ask(|reply| Job::TestCodes {
+                indices: r.indices,
+                reply,
+            })
+            .await?;
+        Ok::<_, ApiError>(Json(json!({ "z": z, "labels": labels })))
+    }
+    .await;
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
