@@ -284,7 +284,7 @@ async function sampleGrid(setCode) {
       state.attrBase = null;
       decode();
     }
-    const grid = await api("/api/sample?n=16&seed=" + seed + "&temperature=" + t + cls);
+    const grid = await api("/api/sample?n=16&columns=4&seed=" + seed + "&temperature=" + t + cls);
     const old = $("samples").src;
     $("samples").src = URL.createObjectURL(await grid.blob());
     if (old.startsWith("blob:")) URL.revokeObjectURL(old);

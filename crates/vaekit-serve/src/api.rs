@@ -111,12 +111,13 @@ pub async fn decode_codes(
         check_code(c, info.latent)?;
     }
     let label = check_class(class, info.classes)?;
-    let labels = vec![label; z.len()];
+    let (labels, columns) = (vec![label; z.len()], z.len());
     let codes: Vec<f32> = z.into_iter().flatten().collect();
     s.model
         .ask(|reply| Job::Decode {
             codes,
             labels,
+            columns,
             reply,
         })
         .await
@@ -198,8 +199,9 @@ pub async fn encode(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /api/sample?n=&seed=&temperature=&class=&format=png|json` -> a PNG row of `n` prior
-/// samples, or (format=json) their codes `{"z": [...], "labels": [...]}`.
+/// `GET /api/sample?n=&seed=&temperature=&class=&columns=&format=png|json` -> a PNG of `n`
+/// prior samples (one row, or `columns` wide), or (format=json) their codes `{"z": [...],
+/// "labels": [...]}`.
 pub async fn sample(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -211,6 +213,12 @@ pub async fn sample(
         if seed > MAX_SEED {
             return Err(ApiError::BadRequest(format!(
                 "seed must be at most {MAX_SEED}"
+            )));
+        }
+        let columns: usize = query_num(&q, "columns", n)?;
+        if columns == 0 || columns > n {
+            return Err(ApiError::BadRequest(format!(
+                "columns must be between 1 and n ({n}), got {columns}"
             )));
         }
         let temperature: f64 = query_num(&q, "temperature", 1.0)?;
@@ -252,6 +260,7 @@ pub async fn sample(
                     .ask(|reply| Job::Decode {
                         codes,
                         labels,
+                        columns,
                         reply,
                     })
                     .await?;

@@ -22,7 +22,7 @@ use vaekit::run::RunDir;
 use crate::error::ApiError;
 
 /// Jobs that may wait for the model at once; one more is refused as busy.
-pub const QUEUE: usize = 32;
+pub const QUEUE: usize = 64;
 
 /// Test images encoded at start for the 2-D pad, the class means and the sliders' spreads.
 pub const ATLAS_IMAGES: usize = 2000;
@@ -74,10 +74,12 @@ type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
 /// One unit of work for the model.
 pub enum Job {
-    /// Decode codes (row-major, `latent` each) under labels (conditional models) to a row.
+    /// Decode codes (row-major, `latent` each) under labels (conditional models) to a grid of
+    /// `columns` columns.
     Decode {
         codes: Vec<f32>,
         labels: Vec<u32>,
+        columns: usize,
         reply: Reply<Png>,
     },
     /// Encode one image (CHW bytes of the model's shape): mean and log-variance.
@@ -283,9 +285,10 @@ impl Ctx {
             Job::Decode {
                 codes,
                 labels,
+                columns,
                 reply,
             } => {
-                let _ = reply.send(self.decode(&codes, &labels));
+                let _ = reply.send(self.decode(&codes, &labels, columns));
             }
             Job::Encode {
                 pixels,
@@ -312,7 +315,7 @@ impl Ctx {
         }
     }
 
-    fn decode(&self, codes: &[f32], labels: &[u32]) -> Result<Png, ApiError> {
+    fn decode(&self, codes: &[f32], labels: &[u32], columns: usize) -> Result<Png, ApiError> {
         let d = self.model.latent_dim();
         let n = codes.len() / d;
         let z = Tensor::<2>::from_data(TensorData::new(codes.to_vec(), [n, d]), &self.device);
@@ -320,7 +323,7 @@ impl Ctx {
         let y = (c > 0).then(|| {
             Tensor::<2>::from_data(TensorData::new(one_hot(labels, c), [n, c]), &self.device)
         });
-        png_row(self.model.decode_mean(z, y), n)
+        png_grid(self.model.decode_mean(z, y), columns.clamp(1, n.max(1)))
     }
 
     fn encode(&self, pixels: Vec<u8>, label: u32) -> (Vec<f32>, Vec<f32>) {
@@ -380,7 +383,7 @@ impl Ctx {
     fn test_image(&self, index: usize) -> Result<Png, ApiError> {
         let test = self.test_set()?;
         check_indices(&[index], test.len())?;
-        png_row(batch_tensor(test, &[index], None, &self.device), 1)
+        png_grid(batch_tensor(test, &[index], None, &self.device), 1)
     }
 }
 
@@ -393,9 +396,11 @@ fn check_indices(indices: &[usize], len: usize) -> Result<(), ApiError> {
     }
 }
 
-/// Images `[n, c, h, w]` in [0, 1] as one PNG row without borders.
-pub fn png_row(images: Tensor<4>, n: usize) -> Result<Png, ApiError> {
-    let img = Grid::from_tensor(images, n.max(1)).with_border(0).render();
+/// Images `[n, c, h, w]` in [0, 1] as one PNG grid of `columns` columns without borders.
+pub fn png_grid(images: Tensor<4>, columns: usize) -> Result<Png, ApiError> {
+    let img = Grid::from_tensor(images, columns.max(1))
+        .with_border(0)
+        .render();
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png)
         .map_err(|e| ApiError::Internal(format!("PNG encoding failed: {e}")))?;

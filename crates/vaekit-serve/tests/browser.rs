@@ -287,6 +287,8 @@ fn the_page_works_in_a_real_browser() {
             .await;
         eprintln!("slider: {moved}");
         assert!(moved["moved"].as_f64().unwrap() > 0.5, "{moved}");
+        let took = cdp.eval("document.getElementById('status').textContent").await;
+        eprintln!("status after the slider moved: {took}");
         assert!(moved["off"].as_f64().unwrap() <= 1.0, "{moved}");
         let dim = moved["dim"].as_str().unwrap().parse::<usize>().unwrap();
         assert!((moved["code"][dim].as_f64().unwrap() - 2.5).abs() < 1e-9, "{moved}");

@@ -246,6 +246,16 @@ async fn every_endpoint_answers_and_every_bad_input_is_one_json_line() {
         .concat();
     let want = expected_pixels(&t.run, &z, 3);
     assert!((0..3).all(|i| close(&cell(&png, i, w), &want[i])));
+    let grid = call(&app, "GET", "/api/sample?n=4&columns=2", Body::empty())
+        .await
+        .image();
+    assert_eq!(
+        (grid.width() as usize, grid.height() as usize),
+        (2 * w, 2 * h)
+    );
+    call(&app, "GET", "/api/sample?n=4&columns=5", Body::empty())
+        .await
+        .refused(StatusCode::BAD_REQUEST, "columns");
 
     // POST /api/interpolate: ends by index or by code; the first image is image 0's code.
     let strip = call(
