@@ -2906,3 +2906,57 @@ fn upsample_resize_trains_resumes_and_samples_and_is_refused_where_it_does_not_a
         assert!(!root.join("bad").exists());
     }
 }
+
+#[test]
+fn serve_answers_on_loopback_stops_on_sigterm_and_refuses_bad_input_in_one_line() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let f = fixture();
+    let root = &f.root;
+    train_small(&f, "r", &["--latent", "3"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaekit"))
+        .args(["serve", "--run", "r", "--port", "0"])
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "GET /api/model HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"latent\":3"), "{reply}");
+    // A second server on the same port is refused with one line naming the flags.
+    let port = addr.split(':').nth(1).unwrap();
+    let err = fails(&["serve", "--run", "r", "--port", port], root);
+    assert!(err.contains("--port") && err.contains(port), "{err}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    let err = fails(&["serve", "--run", "nowhere"], root);
+    assert!(err.contains("nowhere"), "{err}");
+    let err = fails(
+        &["serve", "--run", "r", "--host", "256.1.1.1", "--port", "0"],
+        root,
+    );
+    assert!(err.contains("256.1.1.1"), "{err}");
+}

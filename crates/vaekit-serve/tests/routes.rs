@@ -526,3 +526,85 @@ fn zero_png(side: u32) -> Vec<u8> {
     chunk(&mut out, b"IEND", &[]);
     out
 }
+
+/// Every model kind serves: its kind, a decode, an encode, seeded codes from its prior, and for
+/// a conditional model the class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_kind_serves() {
+    use vaekit::config::{
+        Architecture, Conditioning, DecoderArchitecture, MethodConfig, Objective, TopLatentConfig,
+        VaeGanConfig,
+    };
+    let base = TrainConfig::default;
+    let mut kinds: Vec<(&str, TrainConfig)> = Vec::new();
+    let mut mlp = base();
+    mlp.model.architecture = Architecture::Mlp { hidden: vec![32] };
+    kinds.push(("mlp", mlp));
+    let mut iwae = base();
+    iwae.objective = Objective::Iwae { k: 2 };
+    kinds.push(("iwae", iwae));
+    let mut hvae = base();
+    hvae.model.top = Some(TopLatentConfig::default());
+    kinds.push(("hvae", hvae));
+    let mut cvae = base();
+    cvae.model.classes = 10;
+    cvae.model.conditioning = Some(Conditioning::default());
+    kinds.push(("cvae", cvae));
+    let mut gan = base();
+    gan.method = MethodConfig::Vaegan(VaeGanConfig::default());
+    gan.model.decoder = Some(DecoderArchitecture::default_cppn());
+    kinds.push(("vaegan", gan));
+    for (kind, cfg) in kinds {
+        let t = common::trained_run(cfg);
+        let app = router(Model::start(&t.run, DeviceChoice::Cpu, |w| panic!("{w}")).unwrap());
+        let m = call(&app, "GET", "/api/model", Body::empty()).await.json();
+        assert_eq!(m["kind"], kind, "{m}");
+        let conditional = kind == "cvae";
+        assert_eq!(m["classes"], if conditional { 10 } else { 0 });
+        let class = if conditional { json!(7) } else { Value::Null };
+        let d = call(
+            &app,
+            "POST",
+            "/api/decode",
+            post_json(json!({"z": [[0.5, 0, 0, -1]], "class": class})),
+        )
+        .await
+        .image();
+        assert_eq!(d.width(), m["image"][2].as_u64().unwrap() as u32);
+        let img = call(&app, "GET", "/api/test-image?index=0", Body::empty()).await;
+        let q = if conditional { "?class=2" } else { "" };
+        let e = call(&app, "POST", &format!("/api/encode{q}"), img.body.clone()).await;
+        assert_eq!(e.json()["mean"].as_array().unwrap().len(), 4, "{kind}");
+        let q = if conditional { "&class=3" } else { "" };
+        let s = call(
+            &app,
+            "GET",
+            &format!("/api/sample?n=2&format=json{q}"),
+            Body::empty(),
+        )
+        .await;
+        let s = s.json();
+        assert_eq!(s["z"][0].as_array().unwrap().len(), 4, "{kind}: {s}");
+        if conditional {
+            assert_eq!(s["labels"], json!([3, 3]));
+            call(
+                &app,
+                "POST",
+                "/api/decode",
+                post_json(json!({"z": [[0, 0, 0, 0]], "class": 10})),
+            )
+            .await
+            .refused(StatusCode::BAD_REQUEST, "unknown class 10");
+            // The class changes the decoded image.
+            let other = call(
+                &app,
+                "POST",
+                "/api/decode",
+                post_json(json!({"z": [[0.5, 0, 0, -1]], "class": 1})),
+            )
+            .await
+            .image();
+            assert_ne!(other, d, "the class does not condition the decode");
+        }
+    }
+}

@@ -15,7 +15,6 @@ pub fn run(a: ServeArgs, device: DeviceChoice) -> Result<()> {
         port: a.port,
         device,
     };
-    eprintln!("loading {} ...", opts.run.display());
     serve(
         &opts,
         |w| eprintln!("warning: {w}"),
