@@ -486,6 +486,37 @@ async fn the_live_socket_answers_the_newest_request_and_skips_stale_ones() {
         replies < n / 2,
         "{replies} answers to {n} requests: stale requests were not skipped"
     );
+    // At most MAX_SOCKETS are open at once: one more is refused with 503 until one closes.
+    let url = format!("ws://{addr}/api/live");
+    let mut open = Vec::new();
+    for _ in 1..vaekit_serve::MAX_SOCKETS {
+        open.push(
+            tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE)
+        }
+        other => panic!(
+            "socket {} was not refused: {other:?}",
+            vaekit_serve::MAX_SOCKETS + 1
+        ),
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let mut reopened = None;
+    for _ in 0..100 {
+        if let Ok((s, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            reopened = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a closed socket's place was not freed");
 }
 
 /// A gray 8-bit PNG of `side` x `side` zeros, written chunk by chunk (a decompression bomb).
