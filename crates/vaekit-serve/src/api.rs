@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::{ApiError, json_error};
+use crate::error::ApiError;
 use crate::worker::{Job, Png, path};
 
 /// Most images one request may decode, sample or interpolate.
@@ -28,9 +28,9 @@ fn png(bytes: Png) -> Response {
     ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
 
-/// The body, or the extractor's refusal (413 over the limit) as a one-line JSON error.
-fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
-    b.map_err(|r| json_error(r.status(), r.body_text()))
+/// The body, or the extractor's refusal (413 over the limit).
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| ApiError::Body(r.status(), r.body_text()))
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, ApiError> {
@@ -127,7 +127,7 @@ pub async fn decode_codes(
 pub async fn decode(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let result = async {
         let d: DecodeBody = parse_json(&b)?;
@@ -159,7 +159,7 @@ pub async fn encode(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let result = async {
         let info = &s.model.info;
@@ -307,7 +307,7 @@ fn default_steps() -> usize {
 pub async fn interpolate(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let result = async {
         let r: InterpolateBody = parse_json(&b)?;
@@ -371,7 +371,7 @@ pub async fn test_codes(State(s): State<AppState>, b: Result<Bytes, BytesRejecti
     }
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let result = async {
         let r: B = parse_json(&b)?;

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// The upload is not an image the server can read (415).
     #[error("{0}")]
     BadImage(String),
+    /// The body could not be read: over the size limit (413) or cut off.
+    #[error("{1}")]
+    Body(StatusCode, String),
     /// Too many requests wait for the model (503).
     #[error("the model is busy: too many requests are waiting; try again")]
     Busy,
@@ -32,6 +35,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Body(status, _) => *status,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
