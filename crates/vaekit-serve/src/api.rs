@@ -71,6 +71,18 @@ pub fn check_class(class: Option<i64>, classes: usize) -> Result<u32, ApiError> 
     }
 }
 
+/// The `class` query parameter, checked against the model (none when absent).
+fn query_class(q: &HashMap<String, String>, classes: usize) -> Result<Option<u32>, ApiError> {
+    q.get("class")
+        .map(|c| {
+            let c = c
+                .parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("class={c} is not a number")))?;
+            check_class(Some(c), classes)
+        })
+        .transpose()
+}
+
 fn check_count(what: &str, n: usize) -> Result<(), ApiError> {
     if n == 0 || n > MAX_IMAGES {
         return Err(ApiError::BadRequest(format!(
@@ -163,14 +175,7 @@ pub async fn encode(
     };
     let result = async {
         let info = &s.model.info;
-        let class = q
-            .get("class")
-            .map(|c| {
-                c.parse::<i64>()
-                    .map_err(|_| ApiError::BadRequest(format!("class={c} is not a number")))
-            })
-            .transpose()?;
-        let label = check_class(class, info.classes)?;
+        let label = query_class(&q, info.classes)?.unwrap_or(0);
         let shape = vaekit::config::ImageShape {
             channels: info.image[0],
             height: info.image[1],
@@ -227,16 +232,7 @@ pub async fn sample(
                 "temperature must be between 0 and 10, got {temperature}"
             )));
         }
-        let class = match q.get("class") {
-            None => None,
-            Some(c) => Some(check_class(
-                Some(
-                    c.parse::<i64>()
-                        .map_err(|_| ApiError::BadRequest(format!("class={c} is not a number")))?,
-                ),
-                s.model.info.classes,
-            )?),
-        };
+        let class = query_class(&q, s.model.info.classes)?;
         let (z, labels) = s
             .model
             .ask(|reply| Job::SampleCodes {

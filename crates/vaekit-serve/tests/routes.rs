@@ -387,9 +387,14 @@ async fn every_endpoint_answers_and_every_bad_input_is_one_json_line() {
     call(&app, "POST", "/api/encode", "this is not an image")
         .await
         .refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "upload");
-    call(&app, "POST", "/api/encode", zero_png(20_000))
-        .await
-        .refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "limit");
+    call(
+        &app,
+        "POST",
+        "/api/encode",
+        vaekit::data::synthetic::zero_png(20_000),
+    )
+    .await
+    .refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "limit");
     call(&app, "POST", "/api/encode", vec![0u8; 5 << 20])
         .await
         .refused(StatusCode::PAYLOAD_TOO_LARGE, "");
@@ -517,45 +522,6 @@ async fn the_live_socket_answers_the_newest_request_and_skips_stale_ones() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(reopened.is_some(), "a closed socket's place was not freed");
-}
-
-/// A gray 8-bit PNG of `side` x `side` zeros, written chunk by chunk (a decompression bomb).
-fn zero_png(side: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut h = crc32(kind, 0xffff_ffff);
-        h = crc32(data, h);
-        out.extend(kind);
-        out.extend(data);
-        out.extend((h ^ 0xffff_ffff).to_be_bytes());
-    }
-    fn crc32(bytes: &[u8], mut c: u32) -> u32 {
-        for &b in bytes {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        c
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend(side.to_be_bytes());
-    ihdr.extend(side.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    // A stored (uncompressed) zlib stream is enough: the header alone must refuse it.
-    chunk(
-        &mut out,
-        b"IDAT",
-        &[0x78, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
-    chunk(&mut out, b"IEND", &[]);
-    out
 }
 
 /// Every model kind serves: its kind, a decode, an encode, seeded codes from its prior, and for

@@ -339,39 +339,11 @@ mod tests {
         assert!(err.to_string().contains("upload"), "{err}");
         // A valid 20,000 x 20,000 gray PNG of zeros (400 MB of pixels in a few hundred KB):
         // refused from its header, before decoding.
-        let png = zero_png(20_000);
+        let png = crate::data::synthetic::zero_png(20_000);
         assert!(png.len() < 2 << 20, "{}", png.len());
         let err = image_from_bytes(&png, shape, "bomb.png")
             .unwrap_err()
             .to_string();
         assert!(err.contains("bomb.png") && err.contains("limit"), "{err}");
-    }
-
-    /// A gray 8-bit PNG of `side` x `side` zeros, written chunk by chunk.
-    fn zero_png(side: u32) -> Vec<u8> {
-        use std::io::Write;
-        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-            out.extend((data.len() as u32).to_be_bytes());
-            let mut crc = flate2::Crc::new();
-            crc.update(kind);
-            crc.update(data);
-            out.extend(kind);
-            out.extend(data);
-            out.extend(crc.sum().to_be_bytes());
-        }
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = Vec::new();
-        ihdr.extend(side.to_be_bytes());
-        ihdr.extend(side.to_be_bytes());
-        ihdr.extend([8, 0, 0, 0, 0]);
-        chunk(&mut out, b"IHDR", &ihdr);
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-        let row = vec![0u8; side as usize + 1];
-        for _ in 0..side {
-            z.write_all(&row).unwrap();
-        }
-        chunk(&mut out, b"IDAT", &z.finish().unwrap());
-        chunk(&mut out, b"IEND", &[]);
-        out
     }
 }

@@ -63,6 +63,36 @@ pub fn bars_splits(n_train: usize, n_test: usize, seed: u64) -> Splits {
     }
 }
 
+/// A gray 8-bit PNG of `side` x `side` zeros, written row by row without holding the image: a
+/// decompression bomb (20,000 x 20,000 is 400 MB of pixels in a few hundred KB) for tests of
+/// image readers.
+pub fn zero_png(side: u32) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend(kind);
+        out.extend(data);
+        out.extend(crc.sum().to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(side.to_be_bytes());
+    ihdr.extend(side.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let row = vec![0u8; side as usize + 1];
+    for _ in 0..side {
+        z.write_all(&row).expect("writing to memory");
+    }
+    chunk(&mut out, b"IDAT", &z.finish().expect("writing to memory"));
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
 /// Writes the four MNIST-style IDX files (gzip-compressed) of a bars dataset into `dir`.
 pub fn write_bars_idx(dir: &Path, n_train: usize, n_test: usize, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
