@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::worker::{Job, Png, path};
+use crate::worker::{Job, Png};
 
 /// Most images one request may decode, sample or interpolate.
 pub const MAX_IMAGES: usize = 64;
@@ -332,7 +332,8 @@ pub async fn interpolate(State(s): State<AppState>, b: Result<Bytes, BytesReject
         for c in &ends {
             check_code(c, s.model.info.latent)?;
         }
-        let codes = path(&ends[0], &ends[1], r.steps, r.spherical);
+        let codes =
+            vaekit::inspect::interpolate::interpolate(&ends[0], &ends[1], r.steps, r.spherical);
         decode_codes(&s, codes, r.class).await.map(png)
     }
     .await;

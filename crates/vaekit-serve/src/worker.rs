@@ -15,7 +15,7 @@ use vaekit::device::DeviceChoice;
 use vaekit::image::Grid;
 use vaekit::inspect::codes::encode_dataset;
 use vaekit::inspect::pca::Pca;
-use vaekit::inspect::{interpolate::interpolate, prior_z, sample_labels};
+use vaekit::inspect::{prior_z, sample_labels};
 use vaekit::model::Vae;
 use vaekit::run::RunDir;
 
@@ -67,7 +67,7 @@ pub struct Atlas {
     pub pca_points: Vec<[f64; 2]>,
 }
 
-/// A PNG: the bytes and how many images it shows.
+/// The bytes of a PNG file.
 pub type Png = Vec<u8>;
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -405,9 +405,4 @@ pub fn png_grid(images: Tensor<4>, columns: usize) -> Result<Png, ApiError> {
     img.write_to(&mut out, image::ImageFormat::Png)
         .map_err(|e| ApiError::Internal(format!("PNG encoding failed: {e}")))?;
     Ok(out.into_inner())
-}
-
-/// The interpolation path's codes between `a` and `b`.
-pub fn path(a: &[f32], b: &[f32], steps: usize, spherical: bool) -> Vec<Vec<f32>> {
-    interpolate(a, b, steps, spherical)
 }
