@@ -75,8 +75,8 @@ function openSocket() {
       show(ev.data);
     }
   };
-  ws.onclose = () => { socket = null; setTimeout(openSocket, 1000); };
-  ws.onopen = () => { socket = ws; decode(); };
+  ws.onclose = () => { socket = null; delete document.body.dataset.live; setTimeout(openSocket, 1000); };
+  ws.onopen = () => { socket = ws; document.body.dataset.live = "1"; decode(); };
 }
 
 function request() {

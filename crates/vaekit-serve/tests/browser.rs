@@ -258,13 +258,20 @@ fn the_page_works_in_a_real_browser() {
         let info = cdp.eval("document.getElementById('info').textContent").await;
         assert!(info.as_str().unwrap().contains("conv"), "{info}");
         cdp.eval(PIXELS).await;
-        // The live socket is open before the slider moves (the page falls back to POST anyway).
-        cdp.eval(
-            "(async () => { for (let i = 0; i < 200; i++) { \
-               if (performance.getEntriesByType('resource').length > 3) break; \
-               await new Promise((r) => setTimeout(r, 25)); } })()",
-        )
-        .await;
+        // The live socket opens; from then on slider moves decode over it, not by POST.
+        let live = cdp
+            .eval(
+                "(async () => { for (let i = 0; i < 400; i++) { \
+                   if (document.body.dataset.live === '1') return true; \
+                   await new Promise((r) => setTimeout(r, 25)); } return false; })()",
+            )
+            .await;
+        assert_eq!(live, json!(true), "the live socket never opened: {:?}", cdp.errors);
+        // Let the decode that follows the socket's opening arrive first.
+        cdp.eval("new Promise((r) => setTimeout(r, 300))").await;
+        let posts = "performance.getEntriesByType('resource')\
+                     .filter((e) => e.name.endsWith('/api/decode')).length";
+        let posts_before = cdp.eval(posts).await;
 
         // Moving a slider changes the decoded image to the server's decode of the new code.
         let moved = cdp
@@ -275,6 +282,8 @@ fn the_page_works_in_a_real_browser() {
                    const s = document.querySelector('#sliders input'); \
                    s.value = 2.5; s.dispatchEvent(new Event('input', {bubbles: true})); \
                    await window.__waitNew(old); \
+                   const posts = performance.getEntriesByType('resource') \
+                     .filter((e) => e.name.endsWith('/api/decode')).length; \
                    const after = window.__pixels(); \
                    const code = window.__codeOfHash(); \
                    const server = await window.__serverPixels(code); \
@@ -282,7 +291,7 @@ fn the_page_works_in_a_real_browser() {
                    for (let i = 0; i < after.length; i++) { \
                      moved += Math.abs(after[i] - before[i]); \
                      off = Math.max(off, Math.abs(after[i] - server[i])); } \
-                   return {moved: moved / after.length, off, dim: s.dataset.dim, code}; })()",
+                   return {moved: moved / after.length, off, dim: s.dataset.dim, code, posts}; })()",
             )
             .await;
         eprintln!("slider: {moved}");
@@ -290,6 +299,10 @@ fn the_page_works_in_a_real_browser() {
         let took = cdp.eval("document.getElementById('status').textContent").await;
         eprintln!("status after the slider moved: {took}");
         assert!(moved["off"].as_f64().unwrap() <= 1.0, "{moved}");
+        assert_eq!(
+            moved["posts"], posts_before,
+            "the slider's decode went by POST, not over the live socket"
+        );
         let dim = moved["dim"].as_str().unwrap().parse::<usize>().unwrap();
         assert!((moved["code"][dim].as_f64().unwrap() - 2.5).abs() < 1e-9, "{moved}");
 
