@@ -26,6 +26,28 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# CPU flags that decide which kernels run: vector width, bf16 dot products, AMX tiles.
+FLAGS = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name, its logical CPUs and which of FLAGS it has, in one line (every
+    figure is printed with it: the same binary runs at different speeds on AMD and Intel)."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        import platform
+        return f"{platform.processor() or platform.machine()} (no {cpuinfo})"
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    have = set(flags.group(1).split()) if flags else set()
+    cpus = len(re.findall(r"^processor\s*:", text, re.M))
+    name = " ".join(model.group(1).split()) if model else "unknown CPU"
+    listed = " ".join(f for f in FLAGS if f in have) or "none of " + " ".join(FLAGS)
+    return f"{name}, {cpus} logical CPUs, flags: {listed}"
+
+
 def timed(cmd, env=None):
     """Runs cmd under /usr/bin/time -v; returns (stdout, peak RSS in MiB)."""
     p = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, env=env)
@@ -79,6 +101,7 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "vaekit-cli"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     binary = os.path.join(target, "release", "vaekit")
+    print(f"CPU: {cpu_description()}", flush=True)
     if args.bench:
         return bench(binary, args)
     rows = []
