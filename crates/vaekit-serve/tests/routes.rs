@@ -605,3 +605,35 @@ async fn every_model_kind_serves() {
         }
     }
 }
+
+/// A run whose dataset has moved still serves: one warning, no atlas, test images 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_its_dataset_serves_without_test_images() {
+    let t = common::trained_run(TrainConfig::default());
+    let cfg = RunDir::open(&t.run).unwrap().config().unwrap();
+    std::fs::remove_dir_all(cfg.data.dir.unwrap()).unwrap();
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let model = Model::start(&t.run, DeviceChoice::Cpu, |w| {
+        warnings.lock().unwrap().push(w)
+    })
+    .unwrap();
+    let warnings = warnings.into_inner().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("no test images"), "{warnings:?}");
+    let app = router(model);
+    let m = call(&app, "GET", "/api/model", Body::empty()).await.json();
+    assert_eq!(m["test_images"], 0);
+    let a = call(&app, "GET", "/api/atlas", Body::empty()).await.json();
+    assert!(a["means"].as_array().unwrap().is_empty());
+    call(&app, "GET", "/api/test-image?index=0", Body::empty())
+        .await
+        .refused(StatusCode::NOT_FOUND, "test images");
+    call(
+        &app,
+        "POST",
+        "/api/decode",
+        post_json(json!({"z": [[0, 0, 0, 0]]})),
+    )
+    .await
+    .image();
+}
