@@ -133,6 +133,8 @@ fn launch(bin: &PathBuf, profile: &std::path::Path) -> (Browser, String) {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often have a small /dev/shm; Chromium then uses /tmp.
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--remote-debugging-port=0",
             "--window-size=1400,1000",
