@@ -136,17 +136,12 @@ pub async fn decode_codes(
 }
 
 /// `POST /api/decode` `{"z": [[...], ...], "class": C}` -> a PNG of the decoded images in a row.
-pub async fn decode(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
-    let b = match body(b) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let result = async {
-        let d: DecodeBody = parse_json(&b)?;
-        decode_codes(&s, d.z, d.class).await
-    }
-    .await;
-    result.map(png).unwrap_or_else(IntoResponse::into_response)
+pub async fn decode(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let d: DecodeBody = parse_json(&body(b)?)?;
+    decode_codes(&s, d.z, d.class).await.map(png)
 }
 
 fn query_num<T: std::str::FromStr>(
@@ -168,40 +163,31 @@ pub async fn encode(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
     b: Result<Bytes, BytesRejection>,
-) -> Response {
-    let b = match body(b) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let info = &s.model.info;
+    let label = query_class(&q, info.classes)?.unwrap_or(0);
+    let shape = vaekit::config::ImageShape {
+        channels: info.image[0],
+        height: info.image[1],
+        width: info.image[2],
     };
-    let result = async {
-        let info = &s.model.info;
-        let label = query_class(&q, info.classes)?.unwrap_or(0);
-        let shape = vaekit::config::ImageShape {
-            channels: info.image[0],
-            height: info.image[1],
-            width: info.image[2],
-        };
-        // Decoding a large image is CPU work: off the async threads.
-        let pixels = tokio::task::spawn_blocking(move || {
-            vaekit::data::image_folder::image_from_bytes(&b, shape, "the upload")
+    // Decoding a large image is CPU work: off the async threads.
+    let pixels = tokio::task::spawn_blocking(move || {
+        vaekit::data::image_folder::image_from_bytes(&b, shape, "the upload")
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::BadImage(e.to_string()))?;
+    let (mean, logvar) = s
+        .model
+        .ask(|reply| Job::Encode {
+            pixels,
+            label,
+            reply,
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::BadImage(e.to_string()))?;
-        let (mean, logvar) = s
-            .model
-            .ask(|reply| Job::Encode {
-                pixels,
-                label,
-                reply,
-            })
-            .await?;
-        Ok::<_, ApiError>(Json(json!({ "mean": mean, "logvar": logvar })))
-    }
-    .await;
-    result
-        .map(IntoResponse::into_response)
-        .unwrap_or_else(IntoResponse::into_response)
+        .await?;
+    Ok(Json(json!({ "mean": mean, "logvar": logvar })).into_response())
 }
 
 /// `GET /api/sample?n=&seed=&temperature=&class=&columns=&format=png|json` -> a PNG of `n`
@@ -210,66 +196,62 @@ pub async fn encode(
 pub async fn sample(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let result = async {
-        let n: usize = query_num(&q, "n", 16)?;
-        check_count("n", n)?;
-        let seed: u64 = query_num(&q, "seed", 0)?;
-        if seed > MAX_SEED {
-            return Err(ApiError::BadRequest(format!(
-                "seed must be at most {MAX_SEED}"
-            )));
-        }
-        let columns: usize = query_num(&q, "columns", n)?;
-        if columns == 0 || columns > n {
-            return Err(ApiError::BadRequest(format!(
-                "columns must be between 1 and n ({n}), got {columns}"
-            )));
-        }
-        let temperature: f64 = query_num(&q, "temperature", 1.0)?;
-        if !(temperature.is_finite() && (0.0..=10.0).contains(&temperature)) {
-            return Err(ApiError::BadRequest(format!(
-                "temperature must be between 0 and 10, got {temperature}"
-            )));
-        }
-        let class = query_class(&q, s.model.info.classes)?;
-        let (z, labels) = s
-            .model
-            .ask(|reply| Job::SampleCodes {
-                n,
-                seed,
-                temperature,
-                class,
-                reply,
-            })
-            .await?;
-        match q.get("format").map(String::as_str) {
-            None | Some("png") => {
-                let codes: Vec<f32> = z.into_iter().flatten().collect();
-                let labels = if labels.is_empty() {
-                    vec![0; n]
-                } else {
-                    labels
-                };
-                let p = s
-                    .model
-                    .ask(|reply| Job::Decode {
-                        codes,
-                        labels,
-                        columns,
-                        reply,
-                    })
-                    .await?;
-                Ok(png(p))
-            }
-            Some("json") => Ok(Json(json!({ "z": z, "labels": labels })).into_response()),
-            Some(f) => Err(ApiError::BadRequest(format!(
-                "format={f}: expected png or json"
-            ))),
-        }
+) -> Result<Response, ApiError> {
+    let n: usize = query_num(&q, "n", 16)?;
+    check_count("n", n)?;
+    let seed: u64 = query_num(&q, "seed", 0)?;
+    if seed > MAX_SEED {
+        return Err(ApiError::BadRequest(format!(
+            "seed must be at most {MAX_SEED}"
+        )));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let columns: usize = query_num(&q, "columns", n)?;
+    if columns == 0 || columns > n {
+        return Err(ApiError::BadRequest(format!(
+            "columns must be between 1 and n ({n}), got {columns}"
+        )));
+    }
+    let temperature: f64 = query_num(&q, "temperature", 1.0)?;
+    if !(temperature.is_finite() && (0.0..=10.0).contains(&temperature)) {
+        return Err(ApiError::BadRequest(format!(
+            "temperature must be between 0 and 10, got {temperature}"
+        )));
+    }
+    let class = query_class(&q, s.model.info.classes)?;
+    let (z, labels) = s
+        .model
+        .ask(|reply| Job::SampleCodes {
+            n,
+            seed,
+            temperature,
+            class,
+            reply,
+        })
+        .await?;
+    match q.get("format").map(String::as_str) {
+        None | Some("png") => {
+            let codes: Vec<f32> = z.into_iter().flatten().collect();
+            let labels = if labels.is_empty() {
+                vec![0; n]
+            } else {
+                labels
+            };
+            let p = s
+                .model
+                .ask(|reply| Job::Decode {
+                    codes,
+                    labels,
+                    columns,
+                    reply,
+                })
+                .await?;
+            Ok(png(p))
+        }
+        Some("json") => Ok(Json(json!({ "z": z, "labels": labels })).into_response()),
+        Some(f) => Err(ApiError::BadRequest(format!(
+            "format={f}: expected png or json"
+        ))),
+    }
 }
 
 /// One end of an interpolation: a code, or a test image by index.
@@ -300,90 +282,75 @@ fn default_steps() -> usize {
 /// `POST /api/interpolate` `{"from": I | [code], "to": J | [code], "steps": N, "spherical":
 /// bool, "class": C}` -> a PNG strip of `steps` images from one end to the other (a number is
 /// a test image, encoded to its posterior mean).
-pub async fn interpolate(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
-    let b = match body(b) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let result = async {
-        let r: InterpolateBody = parse_json(&b)?;
-        if r.steps < 2 || r.steps > MAX_IMAGES {
-            return Err(ApiError::BadRequest(format!(
-                "steps must be between 2 and {MAX_IMAGES}, got {}",
-                r.steps
-            )));
-        }
-        let mut ends = Vec::new();
-        for e in [r.from, r.to] {
-            ends.push(match e {
-                End::Code(c) => c,
-                End::Index(i) => {
-                    let (mut z, _) = s
-                        .model
-                        .ask(|reply| Job::TestCodes {
-                            indices: vec![i],
-                            reply,
-                        })
-                        .await?;
-                    z.pop().unwrap_or_default()
-                }
-            });
-        }
-        for c in &ends {
-            check_code(c, s.model.info.latent)?;
-        }
-        let codes =
-            vaekit::inspect::interpolate::interpolate(&ends[0], &ends[1], r.steps, r.spherical);
-        decode_codes(&s, codes, r.class).await.map(png)
+pub async fn interpolate(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let r: InterpolateBody = parse_json(&b)?;
+    if r.steps < 2 || r.steps > MAX_IMAGES {
+        return Err(ApiError::BadRequest(format!(
+            "steps must be between 2 and {MAX_IMAGES}, got {}",
+            r.steps
+        )));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut ends = Vec::new();
+    for e in [r.from, r.to] {
+        ends.push(match e {
+            End::Code(c) => c,
+            End::Index(i) => {
+                let (mut z, _) = s
+                    .model
+                    .ask(|reply| Job::TestCodes {
+                        indices: vec![i],
+                        reply,
+                    })
+                    .await?;
+                z.pop().unwrap_or_default()
+            }
+        });
+    }
+    for c in &ends {
+        check_code(c, s.model.info.latent)?;
+    }
+    let codes = vaekit::inspect::interpolate::interpolate(&ends[0], &ends[1], r.steps, r.spherical);
+    decode_codes(&s, codes, r.class).await.map(png)
 }
 
 /// `GET /api/test-image?index=I` -> the test image as a PNG.
 pub async fn test_image(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let result = async {
-        let index: usize = match q.get("index") {
-            Some(_) => query_num(&q, "index", 0)?,
-            None => return Err(ApiError::BadRequest("index is required".into())),
-        };
-        s.model
-            .ask(|reply| Job::TestImage { index, reply })
-            .await
-            .map(png)
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    let index: usize = match q.get("index") {
+        Some(_) => query_num(&q, "index", 0)?,
+        None => return Err(ApiError::BadRequest("index is required".into())),
+    };
+    s.model
+        .ask(|reply| Job::TestImage { index, reply })
+        .await
+        .map(png)
 }
 
 /// `POST /api/test-codes` `{"indices": [...]}` -> the test images' posterior means and labels.
-pub async fn test_codes(State(s): State<AppState>, b: Result<Bytes, BytesRejection>) -> Response {
+pub async fn test_codes(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct B {
         indices: Vec<usize>,
     }
-    let b = match body(b) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let result = async {
-        let r: B = parse_json(&b)?;
-        check_count("the number of indices", r.indices.len())?;
-        let (z, labels) = s
-            .model
-            .ask(|reply| Job::TestCodes {
-                indices: r.indices,
-                reply,
-            })
-            .await?;
-        Ok::<_, ApiError>(Json(json!({ "z": z, "labels": labels })))
-    }
-    .await;
-    result
-        .map(IntoResponse::into_response)
-        .unwrap_or_else(IntoResponse::into_response)
+    let b = body(b)?;
+    let r: B = parse_json(&b)?;
+    check_count("the number of indices", r.indices.len())?;
+    let (z, labels) = s
+        .model
+        .ask(|reply| Job::TestCodes {
+            indices: r.indices,
+            reply,
+        })
+        .await?;
+    Ok(Json(json!({ "z": z, "labels": labels })).into_response())
 }
