@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vaekit::device::DeviceChoice;
+use vaekit::ops::Precision;
 
 /// Train variational autoencoders and look at what they learned.
 #[derive(Debug, Parser)]
@@ -13,11 +14,19 @@ pub struct Cli {
     /// cuda (build with --features cuda).
     #[arg(long, global = true, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
+    /// Matrix products of the CPU kernels: fp32, or bf16 with fp32 accumulation and fp32
+    /// weights (CPUs with AVX512-BF16; elsewhere fp32, said once).
+    #[arg(long, global = true, default_value = "fp32", value_parser = parse_precision)]
+    pub precision: Precision,
     #[command(subcommand)]
     pub command: Command,
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
     s.parse()
 }
 

@@ -27,6 +27,8 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+use vaekit::device::DeviceChoice;
+use vaekit::ops::{Precision, set_precision};
 
 fn main() -> ExitCode {
     keep_freed_memory();
@@ -34,6 +36,16 @@ fn main() -> ExitCode {
     // burn loads optimiser state onto `Device::default()`, which prefers a GPU backend when
     // one is compiled in; make it the device the user chose. Sound here: no other thread runs.
     unsafe { std::env::set_var("BURN_DEVICE", cli.device.burn_device_name()) };
+    if cli.precision == Precision::Bf16 {
+        if cli.device != DeviceChoice::Cpu {
+            eprintln!(
+                "vaekit: --precision bf16 applies to the CPU kernels; on {} products stay fp32",
+                cli.device.burn_device_name()
+            );
+        } else if set_precision(Precision::Bf16) != Precision::Bf16 {
+            eprintln!("vaekit: --precision bf16: this CPU has no AVX512-BF16; running in fp32");
+        }
+    }
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

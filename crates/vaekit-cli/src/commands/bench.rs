@@ -15,6 +15,8 @@ struct BenchJson<'a> {
     model: &'static str,
     batch_size: usize,
     device: &'static str,
+    /// The matrix products' precision in force (bf16 falls back to fp32 without AVX512-BF16).
+    precision: String,
     threads: usize,
     bench: &'a BenchConfig,
     #[serde(flatten)]
@@ -61,8 +63,9 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
     };
     if !a.json {
         println!(
-            "timing the {name} VAE (batch {}) on {}: {} warm-up steps, then {} x {} steps; sampling {} images and IS with K = {} on {} test images, {} times",
+            "timing the {name} VAE (batch {}, {} products) on {}: {} warm-up steps, then {} x {} steps; sampling {} images and IS with K = {} on {} test images, {} times",
             cfg.batch_size,
+            vaekit::ops::precision(),
             data.source,
             b.warmup,
             b.reps,
@@ -80,6 +83,7 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
             model: name,
             batch_size: cfg.batch_size,
             device: device.burn_device_name(),
+            precision: vaekit::ops::precision().to_string(),
             threads,
             bench: &b,
             report: &r,

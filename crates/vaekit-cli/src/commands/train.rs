@@ -88,7 +88,7 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     };
     let run = RunDir::create(&out, &cfg)?.locked()?;
     println!(
-        "training {} {} (z = {}) on {} ({} train / {} test images) into {}",
+        "training {} {} (z = {}) on {} ({} train / {} test images) into {}{}",
         cfg.model.architecture.name(),
         family(&cfg),
         match &cfg.model.top {
@@ -98,7 +98,11 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
         data.source,
         data.train.len(),
         data.test.len(),
-        out.display()
+        out.display(),
+        match vaekit::ops::precision() {
+            vaekit::ops::Precision::Bf16 => ", bf16 products",
+            vaekit::ops::Precision::Fp32 => "",
+        }
     );
     Ok((run, cfg, data))
 }

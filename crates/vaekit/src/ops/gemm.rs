@@ -1,5 +1,8 @@
-//! A bounds-checked f32 matrix product on the `gemm` crate (the kernels burn's Flex uses; it
-//! picks AVX-512, AVX2+FMA or scalar code at run time).
+//! A bounds-checked matrix product: f32 on the `gemm` crate (the kernels burn's Flex uses; it
+//! picks AVX-512, AVX2+FMA or scalar code at run time), or bf16 with f32 accumulation
+//! ([`super::gemm_bf16`]) when the process runs at [`Precision::Bf16`].
+
+use super::precision::{Precision, precision};
 
 /// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -43,13 +46,33 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst = lhs * rhs` (or `dst += lhs * rhs` with `accumulate`), `dst` row-major
-/// `[lhs.rows, rhs.cols]`, on the calling thread (callers spread images over threads).
+/// `[lhs.rows, rhs.cols]`, on the calling thread (callers spread images over threads), at the
+/// process's [`precision`].
 pub fn matmul(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(rhs.rows, k, "gemm: inner sizes");
-    assert_eq!(dst.len(), m * n, "gemm: output size");
+    match precision() {
+        Precision::Fp32 => matmul_f32(dst, lhs, rhs, accumulate),
+        Precision::Bf16 => {
+            check_shapes(dst, lhs, rhs);
+            if lhs.rows > 0 && rhs.cols > 0 && lhs.cols > 0 {
+                super::gemm_bf16::matmul_bf16(dst, lhs, rhs, accumulate);
+            } else if lhs.cols == 0 && !accumulate {
+                dst.fill(0.0);
+            }
+        }
+    }
+}
+
+fn check_shapes(dst: &[f32], lhs: Mat, rhs: Mat) {
+    assert_eq!(rhs.rows, lhs.cols, "gemm: inner sizes");
+    assert_eq!(dst.len(), lhs.rows * rhs.cols, "gemm: output size");
     lhs.check("lhs");
     rhs.check("rhs");
+}
+
+/// [`matmul`] in f32 whatever the process's precision.
+pub fn matmul_f32(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    check_shapes(dst, lhs, rhs);
     if m == 0 || n == 0 {
         return;
     }

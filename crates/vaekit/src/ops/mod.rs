@@ -19,6 +19,10 @@
 //! [`FusedAdam`] (see [`adam`]) replace chains of elementwise tensor operations by one pass
 //! each.
 //!
+//! Every matrix product goes through [`gemm::matmul`], which runs in f32 or, after
+//! [`set_precision`]`(Precision::Bf16)` on a CPU with AVX512-BF16, with bf16 operands and f32
+//! accumulation (see [`precision`](mod@precision) and [`gemm_bf16`]).
+//!
 //! Setting the environment variable `VAEKIT_KERNELS=burn` sends every call to burn's own
 //! operations, to compare the two.
 
@@ -28,8 +32,10 @@ pub mod bce;
 pub mod conv2d;
 pub mod fastmath;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod geometry;
 pub mod linear;
+pub mod precision;
 pub mod sigmoid;
 
 use std::sync::OnceLock;
@@ -44,6 +50,7 @@ pub use adam::FusedAdam;
 pub use backend::{Conv2dSpec, ConvTranspose2dSpec, LayerBackend, LayerBackward};
 pub use bce::{BceBackend, BceBackward, softplus};
 pub use conv2d::Activation;
+pub use precision::{Precision, precision, set_precision};
 pub use sigmoid::{SigmoidBackend, SigmoidBackward};
 
 /// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
