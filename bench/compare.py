@@ -12,7 +12,13 @@ training throughput (median over epochs), peak RSS, and the ratios vaekit / PyTo
 --bench times training steps, sampling and the IS estimate with repetitions instead of whole
 epochs (see `vaekit bench --help`), conv (batch 100) and mlp (batch 128), one process per model
 and framework, alternating the two for --rounds rounds (default 3), and prints medians and
-ratios (vaekit / PyTorch; above 1 means vaekit is faster) with the per-round range.
+ratios (vaekit / PyTorch; above 1 means vaekit is faster) with the per-round range, and the
+share of the machine's measured matrix-product peak (torch.mm of 2048 x 2048 matrices, same
+thread count) that each side's rate reaches, from the model's matrix-product FLOPs per image.
+
+  python3 bench/compare.py --bench --precision bf16 [--channels-last]
+      # vaekit --precision bf16 against torch.autocast("cpu", dtype=torch.bfloat16); the peak
+      # is then torch.mm's in bf16
 """
 import argparse
 import json
@@ -46,6 +52,36 @@ def cpu_description(cpuinfo="/proc/cpuinfo"):
     name = " ".join(model.group(1).split()) if model else "unknown CPU"
     listed = " ".join(f for f in FLAGS if f in have) or "none of " + " ".join(FLAGS)
     return f"{name}, {cpus} logical CPUs, flags: {listed}"
+
+
+# Multiply-adds per image of each model's layers, as (name, MACs, first layer): conv and
+# transposed conv: out positions x c_out x c_in x kh x kw (transposed: in positions); dense: in x out.
+LAYERS = {
+    "conv": [("conv1", 14 * 14 * 16 * 1 * 25, True), ("conv2", 7 * 7 * 32 * 16 * 25, False),
+             ("mean+logvar", 2 * 32 * 7 * 7 * 20, False), ("dense", 20 * 32 * 7 * 7, False),
+             ("convT1", 7 * 7 * 32 * 16 * 25, False), ("convT2", 14 * 14 * 16 * 1 * 25, False)],
+    "mlp": [("fc1", 784 * 400, True), ("mean+logvar", 2 * 400 * 20, False), ("fc3", 20 * 400, False),
+            ("fc4", 400 * 784, False)],
+}
+DECODER = {"conv": {"dense", "convT1", "convT2"}, "mlp": {"fc3", "fc4"}}
+
+
+def flops_per_image(model, what):
+    """Matrix-product FLOPs (2 per multiply-add) per image: a training step is the forward
+    pass plus the weight and input gradients (3x), less the first layer's input gradient,
+    which neither side computes; sampling and IS samples run the decoder's forward pass."""
+    if what == "train":
+        return sum(2 * macs * (2 if first else 3) for _, macs, first in LAYERS[model])
+    return sum(2 * macs for name, macs, _ in LAYERS[model] if name in DECODER[model])
+
+
+def matmul_peak(threads, torch_device="cpu"):
+    """The machine's fp32 and bf16 torch.mm GFLOP/s (None when PyTorch fails)."""
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--matmul-peak",
+                        "--threads", str(threads), "--device", torch_device], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def timed(cmd, env=None):
@@ -95,12 +131,19 @@ def main():
     ap.add_argument("--reps", type=int, default=5, help="--bench: repetitions")
     ap.add_argument("--rounds", type=int, default=3,
                     help="--bench: alternating vaekit/PyTorch rounds per model (ratios: median over rounds)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="--bench: both sides' precision (PyTorch: torch.autocast bf16)")
+    ap.add_argument("--channels-last", action="store_true", help="--bench: PyTorch's conv model in NHWC")
+    ap.add_argument("--models", default="conv,mlp", help="--bench: comma-separated models")
+    ap.add_argument("--gpu", action="store_true",
+                    help="--bench: vaekit on --device wgpu, PyTorch on CUDA (bench/gpu.sh; without CUDA, "
+                         "PyTorch stays on the CPU and the table says so)")
     args = ap.parse_args()
 
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "vaekit-cli"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    binary = os.path.join(target, "release", "vaekit")
+    binary = os.environ.get("VAEKIT_BIN") or os.path.join(target, "release", "vaekit")
     print(f"CPU: {cpu_description()}", flush=True)
     if args.bench:
         return bench(binary, args)
@@ -130,31 +173,72 @@ def bench(binary, args):
     both), conv then mlp. Prints the median over rounds of each side's median, and the median
     and range of the per-round ratios."""
     common = ["--steps", str(args.steps), "--reps", str(args.reps)]
-    keys = [("train_img_per_s", "training img/s"), ("sample_img_per_s", "sampling img/s"),
-            ("iw_samples_per_s", "IS samples/s")]
-    print(f"data: {args.data} | vaekit: burn Flex (CPU), release build | PyTorch {args.threads} threads | "
+    keys = [("train_img_per_s", "training img/s", "train"), ("sample_img_per_s", "sampling img/s", "sample"),
+            ("iw_samples_per_s", "IS samples/s", "sample")]
+    vaekit_device, torch_device = "cpu", "cpu"
+    if args.gpu:
+        vaekit_device = "wgpu"
+        torch_device = "cuda" if torch_has_cuda() else "cpu"
+    peak = matmul_peak(args.threads, torch_device)
+    peak_gflops = peak and peak[f"{args.precision}_gflops"]
+    if peak:
+        print(f"matrix-product peak (torch.mm 2048^2 on {torch_device}, {args.threads} threads): "
+              f"fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s; "
+              f"'% peak' below is of {args.precision}")
+    else:
+        print("no PyTorch: vaekit's figures only")
+    torch_opts = ["--precision", args.precision, "--device", torch_device] + \
+        (["--channels-last"] if args.channels_last else [])
+    backend = "burn Flex (CPU)" if vaekit_device == "cpu" else f"burn {vaekit_device}"
+    print(f"data: {args.data} | vaekit: {backend}, release build, --precision {args.precision} | "
+          f"PyTorch {args.threads} threads, {' '.join(torch_opts)} | "
           f"{args.rounds} alternating rounds of {args.reps} repetitions ({args.steps} training steps each)")
-    print(f"{'model':6} {'measure':16} | {'vaekit':>9} {'pytorch':>9} {'ratio':>6} {'(per-round range)':>18}")
-    for model, batch in [("conv", 100), ("mlp", 128)]:
+    print(f"{'model':6} {'measure':16} | {'vaekit':>9} {'pytorch':>9} {'ratio':>6} {'(per-round range)':>18} | "
+          f"{'% peak vaekit':>13} {'pytorch':>8}")
+    batches = {"conv": 100, "mlp": 128}
+    for model in args.models.split(","):
+        batch = batches[model]
         rounds = []
         for _ in range(args.rounds):
-            out = subprocess.run([binary, "bench", "--model", model, "--data-dir", args.data, "--json"] + common,
-                                 capture_output=True, text=True, check=True).stdout
-            v = json.loads(out.strip().splitlines()[-1])
-            out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--bench",
-                                  "--model", model, "--batch-size", str(batch), "--data", args.data,
-                                  "--threads", str(args.threads)] + common,
-                                 capture_output=True, text=True, check=True).stdout
-            rounds.append((v, json.loads(out.strip().splitlines()[-1])))
-        for key, label in keys:
+            v = run_json([binary, "bench", "--model", model, "--data-dir", args.data, "--json",
+                          "--precision", args.precision, "--device", vaekit_device] + common)
+            t = None
+            if peak:
+                t = run_json([sys.executable, os.path.join(ROOT, "bench", "pytorch_vae.py"), "--bench",
+                              "--model", model, "--batch-size", str(batch), "--data", args.data,
+                              "--threads", str(args.threads)] + common + torch_opts)
+            rounds.append((v, t))
+        for key, label, what in keys:
             a = statistics.median(v[key]["median"] for v, _ in rounds)
+            if not peak:
+                print(f"{model:6} {label:16} | {a:>9.0f}")
+                continue
             b = statistics.median(t[key]["median"] for _, t in rounds)
             ratios = [v[key]["median"] / t[key]["median"] for v, t in rounds]
+            share = ""
+            if peak_gflops:
+                f = flops_per_image(model, what) / 1e9 / peak_gflops * 100
+                share = f" | {a * f:>12.1f}% {b * f:>7.1f}%"
             print(f"{model:6} {label:16} | {a:>9.0f} {b:>9.0f} {statistics.median(ratios):>5.2f}x "
-                  f"{min(ratios):>8.2f}-{max(ratios):.2f}x")
+                  f"{min(ratios):>8.2f}-{max(ratios):.2f}x{share}")
         a = max(v["peak_rss_mib"] for v, _ in rounds)
-        b = max(t["peak_rss_mib"] for _, t in rounds)
-        print(f"{model:6} {'peak RSS MiB':16} | {a:>9.0f} {b:>9.0f} {a / b:>5.2f}x")
+        if peak:
+            b = max(t["peak_rss_mib"] for _, t in rounds)
+            print(f"{model:6} {'peak RSS MiB':16} | {a:>9.0f} {b:>9.0f} {a / b:>5.2f}x")
+
+
+def run_json(cmd):
+    """Runs cmd and returns its last stdout line as JSON; exits with its stderr on failure."""
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr.strip()}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def torch_has_cuda():
+    p = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                       capture_output=True, text=True)
+    return p.returncode == 0 and p.stdout.strip() == "True"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,17 @@ the first 100 test images; it prints one JSON line with the median and every rep
 rate and the peak RSS.
 
   python3 bench/pytorch_vae.py --bench --model mlp --batch-size 128
+
+--precision bf16 runs every forward pass (training, sampling, IS) under
+torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's own mixed precision: bf16 products with
+fp32 accumulation and fp32 master weights; the loss is taken in fp32. --channels-last stores the
+conv model's weights and images in the NHWC layout (oneDNN's preferred one).
+--device cuda runs everything on an NVIDIA GPU (bench/gpu.sh).
+
+--matmul-peak instead prints the machine's measured matrix-product peak (torch.mm of 2048 x 2048
+matrices, fp32 and, where the CPU has it, bf16) in GFLOP/s on --threads threads, as one JSON line.
 """
+import contextlib
 import math
 import argparse
 import resource
@@ -96,32 +106,77 @@ class MlpVAE(nn.Module):
         return self.fc4(F.relu(self.fc3(z))).view(-1, 1, 28, 28)
 
 
-def neg_elbo_terms(model, x):
-    mu, logvar = model.encode(x)
-    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-    logits = model.decode(z)
+PRECISION = {"fp32": None, "bf16": torch.bfloat16}
+
+
+# Where tensors live (--device): "cpu" or "cuda".
+DEVICE = "cpu"
+
+
+def autocast(precision):
+    """The context that runs forward passes at `precision` (nothing for fp32)."""
+    dtype = PRECISION[precision]
+    return torch.autocast(DEVICE, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def sync():
+    """Waits for the device's queued work (timings on CUDA)."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(threads, size=2048, reps=5):
+    """GFLOP/s of torch.mm on size x size matrices, best of reps, for fp32 and bf16 (on CUDA
+    fp32 without TF32, PyTorch's default)."""
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]:
+        a = torch.randn(size, size, device=DEVICE).to(dtype)
+        b = torch.randn(size, size, device=DEVICE).to(dtype)
+        torch.mm(a, b)
+        sync()
+        best = 0.0
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            sync()
+            best = max(best, 2 * size**3 / (time.perf_counter() - t0) / 1e9)
+        out[f"{name}_gflops"] = best
+    return out
+
+
+def neg_elbo_terms(model, x, precision="fp32"):
+    with autocast(precision):
+        mu, logvar = model.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        logits = model.decode(z)
+    mu, logvar, logits = mu.float(), logvar.float(), logits.float()
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
     return recon, kl
 
 
 @torch.no_grad()
-def iw_nll(model, x, k, rows=5000):
+def iw_nll(model, x, k, rows=5000, precision="fp32"):
     """-log p(x) per image, estimated with k importance samples: the encoder runs once per
     batch, samples are decoded `rows` (image, sample) pairs at a time, and the log weights are
     reduced with a running log-sum-exp."""
     b = x.shape[0]
-    mu, logvar = model.encode(x)
+    with autocast(precision):
+        mu, logvar = model.encode(x)
+    mu, logvar = mu.float(), logvar.float()
     std = torch.exp(0.5 * logvar)
-    acc = torch.full((b,), -math.inf, dtype=torch.float64)
+    acc = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)
     chunk = max(1, rows // b)
     done = 0
     log2pi = math.log(2 * math.pi)
     while done < k:
         kk = min(chunk, k - done)
-        eps = torch.randn(kk, b, mu.shape[1])
+        eps = torch.randn(kk, b, mu.shape[1], device=x.device)
         z = mu + std * eps  # [kk, b, latent]
-        logits = model.decode(z.reshape(kk * b, -1))
+        with autocast(precision):
+            logits = model.decode(z.reshape(kk * b, -1))
+        logits = logits.float()
         xs = x.unsqueeze(0).expand(kk, *x.shape).reshape(kk * b, *x.shape[1:])
         log_px_z = -F.binary_cross_entropy_with_logits(logits, xs, reduction="none").flatten(1).sum(1).view(kk, b)
         log_pz = (-0.5 * (z.pow(2) + log2pi)).sum(2)
@@ -151,7 +206,18 @@ def main():
     ap.add_argument("--steps", type=int, default=50, help="--bench: timed training steps per repetition")
     ap.add_argument("--reps", type=int, default=5, help="--bench: repetitions (medians reported)")
     ap.add_argument("--warmup", type=int, default=5, help="--bench: untimed training steps first")
+    ap.add_argument("--precision", choices=sorted(PRECISION), default="fp32",
+                    help="bf16: forward passes under torch.autocast (bf16 products, fp32 weights)")
+    ap.add_argument("--channels-last", action="store_true", help="conv: NHWC weights and images")
+    ap.add_argument("--matmul-peak", action="store_true", help="print torch.mm's GFLOP/s and exit")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+
+    if args.matmul_peak:
+        print(json.dumps({"threads": args.threads, **matmul_peak(args.threads)}))
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -162,7 +228,12 @@ def main():
     dynamic = args.binarize == "dynamic"
     if dynamic:
         xte = torch.bernoulli(xte, generator=torch.Generator().manual_seed(args.seed))
-    model = ConvVAE() if args.model == "conv" else MlpVAE()
+    model = (ConvVAE() if args.model == "conv" else MlpVAE()).to(DEVICE)
+    xtr, xte = xtr.to(DEVICE), xte.to(DEVICE)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        xtr = xtr.contiguous(memory_format=torch.channels_last)
+        xte = xte.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-8)
     if args.bench:
         return bench(args, model, opt, xtr, xte)
@@ -177,7 +248,7 @@ def main():
             x = xtr[perm[i : i + args.batch_size]]
             if dynamic:
                 x = torch.bernoulli(x)
-            recon, kl = neg_elbo_terms(model, x)
+            recon, kl = neg_elbo_terms(model, x, args.precision)
             loss = (recon + kl).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -191,7 +262,7 @@ def main():
             r = k = 0.0
             with torch.no_grad():
                 for i in range(0, xte.shape[0], 500):
-                    recon, kl = neg_elbo_terms(model, xte[i : i + 500])
+                    recon, kl = neg_elbo_terms(model, xte[i : i + 500], args.precision)
                     r += recon.sum().item()
                     k += kl.sum().item()
             m = xte.shape[0]
@@ -204,11 +275,12 @@ def main():
     for j, k in enumerate(args.iw):
         xiw = xte[: limits[j]] if j < len(limits) else xte
         t0 = time.perf_counter()
-        nll = torch.cat([iw_nll(model, xiw[i : i + 100], k) for i in range(0, xiw.shape[0], 100)]).mean().item()
+        nll = torch.cat([iw_nll(model, xiw[i : i + 100], k, precision=args.precision) for i in range(0, xiw.shape[0], 100)]).mean().item()
         line = {"iw_k": k, "nll": nll, "images": xiw.shape[0], "seconds": time.perf_counter() - t0}
         iw.append(line)
         print(json.dumps(line), flush=True)
     summary = {"framework": f"pytorch {torch.__version__}", "model": args.model, "threads": torch.get_num_threads(),
+               "precision": args.precision, "channels_last": args.channels_last,
                "epochs": args.epochs, "binarize": args.binarize, "final": results[-1], "iw": iw,
                "median_images_per_sec": float(np.median([r["images_per_sec"] for r in results]))}
     print(json.dumps({"summary": summary}))
@@ -228,7 +300,7 @@ def bench(args, model, opt, xtr, xte):
         model.train()
         for _ in range(count):
             start = (step * b) % (n - b + 1)
-            recon, kl = neg_elbo_terms(model, xtr[perm[start : start + b]])
+            recon, kl = neg_elbo_terms(model, xtr[perm[start : start + b]], args.precision)
             loss = (recon + kl).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -248,15 +320,20 @@ def bench(args, model, opt, xtr, xte):
         for _ in range(args.reps):
             t0 = time.perf_counter()
             for _ in range(2):
-                torch.sigmoid(model.decode(torch.randn(500, 20)))
+                with autocast(args.precision):
+                    logits = model.decode(torch.randn(500, 20, device=DEVICE))
+                torch.sigmoid(logits.float())
+            sync()
             sample.append(1000 / (time.perf_counter() - t0))
     iw = []
     for _ in range(args.reps):
         t0 = time.perf_counter()
-        iw_nll(model, xte[:100], 100)
+        iw_nll(model, xte[:100], 100, precision=args.precision)
+        sync()
         iw.append(100 * 100 / (time.perf_counter() - t0))
-    print(json.dumps({"framework": f"pytorch {torch.__version__}", "model": args.model, "batch_size": b,
-                      "threads": torch.get_num_threads(), "train_img_per_s": rate(train),
+    print(json.dumps({"framework": f"pytorch {torch.__version__}", "device": DEVICE, "model": args.model, "batch_size": b,
+                      "threads": torch.get_num_threads(), "precision": args.precision,
+                      "channels_last": args.channels_last, "train_img_per_s": rate(train),
                       "sample_img_per_s": rate(sample), "iw_samples_per_s": rate(iw),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
