@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{Mat, matmul};
+use super::gemm::{Mat, SharedLhs, matmul, matmul_lhs};
 use super::geometry::{ColumnMap, ConvGeometry};
 
 /// An elementwise activation applied to a convolution's output inside the same operation.
@@ -183,7 +183,7 @@ pub fn conv2d_forward(
     assert_eq!(weight.len(), out_channels * k, "conv2d: weight size");
     assert_eq!(bias.len(), out_channels, "conv2d: bias size");
     let map = ColumnMap::new(g);
-    let w = Mat::row_major(weight, out_channels, k);
+    let w = SharedLhs::new(Mat::row_major(weight, out_channels, k));
     let mut y = vec![0.0; batch * out_channels * p];
     y.par_chunks_mut((out_channels * p).max(1))
         .enumerate()
@@ -194,7 +194,7 @@ pub fn conv2d_forward(
                 let cols = &mut cols[..k * p];
                 map.im2col(&x[n * img..(n + 1) * img], scratch, cols);
                 fill_rows(y_n, bias);
-                matmul(y_n, w, Mat::row_major(cols, k, p), true);
+                matmul_lhs(y_n, &w, Mat::row_major(cols, k, p), true);
                 act.apply(y_n);
             },
         );
@@ -229,7 +229,7 @@ pub fn conv2d_backward(
         "conv2d backward: grad size"
     );
     let map = ColumnMap::new(g);
-    let w = Mat::row_major(weight, out_channels, k);
+    let w_t = need_x.then(|| SharedLhs::new(Mat::row_major(weight, out_channels, k).t()));
     let mut x_grad = need_x.then(|| vec![0.0; x.len()]);
     let total = backward_over_images(
         batch,
@@ -250,8 +250,8 @@ pub fn conv2d_backward(
             let matrix = &mut cols[..k * p];
             map.im2col(&x[n * img..(n + 1) * img], scratch, matrix);
             matmul(weight, g_mat, Mat::row_major(matrix, k, p).t(), true);
-            if let Some(gx_n) = gx_n {
-                matmul(matrix, w.t(), g_mat, false);
+            if let (Some(gx_n), Some(w_t)) = (gx_n, &w_t) {
+                matmul_lhs(matrix, w_t, g_mat, false);
                 map.col2im_add(cols, gx_n);
             }
         },
@@ -287,15 +287,15 @@ pub fn conv_transpose2d_forward(
     );
     assert_eq!(bias.len(), g.channels, "conv_transpose2d: bias size");
     let map = ColumnMap::new(g);
-    let w_t = Mat::row_major(weight, in_channels, k).t();
+    let w_t = SharedLhs::new(Mat::row_major(weight, in_channels, k).t());
     let mut y = vec![0.0; batch * img];
     y.par_chunks_mut(img.max(1)).enumerate().for_each_init(
         || Work::new(&map, 0, 0),
         |work, (n, y_n)| {
             let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
-            matmul(
+            matmul_lhs(
                 work.matrix(),
-                w_t,
+                &w_t,
                 Mat::row_major(x_n, in_channels, p),
                 false,
             );
@@ -339,7 +339,7 @@ pub fn conv_transpose2d_backward(
         "conv_transpose2d backward: grad size"
     );
     let map = ColumnMap::new(g);
-    let w = Mat::row_major(weight, in_channels, k);
+    let w = need_x.then(|| SharedLhs::new(Mat::row_major(weight, in_channels, k)));
     let mut x_grad = need_x.then(|| vec![0.0; x.len()]);
     let total = backward_over_images(
         batch,
@@ -361,8 +361,8 @@ pub fn conv_transpose2d_backward(
             let cols = Mat::row_major(matrix, k, p);
             let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
             matmul(weight, Mat::row_major(x_n, in_channels, p), cols.t(), true);
-            if let Some(gx_n) = gx_n {
-                matmul(gx_n, w, cols, false);
+            if let (Some(gx_n), Some(w)) = (gx_n, &w) {
+                matmul_lhs(gx_n, w, cols, false);
             }
         },
     );

@@ -2,6 +2,7 @@
 //! picks AVX-512, AVX2+FMA or scalar code at run time), or bf16 with f32 accumulation
 //! ([`super::gemm_bf16`]) when the process runs at [`Precision::Bf16`].
 
+use super::gemm_bf16::{PackedLhs, PackedRhs, matmul_bf16_lhs, matmul_bf16_rhs};
 use super::precision::{Precision, precision};
 
 /// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
@@ -37,7 +38,7 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn check(&self, what: &str) {
+    pub(crate) fn check(&self, what: &str) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
             assert!(last < self.data.len(), "gemm: {what} view out of bounds");
@@ -59,6 +60,61 @@ pub fn matmul(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
                 dst.fill(0.0);
             }
         }
+    }
+}
+
+/// A left operand of many products (a layer's weight, for every image of a batch): at bf16
+/// it is converted and packed once here instead of in every product.
+pub struct SharedLhs<'a> {
+    view: Mat<'a>,
+    packed: Option<PackedLhs>,
+}
+
+impl<'a> SharedLhs<'a> {
+    pub fn new(view: Mat<'a>) -> Self {
+        let bf16 = precision() == Precision::Bf16 && view.rows > 0 && view.cols > 0;
+        SharedLhs {
+            view,
+            packed: bf16.then(|| PackedLhs::new(view)),
+        }
+    }
+}
+
+/// A right operand of many products, packed once at bf16 (see [`SharedLhs`]).
+pub struct SharedRhs<'a> {
+    view: Mat<'a>,
+    packed: Option<PackedRhs>,
+}
+
+impl<'a> SharedRhs<'a> {
+    pub fn new(view: Mat<'a>) -> Self {
+        let bf16 = precision() == Precision::Bf16 && view.rows > 0 && view.cols > 0;
+        SharedRhs {
+            view,
+            packed: bf16.then(|| PackedRhs::new(view)),
+        }
+    }
+}
+
+/// [`matmul`] with a shared left operand.
+pub fn matmul_lhs(dst: &mut [f32], lhs: &SharedLhs, rhs: Mat, accumulate: bool) {
+    match &lhs.packed {
+        Some(packed) if rhs.cols > 0 => {
+            check_shapes(dst, lhs.view, rhs);
+            matmul_bf16_lhs(dst, packed, rhs, accumulate);
+        }
+        _ => matmul(dst, lhs.view, rhs, accumulate),
+    }
+}
+
+/// [`matmul`] with a shared right operand.
+pub fn matmul_rhs(dst: &mut [f32], lhs: Mat, rhs: &SharedRhs, accumulate: bool) {
+    match &rhs.packed {
+        Some(packed) if lhs.rows > 0 => {
+            check_shapes(dst, lhs, rhs.view);
+            matmul_bf16_rhs(dst, lhs, packed, accumulate);
+        }
+        _ => matmul(dst, lhs, rhs.view, accumulate),
     }
 }
 

@@ -73,13 +73,11 @@ pub fn amx_available() -> bool {
     amx::available()
 }
 
-/// [`matmul_bf16`] on AMX tiles (`amx`, which needs [`amx_available`]) or AVX512-BF16.
-fn matmul_bf16_on(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, amx: bool) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    debug_assert!(available() && (!amx || amx::available()));
-    // AMX reads whole tiles: 16 k-pairs per tile row, blocks of 32 rows and 2 panels, all
-    // padded with zeros.
-    let (kp, rows, panels) = if amx {
+/// The packed sizes of an `m x k` by `k x n` product: pairs per row (and per panel), rows of
+/// the left operand, panels of the right one. AMX reads whole tiles: 16 k-pairs per tile row,
+/// blocks of 32 rows and 2 panels, all padded with zeros.
+fn layout(m: usize, k: usize, n: usize, amx: bool) -> (usize, usize, usize) {
+    if amx {
         (
             k.div_ceil(2).next_multiple_of(amx::PAIRS),
             m.next_multiple_of(2 * amx::ROWS),
@@ -87,7 +85,145 @@ fn matmul_bf16_on(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, amx: bo
         )
     } else {
         (k.div_ceil(2), m, n.div_ceil(LANES))
-    };
+    }
+}
+
+/// A left operand packed once for many products (a layer's weight, used for every image).
+pub struct PackedLhs {
+    a: Vec<u32>,
+    rows: usize,
+    cols: usize,
+    kp: usize,
+    amx: bool,
+}
+
+impl PackedLhs {
+    /// Packs `lhs` for this process's kernel. Needs [`available`].
+    pub fn new(lhs: Mat) -> Self {
+        assert!(available(), "bf16 products need AVX512-BF16");
+        let amx = amx::available();
+        let (kp, rows, _) = layout(lhs.rows, lhs.cols, 0, amx);
+        let mut a = vec![0; rows * kp];
+        lhs.check("lhs");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `a` holds rows * kp zeroed pairs, the view is in bounds, the CPU has the
+        // instructions.
+        unsafe {
+            kernel::pack_lhs(lhs, kp, &mut a)
+        };
+        PackedLhs {
+            a,
+            rows: lhs.rows,
+            cols: lhs.cols,
+            kp,
+            amx,
+        }
+    }
+}
+
+/// A right operand packed once for many products.
+pub struct PackedRhs {
+    b: Vec<u32>,
+    rows: usize,
+    cols: usize,
+    kp: usize,
+    amx: bool,
+}
+
+impl PackedRhs {
+    /// Packs `rhs` for this process's kernel. Needs [`available`].
+    pub fn new(rhs: Mat) -> Self {
+        assert!(available(), "bf16 products need AVX512-BF16");
+        let amx = amx::available();
+        let (kp, _, panels) = layout(0, rhs.rows, rhs.cols, amx);
+        let mut b = vec![0; panels * kp * LANES];
+        rhs.check("rhs");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `b` holds panels * kp * 16 zeroed pairs, the view is in bounds, the CPU has
+        // the instructions.
+        unsafe {
+            kernel::pack_rhs(rhs, kp, &mut b)
+        };
+        PackedRhs {
+            b,
+            rows: rhs.rows,
+            cols: rhs.cols,
+            kp,
+            amx,
+        }
+    }
+}
+
+/// The product of packed operands (same `kp` and kernel), written to `dst` `[m, n]`.
+fn product(
+    dst: &mut [f32],
+    a: &[u32],
+    b: &[u32],
+    m: usize,
+    n: usize,
+    kp: usize,
+    amx: bool,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n, "gemm: output size");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `a` and `b` were packed with this `kp` and kernel's layout for m rows and n
+    // columns (so they hold what the kernels read), `dst` holds m * n values and every store is
+    // masked to rows below m and columns below n; packing checked the instructions.
+    unsafe {
+        if amx {
+            amx::product(a, b, dst, m, n, kp, accumulate);
+        } else {
+            kernel::product(a, b, dst, m, n, kp, accumulate);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (dst, a, b, m, n, kp, amx, accumulate);
+}
+
+/// `dst (+)= lhs * rhs` with a packed left operand; `rhs` is packed here.
+pub(crate) fn matmul_bf16_lhs(dst: &mut [f32], lhs: &PackedLhs, rhs: Mat, accumulate: bool) {
+    assert_eq!(rhs.rows, lhs.cols, "gemm: inner sizes");
+    rhs.check("rhs");
+    let (_, _, panels) = layout(0, rhs.rows, rhs.cols, lhs.amx);
+    let kp = lhs.kp;
+    PACKED.with(|cell| {
+        let (_, b) = &mut *cell.borrow_mut();
+        b.clear();
+        b.resize(panels * kp * LANES, 0);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `PackedRhs::new`.
+        unsafe {
+            kernel::pack_rhs(rhs, kp, b)
+        };
+        product(dst, &lhs.a, b, lhs.rows, rhs.cols, kp, lhs.amx, accumulate);
+    });
+}
+
+/// `dst (+)= lhs * rhs` with a packed right operand; `lhs` is packed here.
+pub(crate) fn matmul_bf16_rhs(dst: &mut [f32], lhs: Mat, rhs: &PackedRhs, accumulate: bool) {
+    assert_eq!(rhs.rows, lhs.cols, "gemm: inner sizes");
+    lhs.check("lhs");
+    let (_, rows, _) = layout(lhs.rows, lhs.cols, 0, rhs.amx);
+    let kp = rhs.kp;
+    PACKED.with(|cell| {
+        let (a, _) = &mut *cell.borrow_mut();
+        a.clear();
+        a.resize(rows * kp, 0);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `PackedLhs::new`.
+        unsafe {
+            kernel::pack_lhs(lhs, kp, a)
+        };
+        product(dst, a, &rhs.b, lhs.rows, rhs.cols, kp, rhs.amx, accumulate);
+    });
+}
+
+/// [`matmul_bf16`] on AMX tiles (`amx`, which needs [`amx_available`]) or AVX512-BF16.
+fn matmul_bf16_on(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, amx: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    debug_assert!(available() && (!amx || amx::available()));
+    let (kp, rows, panels) = layout(m, k, n, amx);
     PACKED.with(|cell| {
         let (a, b) = &mut *cell.borrow_mut();
         a.clear();
@@ -95,19 +231,13 @@ fn matmul_bf16_on(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, amx: bo
         b.clear();
         b.resize(panels * kp * LANES, 0);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the buffers have at least the sizes the packers fill, zeroed, the views were
-        // bounds-checked by the caller, and the CPU has the instructions. `a` holds `rows * kp`
-        // pairs and `b` `panels * kp * 16`, as the kernels read them; `dst` holds m * n values
-        // and every store is masked to rows below m and columns below n.
+        // SAFETY: the buffers have the sizes the packers fill, zeroed, the views were
+        // bounds-checked by the caller, and the CPU has the instructions.
         unsafe {
             kernel::pack_lhs(lhs, kp, a);
             kernel::pack_rhs(rhs, kp, b);
-            if amx {
-                amx::product(a, b, dst, m, n, kp, accumulate);
-            } else {
-                kernel::product(a, b, dst, m, n, kp, accumulate);
-            }
         }
+        product(dst, a, b, m, n, kp, amx, accumulate);
     });
 }
 

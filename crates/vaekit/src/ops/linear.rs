@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::conv2d::{Activation, ConvGrads};
-use super::gemm::{Mat, matmul};
+use super::gemm::{Mat, SharedRhs, matmul_rhs};
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 16;
@@ -50,12 +50,17 @@ pub fn linear_forward(
     for _ in 0..m {
         y.extend_from_slice(bias);
     }
-    let w = Mat::row_major(weight, k, n);
+    let w = SharedRhs::new(Mat::row_major(weight, k, n));
     let rows = rows_per_task(m, m * k * n);
     y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y_t)| {
         let r0 = t * rows;
         let r = y_t.len() / n;
-        matmul(y_t, Mat::row_major(&x[r0 * k..(r0 + r) * k], r, k), w, true);
+        matmul_rhs(
+            y_t,
+            Mat::row_major(&x[r0 * k..(r0 + r) * k], r, k),
+            &w,
+            true,
+        );
         act.apply(y_t);
     });
     y
@@ -97,6 +102,7 @@ pub fn linear_backward(
     // dW [k, n] = x^T [k, m] g [m, n], by blocks of dW's rows (x's columns).
     let mut dw = vec![0.0f32; k * n];
     if n > 0 {
+        let g_shared = SharedRhs::new(Mat::row_major(g, m, n));
         let rows = rows_per_task(k, m * k * n);
         dw.par_chunks_mut(rows * n)
             .enumerate()
@@ -111,24 +117,24 @@ pub fn linear_backward(
                     row_stride: 1,
                     col_stride: k,
                 };
-                matmul(dw_t, xt, Mat::row_major(g, m, n), false);
+                matmul_rhs(dw_t, xt, &g_shared, false);
             });
     }
     // dx [m, k] = g [m, n] W^T [n, k], by blocks of rows.
     let dx = need_x.then(|| {
         let mut dx = vec![0.0f32; m * k];
         if k > 0 {
-            let wt = Mat::row_major(weight, k, n).t();
+            let wt = SharedRhs::new(Mat::row_major(weight, k, n).t());
             let rows = rows_per_task(m, m * k * n);
             dx.par_chunks_mut(rows * k)
                 .enumerate()
                 .for_each(|(t, dx_t)| {
                     let r0 = t * rows;
                     let r = dx_t.len() / k;
-                    matmul(
+                    matmul_rhs(
                         dx_t,
                         Mat::row_major(&g[r0 * n..(r0 + r) * n], r, n),
-                        wt,
+                        &wt,
                         false,
                     );
                 });
