@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::buffer::zeroed;
 use super::gemm::{Mat, SharedLhs, matmul, matmul_lhs};
 use super::geometry::{ColumnMap, ConvGeometry};
 
@@ -182,9 +183,9 @@ pub fn conv2d_forward(
     assert_eq!(x.len(), batch * img, "conv2d: input size");
     assert_eq!(weight.len(), out_channels * k, "conv2d: weight size");
     assert_eq!(bias.len(), out_channels, "conv2d: bias size");
-    let map = ColumnMap::new(g);
+    let map = ColumnMap::shared(g);
     let w = SharedLhs::new(Mat::row_major(weight, out_channels, k));
-    let mut y = vec![0.0; batch * out_channels * p];
+    let mut y = zeroed(batch * out_channels * p);
     y.par_chunks_mut((out_channels * p).max(1))
         .enumerate()
         .for_each_init(
@@ -228,9 +229,9 @@ pub fn conv2d_backward(
         batch * out_channels * p,
         "conv2d backward: grad size"
     );
-    let map = ColumnMap::new(g);
+    let map = ColumnMap::shared(g);
     let w_t = need_x.then(|| SharedLhs::new(Mat::row_major(weight, out_channels, k).t()));
-    let mut x_grad = need_x.then(|| vec![0.0; x.len()]);
+    let mut x_grad = need_x.then(|| zeroed(x.len()));
     let total = backward_over_images(
         batch,
         img,
@@ -286,9 +287,9 @@ pub fn conv_transpose2d_forward(
         "conv_transpose2d: weight size"
     );
     assert_eq!(bias.len(), g.channels, "conv_transpose2d: bias size");
-    let map = ColumnMap::new(g);
+    let map = ColumnMap::shared(g);
     let w_t = SharedLhs::new(Mat::row_major(weight, in_channels, k).t());
-    let mut y = vec![0.0; batch * img];
+    let mut y = zeroed(batch * img);
     y.par_chunks_mut(img.max(1)).enumerate().for_each_init(
         || Work::new(&map, 0, 0),
         |work, (n, y_n)| {
@@ -338,9 +339,9 @@ pub fn conv_transpose2d_backward(
         batch * img,
         "conv_transpose2d backward: grad size"
     );
-    let map = ColumnMap::new(g);
+    let map = ColumnMap::shared(g);
     let w = need_x.then(|| SharedLhs::new(Mat::row_major(weight, in_channels, k)));
-    let mut x_grad = need_x.then(|| vec![0.0; x.len()]);
+    let mut x_grad = need_x.then(|| zeroed(x.len()));
     let total = backward_over_images(
         batch,
         in_channels * p,

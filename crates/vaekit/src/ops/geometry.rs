@@ -8,10 +8,13 @@
 //! col2im is its adjoint: it adds a column matrix back into the image, which is what a
 //! transposed convolution and the input gradient of a convolution need.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 /// Sizes and steps of one 2-D convolution (the same for every image of a batch).
 ///
 /// `padding` is the top and left padding; the bottom and right ones follow from the sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvGeometry {
     /// Input channels of the convolution.
     pub channels: usize,
@@ -76,6 +79,10 @@ const PAD_SLOTS: usize = 16;
 /// elements that read it, `fan_in` of them (padded with the index of a zero slot after the
 /// matrix), so it sums a fixed number of loads per pixel instead of scattering
 /// read-modify-writes or looping a varying number of times.
+/// Column maps [`ColumnMap::shared`] keeps (a model has a handful of geometries; a program
+/// that runs many different ones rebuilds them).
+pub const CACHED_MAPS: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct ColumnMap {
     geometry: ConvGeometry,
@@ -85,6 +92,24 @@ pub struct ColumnMap {
 }
 
 impl ColumnMap {
+    /// The map of `g`, built once per process and geometry (a training step asks for the same
+    /// few maps in every layer call; building one took as long as a layer's im2col) and kept
+    /// for the next call. At most [`CACHED_MAPS`] are kept.
+    pub fn shared(g: &ConvGeometry) -> Arc<ColumnMap> {
+        static MAPS: OnceLock<Mutex<HashMap<ConvGeometry, Arc<ColumnMap>>>> = OnceLock::new();
+        let maps = MAPS.get_or_init(Default::default);
+        if let Some(map) = maps.lock().unwrap_or_else(|e| e.into_inner()).get(g) {
+            return map.clone();
+        }
+        let map = Arc::new(ColumnMap::new(g));
+        let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+        if maps.len() >= CACHED_MAPS {
+            maps.clear();
+        }
+        maps.insert(*g, map.clone());
+        map
+    }
+
     pub fn new(g: &ConvGeometry) -> Self {
         let [in_h, in_w] = g.in_size;
         let [out_h, out_w] = g.out_size;

@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::buffer::zeroed;
 use super::conv2d::{Activation, ConvGrads};
 use super::gemm::{Mat, SharedRhs, matmul_rhs};
 
@@ -45,16 +46,16 @@ pub fn linear_forward(
     if n == 0 {
         return Vec::new();
     }
-    // Every row starts as the bias; the product is added to it.
-    let mut y = Vec::with_capacity(m * n);
-    for _ in 0..m {
-        y.extend_from_slice(bias);
-    }
+    // Every row starts as the bias (written by the task that owns it); the product is added.
+    let mut y = zeroed(m * n);
     let w = SharedRhs::new(Mat::row_major(weight, k, n));
     let rows = rows_per_task(m, m * k * n);
     y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y_t)| {
         let r0 = t * rows;
         let r = y_t.len() / n;
+        for row in y_t.chunks_exact_mut(n) {
+            row.copy_from_slice(bias);
+        }
         matmul_rhs(
             y_t,
             Mat::row_major(&x[r0 * k..(r0 + r) * k], r, k),
@@ -100,7 +101,7 @@ pub fn linear_backward(
         }
     }
     // dW [k, n] = x^T [k, m] g [m, n], by blocks of dW's rows (x's columns).
-    let mut dw = vec![0.0f32; k * n];
+    let mut dw = zeroed(k * n);
     if n > 0 {
         let g_shared = SharedRhs::new(Mat::row_major(g, m, n));
         let rows = rows_per_task(k, m * k * n);
@@ -122,7 +123,7 @@ pub fn linear_backward(
     }
     // dx [m, k] = g [m, n] W^T [n, k], by blocks of rows.
     let dx = need_x.then(|| {
-        let mut dx = vec![0.0f32; m * k];
+        let mut dx = zeroed(m * k);
         if k > 0 {
             let wt = SharedRhs::new(Mat::row_major(weight, k, n).t());
             let rows = rows_per_task(m, m * k * n);

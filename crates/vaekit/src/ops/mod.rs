@@ -29,6 +29,7 @@
 pub mod adam;
 mod backend;
 pub mod bce;
+mod buffer;
 pub mod conv2d;
 pub mod fastmath;
 pub mod gemm;
