@@ -1911,6 +1911,46 @@ fn bench_times_training_sampling_and_is_with_repetitions() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
+#[test]
+fn bench_at_bf16_reports_the_precision_in_force() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let args = [
+        "--precision",
+        "bf16",
+        "bench",
+        "--model",
+        "mlp",
+        "--data-dir",
+        d,
+        "--steps",
+        "2",
+        "--reps",
+        "1",
+        "--warmup",
+        "1",
+        "--json",
+    ];
+    let out = vaekit(&args, &f.root);
+    assert!(out.status.success());
+    let j = json(&String::from_utf8(out.stdout).unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if vaekit::ops::precision::bf16_supported() {
+        assert_eq!(j["precision"], "bf16");
+        assert!(err.trim().is_empty(), "{err}");
+    } else {
+        // Said once, and the run goes on in fp32.
+        assert_eq!(j["precision"], "fp32");
+        assert_eq!(err.matches("no AVX512-BF16").count(), 1, "{err}");
+    }
+    let j = json(&ok(&args[2..], &f.root));
+    assert_eq!(j["precision"], "fp32");
+    // An unknown precision is clap's usage error, naming it.
+    let out = vaekit(&["--precision", "fp16", "bench", "--data-dir", d], &f.root);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fp16"));
+}
+
 /// Run folders written by vaekit before the models were composed of parts (commit 174f5f5):
 /// `tests/fixtures/v0.1-runs/` holds two, made by `tests/fixtures/make-v0.1-runs.sh` on the bars
 /// data below, with what that version's `eval --json` and `train --resume --epochs 2` printed.
