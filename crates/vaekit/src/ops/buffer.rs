@@ -10,15 +10,36 @@ use rayon::prelude::*;
 /// Elements per task; below this the calling thread zeroes the buffer itself.
 const CHUNK: usize = 1 << 15;
 
-/// `vec![0.0; len]`, the zeroing spread over the threads when `len` is large.
-pub fn zeroed(len: usize) -> Vec<f32> {
+/// `vec![zero; len]` (`T::default()`: 0.0, 0), the zeroing spread over the threads when `len`
+/// is large.
+pub fn zeroed<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> {
     if len < 2 * CHUNK {
-        return vec![0.0; len];
+        return vec![T::default(); len];
     }
-    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let mut v: Vec<T> = Vec::with_capacity(len);
     v.spare_capacity_mut()[..len]
         .par_chunks_mut(CHUNK)
-        .for_each(|chunk| chunk.fill(MaybeUninit::new(0.0)));
+        .for_each(|chunk| chunk.fill(MaybeUninit::new(T::default())));
+    // SAFETY: the loop above initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// A vector of `len` floats made chunk by chunk on the threads: chunk `i` (of `chunk`
+/// elements, the last one shorter) is zeroed, then `f(i, chunk)` fills it. One parallel pass
+/// for elementwise kernels, whose output would otherwise be zeroed on the calling thread first.
+pub fn filled(len: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            c.fill(MaybeUninit::new(0.0));
+            // SAFETY: every element of `c` was initialised on the line above, and
+            // `MaybeUninit<f32>` has the layout of `f32`.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            f(i, c);
+        });
     // SAFETY: the loop above initialised all `len` elements.
     unsafe { v.set_len(len) };
     v
@@ -31,9 +52,25 @@ mod tests {
     #[test]
     fn zeroed_has_the_length_and_only_zeros() {
         for len in [0, 1, 2 * CHUNK - 1, 2 * CHUNK, 5 * CHUNK + 7] {
-            let v = zeroed(len);
+            let v: Vec<f32> = zeroed(len);
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&x| x == 0.0));
+            let v: Vec<u32> = zeroed(len);
+            assert!(v.len() == len && v.iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn filled_hands_each_chunk_its_index_zeroed() {
+        for (len, chunk) in [(0, 4), (1, 4), (10, 4), (12, 4), (100_003, 1000)] {
+            let v = filled(len, chunk, |i, c| {
+                assert!(c.iter().all(|&x| x == 0.0));
+                for (j, x) in c.iter_mut().enumerate() {
+                    *x = (i * chunk + j) as f32;
+                }
+            });
+            assert_eq!(v.len(), len);
+            assert!(v.iter().enumerate().all(|(j, &x)| x == j as f32));
         }
     }
 }

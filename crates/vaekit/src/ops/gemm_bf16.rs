@@ -19,6 +19,10 @@
 
 use std::cell::RefCell;
 
+use rayon::prelude::*;
+
+use super::buffer::zeroed;
+
 use super::gemm::Mat;
 
 /// Whether this CPU has the instructions (AVX-512F, -BW and AVX512-BF16).
@@ -49,6 +53,9 @@ pub fn to_bf16(v: f32) -> u16 {
 pub fn from_bf16(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
+
+/// Elements of a shared operand from which its packing is spread over the threads.
+const PARALLEL_PACK: usize = 1 << 16;
 
 /// Columns per panel (one 512-bit register of f32).
 const LANES: usize = 16;
@@ -103,14 +110,32 @@ impl PackedLhs {
         assert!(available(), "bf16 products need AVX512-BF16");
         let amx = amx::available();
         let (kp, rows, _) = layout(lhs.rows, lhs.cols, 0, amx);
-        let mut a = vec![0; rows * kp];
+        let mut a = zeroed(rows * kp);
         lhs.check("lhs");
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `a` holds rows * kp zeroed pairs, the view is in bounds, the CPU has the
-        // instructions.
-        unsafe {
-            kernel::pack_lhs(lhs, kp, &mut a)
+        // Blocks of rows on the threads when the operand is large (a layer's weight is packed
+        // while the other threads would wait).
+        let block = if lhs.rows * lhs.cols >= PARALLEL_PACK {
+            64
+        } else {
+            lhs.rows.max(1)
         };
+        a[..lhs.rows * kp]
+            .par_chunks_mut(block * kp)
+            .enumerate()
+            .for_each(|(t, a_t)| {
+                let i0 = t * block;
+                let view = Mat {
+                    data: &lhs.data[i0 * lhs.row_stride..],
+                    rows: a_t.len() / kp,
+                    ..lhs
+                };
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `a_t` holds the block's rows * kp zeroed pairs, the view (rows i0..
+                // of a checked view) is in bounds, the CPU has the instructions.
+                unsafe {
+                    kernel::pack_lhs(view, kp, a_t)
+                };
+            });
         PackedLhs {
             a,
             rows: lhs.rows,
@@ -136,14 +161,32 @@ impl PackedRhs {
         assert!(available(), "bf16 products need AVX512-BF16");
         let amx = amx::available();
         let (kp, _, panels) = layout(0, rhs.rows, rhs.cols, amx);
-        let mut b = vec![0; panels * kp * LANES];
+        let mut b = zeroed(panels * kp * LANES);
         rhs.check("rhs");
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `b` holds panels * kp * 16 zeroed pairs, the view is in bounds, the CPU has
-        // the instructions.
-        unsafe {
-            kernel::pack_rhs(rhs, kp, &mut b)
+        // Groups of 4 panels on the threads when the operand is large.
+        let group = if rhs.rows * rhs.cols >= PARALLEL_PACK {
+            4
+        } else {
+            panels.max(1)
         };
+        let real = rhs.cols.div_ceil(LANES);
+        b[..real * kp * LANES]
+            .par_chunks_mut(group * kp * LANES)
+            .enumerate()
+            .for_each(|(t, b_t)| {
+                let j0 = t * group * LANES;
+                let view = Mat {
+                    data: &rhs.data[j0 * rhs.col_stride..],
+                    cols: (rhs.cols - j0).min(group * LANES),
+                    ..rhs
+                };
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `b_t` holds the group's panels * kp * 16 zeroed pairs, the view
+                // (columns j0.. of a checked view) is in bounds, the CPU has the instructions.
+                unsafe {
+                    kernel::pack_rhs(view, kp, b_t)
+                };
+            });
         PackedRhs {
             b,
             rows: rhs.rows,
@@ -598,6 +641,40 @@ mod tests {
         (70, 97, 3),
         (25, 16, 196),
     ];
+
+    #[test]
+    fn operands_packed_once_give_the_same_products_as_packing_per_call() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        let mut s = 9;
+        // Large enough to be packed on the threads, with partial blocks and panels.
+        for (m, k, n) in [(300, 250, 70), (70, 250, 300), (5, 11, 70)] {
+            let a: Vec<f32> = (0..m * k).map(|_| (lcg(&mut s) * 8.0).round()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| (lcg(&mut s) * 8.0).round()).collect();
+            for transposed in [false, true] {
+                let lhs = if transposed {
+                    Mat::row_major(&a, k, m).t()
+                } else {
+                    Mat::row_major(&a, m, k)
+                };
+                let rhs = if transposed {
+                    Mat::row_major(&b, n, k).t()
+                } else {
+                    Mat::row_major(&b, k, n)
+                };
+                let mut want = vec![0.0; m * n];
+                matmul_f32(&mut want, lhs, rhs, false);
+                let mut got = vec![0.0; m * n];
+                matmul_bf16_lhs(&mut got, &PackedLhs::new(lhs), rhs, false);
+                assert_eq!(got, want, "packed lhs {m}x{k}x{n} transposed {transposed}");
+                let mut got = vec![0.0; m * n];
+                matmul_bf16_rhs(&mut got, lhs, &PackedRhs::new(rhs), false);
+                assert_eq!(got, want, "packed rhs {m}x{k}x{n} transposed {transposed}");
+            }
+        }
+    }
 
     #[test]
     fn vector_packing_equals_scalar_packing_for_every_view() {

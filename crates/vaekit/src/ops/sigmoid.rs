@@ -4,6 +4,7 @@
 //! samples spent most of its time there. Here it is [`fastmath::sigmoid`] in a loop compiled for
 //! the CPU's vector width, forward, and `g y (1 - y)` backward from the saved output.
 
+use super::buffer::filled;
 use burn::backend::autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -12,7 +13,6 @@ use burn::backend::autodiff::{
 };
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Backend, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
-use rayon::prelude::*;
 
 use super::backend::{f32s, flex, values};
 use super::fastmath::{self, simd_dispatch};
@@ -40,21 +40,18 @@ simd_dispatch! {
 
 /// The sigmoid of every element.
 pub fn sigmoid_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| sigmoid_chunk(y, x));
-    y
+    filled(x.len(), CHUNK, |i, y| {
+        sigmoid_chunk(y, &x[i * CHUNK..i * CHUNK + y.len()])
+    })
 }
 
 /// The gradient of [`sigmoid_forward`] from its output `y` and `grad = dL/dy`.
 pub fn sigmoid_backward(y: &[f32], grad: &[f32]) -> Vec<f32> {
     assert_eq!(y.len(), grad.len(), "sigmoid: gradient size");
-    let mut d = vec![0.0f32; y.len()];
-    d.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(d, (y, g))| sigmoid_grad_chunk(d, y, g));
-    d
+    filled(y.len(), CHUNK, |i, d| {
+        let r = i * CHUNK..i * CHUNK + d.len();
+        sigmoid_grad_chunk(d, &y[r.clone()], &grad[r])
+    })
 }
 
 /// The sigmoid as a backend operation (Flex and `Autodiff<Flex>`).
