@@ -229,17 +229,12 @@ pub(crate) fn matmul_bf16_lhs(dst: &mut [f32], lhs: &PackedLhs, rhs: Mat, accumu
     assert_eq!(rhs.rows, lhs.cols, "gemm: inner sizes");
     rhs.check("rhs");
     let (_, _, panels) = layout(0, rhs.rows, rhs.cols, lhs.amx);
-    let kp = lhs.kp;
     PACKED.with(|cell| {
         let (_, b) = &mut *cell.borrow_mut();
-        b.clear();
-        b.resize(panels * kp * LANES, 0);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `PackedRhs::new`.
-        unsafe {
-            kernel::pack_rhs(rhs, kp, b)
-        };
-        product(dst, &lhs.a, b, lhs.rows, rhs.cols, kp, lhs.amx, accumulate);
+        pack_rhs_into(rhs, lhs.kp, panels, b);
+        product(
+            dst, &lhs.a, b, lhs.rows, rhs.cols, lhs.kp, lhs.amx, accumulate,
+        );
     });
 }
 
@@ -248,18 +243,39 @@ pub(crate) fn matmul_bf16_rhs(dst: &mut [f32], lhs: Mat, rhs: &PackedRhs, accumu
     assert_eq!(rhs.rows, lhs.cols, "gemm: inner sizes");
     lhs.check("lhs");
     let (_, rows, _) = layout(lhs.rows, lhs.cols, 0, rhs.amx);
-    let kp = rhs.kp;
     PACKED.with(|cell| {
         let (a, _) = &mut *cell.borrow_mut();
-        a.clear();
-        a.resize(rows * kp, 0);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `PackedLhs::new`.
-        unsafe {
-            kernel::pack_lhs(lhs, kp, a)
-        };
-        product(dst, a, &rhs.b, lhs.rows, rhs.cols, kp, rhs.amx, accumulate);
+        pack_lhs_into(lhs, rhs.kp, rows, a);
+        product(
+            dst, a, &rhs.b, lhs.rows, rhs.cols, rhs.kp, rhs.amx, accumulate,
+        );
     });
+}
+
+/// `a` = `lhs` packed on this thread: `rows` rows (the real ones, then zeros) of `kp` pairs.
+/// The caller checked the view; [`available`].
+fn pack_lhs_into(lhs: Mat, kp: usize, rows: usize, a: &mut Vec<u32>) {
+    a.clear();
+    a.resize(rows * kp, 0);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `a` holds rows * kp zeroed pairs, rows >= lhs.rows, the view is in bounds, and the
+    // CPU has the instructions.
+    unsafe {
+        kernel::pack_lhs(lhs, kp, a)
+    };
+}
+
+/// `b` = `rhs` packed on this thread: `panels` panels (the real ones, then zeros) of `kp`
+/// pairs by 16 columns. The caller checked the view; [`available`].
+fn pack_rhs_into(rhs: Mat, kp: usize, panels: usize, b: &mut Vec<u32>) {
+    b.clear();
+    b.resize(panels * kp * LANES, 0);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `b` holds panels * kp * 16 zeroed pairs, panels >= ceil(rhs.cols / 16), the view
+    // is in bounds, and the CPU has the instructions.
+    unsafe {
+        kernel::pack_rhs(rhs, kp, b)
+    };
 }
 
 /// [`matmul_bf16`] on AMX tiles (`amx`, which needs [`amx_available`]) or AVX512-BF16.
@@ -269,17 +285,8 @@ fn matmul_bf16_on(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, amx: bo
     let (kp, rows, panels) = layout(m, k, n, amx);
     PACKED.with(|cell| {
         let (a, b) = &mut *cell.borrow_mut();
-        a.clear();
-        a.resize(rows * kp, 0);
-        b.clear();
-        b.resize(panels * kp * LANES, 0);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the buffers have the sizes the packers fill, zeroed, the views were
-        // bounds-checked by the caller, and the CPU has the instructions.
-        unsafe {
-            kernel::pack_lhs(lhs, kp, a);
-            kernel::pack_rhs(rhs, kp, b);
-        }
+        pack_lhs_into(lhs, kp, rows, a);
+        pack_rhs_into(rhs, kp, panels, b);
         product(dst, a, b, m, n, kp, amx, accumulate);
     });
 }
