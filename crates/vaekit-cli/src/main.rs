@@ -7,6 +7,8 @@ mod progress;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vaekit::device::DeviceChoice;
+use vaekit::ops::{Precision, set_precision};
 
 /// mimalloc keeps freed memory for reuse. glibc's malloc returns every freed block above its
 /// mmap threshold to the kernel at once, so each training step paid page faults, zeroed pages
@@ -26,9 +28,6 @@ fn keep_freed_memory() {
     // SAFETY: sets one of mimalloc's options, which it reads atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
-
-use vaekit::device::DeviceChoice;
-use vaekit::ops::{Precision, set_precision};
 
 fn main() -> ExitCode {
     keep_freed_memory();
