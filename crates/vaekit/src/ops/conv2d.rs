@@ -126,8 +126,14 @@ impl Work {
     }
 }
 
+/// Groups the images of a backward pass are split into, whatever the thread count: each
+/// group sums its images' weight gradients in image order, and the groups are added in group
+/// order, so the result does not depend on how threads stole work (runs are reproducible).
+const BACKWARD_GROUPS: usize = 8;
+
 /// Runs `step(work, image, x_grad_of_image)` for every image in parallel and sums the
-/// partial weight and bias gradients; `x_grad` gets one chunk of `x_len` per image when given.
+/// partial weight and bias gradients in a fixed order; `x_grad` gets one chunk of `x_len` per
+/// image when given.
 fn backward_over_images(
     batch: usize,
     x_len: usize,
@@ -135,24 +141,31 @@ fn backward_over_images(
     new: impl Fn() -> Work + Sync + Send,
     step: impl Fn(&mut Work, usize, Option<&mut [f32]>) + Sync + Send,
 ) -> Work {
-    let total = match x_grad {
+    let per_group = batch.div_ceil(BACKWARD_GROUPS).max(1);
+    let parts: Vec<Work> = match x_grad {
         Some(gx) if x_len > 0 => gx
-            .par_chunks_mut(x_len)
+            .par_chunks_mut(x_len * per_group)
             .enumerate()
-            .fold(&new, |mut work, (n, gx_n)| {
-                step(&mut work, n, Some(gx_n));
+            .map(|(g, gx_g)| {
+                let mut work = new();
+                for (i, gx_n) in gx_g.chunks_mut(x_len).enumerate() {
+                    step(&mut work, g * per_group + i, Some(gx_n));
+                }
                 work
             })
-            .reduce_with(Work::add),
-        _ => (0..batch)
+            .collect(),
+        _ => (0..batch.div_ceil(per_group))
             .into_par_iter()
-            .fold(&new, |mut work, n| {
-                step(&mut work, n, None);
+            .map(|g| {
+                let mut work = new();
+                for n in g * per_group..((g + 1) * per_group).min(batch) {
+                    step(&mut work, n, None);
+                }
                 work
             })
-            .reduce_with(Work::add),
+            .collect(),
     };
-    total.unwrap_or_else(new)
+    parts.into_iter().reduce(Work::add).unwrap_or_else(new)
 }
 
 fn add_row_sums(sums: &mut [f32], matrix: &[f32]) {
