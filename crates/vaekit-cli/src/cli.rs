@@ -308,6 +308,15 @@ pub struct TrainArgs {
     /// VAE-GAN: update every network at every step (no equilibrium rule).
     #[arg(long)]
     pub no_equilibrium: bool,
+    /// Threads that read training batches ahead of the step (default 2; 0: on the training
+    /// thread). Allowed with --resume: it changes how batches are read, not what they hold.
+    #[arg(long, value_name = "N")]
+    pub loader_threads: Option<usize>,
+    /// Data-parallel training over several devices, e.g. wgpu:0,wgpu:1 (cpu, wgpu, wgpu:N,
+    /// cuda:N): each computes the gradients of its share of every batch, summed on the first
+    /// before one optimiser step. Overrides --device; allowed with --resume.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
     /// The decoder: the mirror of the encoder (default), or hardmaru's CPPN, a function of
     /// pixel coordinates and z that `vaekit render` draws at any size.
     #[arg(long, value_enum)]
@@ -642,7 +651,8 @@ pub struct PlotArgs {
     #[arg(long, value_name = "FILE.png")]
     pub out: PathBuf,
     /// Metrics to plot, by name as in metrics.jsonl, with or without the train_/test_ prefix
-    /// (default: every one but images_per_sec, seconds, beta, skipped_steps).
+    /// (default: every one but images_per_sec, seconds, data_wait_seconds, allreduce_seconds, beta,
+    /// skipped_steps).
     #[arg(long, value_name = "NAME,NAME", value_delimiter = ',')]
     pub metrics: Option<Vec<String>>,
 }
@@ -688,6 +698,38 @@ pub enum DataCommand {
     /// Write a small generated dataset (class-dependent bars on noise, 28x28, 10 classes) as
     /// four IDX files: for quick trials without a download.
     Bars(BarsArgs),
+    /// Decode an image folder (or IDX files) once into one packed file that training maps
+    /// instead of decoding: `train --data-dir DATA.vkd`.
+    Pack(PackArgs),
+    /// Show what a packed file holds.
+    Info(InfoArgs),
+}
+
+/// `vaekit data pack`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// An image folder (class subfolders, optionally under train/ and test/), a folder of IDX
+    /// files, or a dataset name (fashion-mnist, mnist).
+    pub src: PathBuf,
+    /// Image size, width x height (default: 28x28 for image folders, the IDX files' own).
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// 1 (gray) or 3 (RGB) (default: as the first image; 1 for IDX files).
+    #[arg(long, value_name = "1|3")]
+    pub channels: Option<usize>,
+    /// The packed file to write (it must not exist; by convention DATA.vkd).
+    #[arg(long, value_name = "DATA.vkd")]
+    pub out: PathBuf,
+}
+
+/// `vaekit data info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// A packed file.
+    pub file: PathBuf,
+    /// Print the header as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vaekit data bars`.

@@ -3000,3 +3000,138 @@ fn serve_answers_on_loopback_stops_on_sigterm_and_refuses_bad_input_in_one_line(
     );
     assert!(err.contains("256.1.1.1"), "{err}");
 }
+
+#[test]
+fn a_packed_dataset_trains_evaluates_and_bad_packs_are_one_line() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let out = ok(&["data", "pack", d, "--out", "bars.vkd"], &f.root);
+    assert!(
+        out.contains("packed 200 training and 50 test images (28x28 gray"),
+        "{out}"
+    );
+    let info = json(&ok(&["data", "info", "bars.vkd", "--json"], &f.root).replace('\n', " "));
+    assert_eq!(
+        (info["train"].as_u64(), info["test"].as_u64()),
+        (Some(200), Some(50))
+    );
+    assert_eq!(info["source_hash"].as_str().map(str::len), Some(64));
+
+    // Training maps the packed file; two CPU "devices" split each batch; one loader thread.
+    let out = ok(
+        &[
+            "train",
+            "--data-dir",
+            "bars.vkd",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--latent",
+            "4",
+            "--devices",
+            "cpu,cpu",
+            "--loader-threads",
+            "1",
+            "--out",
+            "runs/p",
+        ],
+        &f.root,
+    );
+    assert!(out.contains("data-parallel over 2 devices"), "{out}");
+    let metrics = std::fs::read_to_string(f.root.join("runs/p/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"data_wait_seconds\""), "{metrics}");
+    let e = json(&ok(&["eval", "--run", "runs/p", "--json"], &f.root));
+    assert!(
+        e["neg_elbo"]
+            .as_f64()
+            .is_some_and(|v| v.is_finite() && v > 0.0),
+        "{e}"
+    );
+    ok(
+        &["sample", "--run", "runs/p", "--n", "4", "--out", "s.png"],
+        &f.root,
+    );
+    // Resuming may change the loader threads and the devices.
+    ok(
+        &[
+            "train",
+            "--resume",
+            "runs/p",
+            "--epochs",
+            "2",
+            "--loader-threads",
+            "0",
+            "--devices",
+            "cpu",
+        ],
+        &f.root,
+    );
+
+    let err = fails(&["data", "pack", "bars.vkd", "--out", "again.vkd"], &f.root);
+    assert!(
+        err.contains("bars.vkd") && err.contains("already a packed dataset"),
+        "{err}"
+    );
+    let err = fails(&["data", "pack", d, "--out", "bars.vkd"], &f.root);
+    assert!(err.contains("exists already"), "{err}");
+    let err = fails(
+        &["data", "pack", d, "--size", "0x5", "--out", "z.vkd"],
+        &f.root,
+    );
+    assert!(err.contains("--size 0x5"), "{err}");
+    let err = fails(
+        &["data", "pack", d, "--channels", "2", "--out", "z.vkd"],
+        &f.root,
+    );
+    assert!(err.contains("--channels 2"), "{err}");
+    let bytes = std::fs::read(f.root.join("bars.vkd")).unwrap();
+    std::fs::write(f.root.join("cut.vkd"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = fails(
+        &["train", "--data-dir", "cut.vkd", "--out", "runs/c"],
+        &f.root,
+    );
+    assert!(
+        err.contains("cut.vkd") && err.contains("truncated"),
+        "{err}"
+    );
+    let err = fails(&["data", "info", "cut.vkd"], &f.root);
+    assert!(err.contains("truncated"), "{err}");
+    std::fs::write(f.root.join("foreign.vkd"), b"GIF89a").unwrap();
+    let err = fails(
+        &["train", "--data-dir", "foreign.vkd", "--out", "runs/c"],
+        &f.root,
+    );
+    assert!(
+        err.contains("foreign.vkd") && err.contains("neither a folder nor a packed"),
+        "{err}"
+    );
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            "bars.vkd",
+            "--devices",
+            "cpu,tpu",
+            "--out",
+            "runs/c",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("--devices") && err.contains("tpu"), "{err}");
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            "bars.vkd",
+            "--model",
+            "vaegan",
+            "--devices",
+            "cpu,cpu",
+            "--out",
+            "runs/g",
+        ],
+        &f.root,
+    );
+    assert!(err.contains("one device"), "{err}");
+}

@@ -334,7 +334,7 @@ impl Ctx {
                 height: s[1],
                 width: s[2],
             },
-            pixels,
+            pixels: pixels.into(),
             labels: vec![label],
             classes: Vec::new(),
         };

@@ -580,6 +580,28 @@ pub struct DataConfig {
     pub limit: Option<usize>,
     /// Binarisation of the pixels.
     pub binarize: Binarize,
+    /// Threads that assemble training batches ahead of the step (0: on the training thread).
+    /// How batches are read, not what they hold: any count trains identically.
+    #[serde(
+        default = "default_loader_threads",
+        skip_serializing_if = "is_default_loader_threads"
+    )]
+    pub loader_threads: usize,
+}
+
+/// Most loader threads a run may ask for.
+pub const MAX_LOADER_THREADS: usize = 64;
+
+/// Loader threads unless told otherwise: two keep a step fed from a packed file on disk while
+/// costing next to nothing when the data is in memory.
+pub const DEFAULT_LOADER_THREADS: usize = 2;
+
+fn default_loader_threads() -> usize {
+    DEFAULT_LOADER_THREADS
+}
+
+fn is_default_loader_threads(n: &usize) -> bool {
+    *n == DEFAULT_LOADER_THREADS
 }
 
 impl Default for DataConfig {
@@ -589,6 +611,7 @@ impl Default for DataConfig {
             dir: None,
             limit: None,
             binarize: Binarize::None,
+            loader_threads: DEFAULT_LOADER_THREADS,
         }
     }
 }
@@ -916,6 +939,11 @@ impl TrainConfig {
         }
         if self.data.limit == Some(0) {
             return bad("limit must be at least 1");
+        }
+        if self.data.loader_threads > MAX_LOADER_THREADS {
+            return bad(&format!(
+                "loader_threads must be at most {MAX_LOADER_THREADS} (0 reads batches on the training thread)"
+            ));
         }
         if let MethodConfig::Vaegan(g) = &self.method {
             g.validate()?;

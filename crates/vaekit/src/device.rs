@@ -90,3 +90,79 @@ fn cuda_device() -> Result<Device> {
             .into(),
     ))
 }
+
+/// One device of a `--devices` list: `cpu`, `wgpu` (the default adapter), `wgpu:N` (discrete
+/// GPU N), `cuda` or `cuda:N`.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, i)) => {
+            let i: usize = i.trim().parse().map_err(|_| {
+                Error::InvalidConfig(format!(
+                    "device '{spec}': the part after ':' must be a device number"
+                ))
+            })?;
+            (k.trim(), Some(i))
+        }
+        None => (spec.trim(), None),
+    };
+    let choice: DeviceChoice = kind.parse().map_err(Error::InvalidConfig)?;
+    match (choice, index) {
+        (DeviceChoice::Cpu, None) => Ok(Device::flex()),
+        (DeviceChoice::Cpu, Some(_)) => Err(Error::InvalidConfig(format!(
+            "device '{spec}': the CPU has no number (give cpu)"
+        ))),
+        (_, None) => choice.device(),
+        (DeviceChoice::Wgpu, Some(i)) => wgpu_numbered(i),
+        (DeviceChoice::Cuda, Some(i)) => cuda_numbered(i),
+    }
+}
+
+/// The devices of a comma-separated list such as `wgpu:0,wgpu:1` (see [`parse_device`]).
+pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
+    let devices = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_device)
+        .collect::<Result<Vec<_>>>()?;
+    if devices.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "devices '{list}': give one or more, e.g. wgpu:0,wgpu:1"
+        )));
+    }
+    Ok(devices)
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_numbered(i: usize) -> Result<Device> {
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_numbered(_: usize) -> Result<Device> {
+    wgpu_device()
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_numbered(i: usize) -> Result<Device> {
+    Ok(Device::cuda(i))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_numbered(_: usize) -> Result<Device> {
+    cuda_device()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_devices("cpu,cpu").unwrap().len(), 2);
+        let err = |s: &str| parse_devices(s).unwrap_err().to_string();
+        assert!(err("cpu,tpu").contains("unknown device 'tpu'"));
+        assert!(err("wgpu:x").contains("device number"));
+        assert!(err("cpu:1").contains("no number"));
+        assert!(err(",").contains("give one or more"));
+    }
+}

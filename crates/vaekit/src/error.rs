@@ -125,6 +125,10 @@ pub enum Error {
     /// A device was asked for that this build cannot provide.
     #[error("device '{0}' is not available in this build: {1}")]
     DeviceUnavailable(String, String),
+    /// A long job (packing a dataset) was stopped by a signal before it finished; nothing was
+    /// left at the path.
+    #[error("{}: stopped before it was finished; nothing was written", .0.display())]
+    Interrupted(PathBuf),
 }
 
 /// Result with the library's [`Error`].

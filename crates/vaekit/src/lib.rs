@@ -20,6 +20,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod device;

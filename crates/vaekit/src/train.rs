@@ -1,20 +1,23 @@
-//! The training loop: shuffled batches, one step of the training method per batch ([`Method`]
+//! The training loop: shuffled batches (read ahead on loader threads), one step of the training method per batch ([`Method`]
 //! owns the networks, their optimisers and the step), per-epoch evaluation, pictures, named
 //! metrics and checkpoints; resumable at any step.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 
 use crate::checkpoint::{checkpoint_dir, save_checkpoint};
+use crate::collective::{Collective, Solo};
 use crate::config::TrainConfig;
+use crate::data::prefetch::prefetch;
 use crate::data::{Splits, batch_tensor, epoch_order};
 use crate::error::{Error, Result};
 use crate::eval::{eval_set, evaluate_elbo};
 use crate::image::{Grid, stack_rows};
 use crate::inspect::{reconstruct, sample};
-use crate::method::Batch;
+use crate::method::{Batch, Portion};
 use crate::metrics::{EpochMetrics, MetricMeans, Metrics};
 use crate::model::Vae;
 use crate::run::{Meta, RunDir};
@@ -86,7 +89,43 @@ pub fn train(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    train_on(run, cfg, data, std::slice::from_ref(device), stop, observer)
+}
+
+/// [`train`], data-parallel over `devices` (plain devices; the first holds the networks,
+/// evaluates and writes the pictures). Each step splits its batch across the devices and sums
+/// their gradients on the first before one optimiser step (see [`crate::method::parallel`]).
+pub fn train_on(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    data: &Splits,
+    devices: &[Device],
+    stop: &AtomicBool,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    train_distributed(run, cfg, data, devices, Rc::new(Solo), stop, observer)
+}
+
+/// [`train_on`] as one of the processes of `ranks` (MPI ranks; see [`crate::collective`]):
+/// `cfg.batch_size` images per process per step, so a step takes `ranks.size()` times that;
+/// every process visits the same order and applies the same update; rank 0 alone holds the
+/// run's lock, evaluates and writes checkpoints, metrics and pictures (the others only read the
+/// run, to resume). A stop request on any process stops every process at the same step.
+pub fn train_distributed(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    data: &Splits,
+    devices: &[Device],
+    ranks: Rc<dyn Collective>,
+    stop: &AtomicBool,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
     cfg.validate()?;
+    let (rank, world) = (ranks.rank(), ranks.size().max(1));
+    let writer = rank == 0;
+    let Some(device) = devices.first() else {
+        return Err(Error::InvalidConfig("no device to train on".into()));
+    };
     if data.train.is_empty() || data.test.is_empty() {
         return Err(Error::BadDataset {
             path: data.source.clone().into(),
@@ -107,14 +146,21 @@ pub fn train(
         });
     }
     // One writer at a time (a run given already locked keeps its lock).
-    let run = &run.clone().locked()?;
-    let ad = device.clone().autodiff();
-    let mut method = crate::method::build(cfg, &ad);
+    let run = &if writer {
+        run.clone().locked()?
+    } else {
+        run.clone()
+    };
+    let ads: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let ad = ads[0].clone();
+    let mut method = crate::method::build_on(cfg, &ads, ranks.clone())?;
     let mut meta = match run.meta()? {
         Some(meta) => {
             method.load(&checkpoint_dir(run, &meta))?;
             // Epochs logged after the checkpoint (a kill during saving) are dropped.
-            run.truncate_metrics(meta.epoch)?;
+            if writer {
+                run.truncate_metrics(meta.epoch)?;
+            }
             meta
         }
         None => Meta {
@@ -128,7 +174,9 @@ pub fn train(
     meta.vaekit_version = crate::VERSION.into();
 
     let n = data.train.len();
-    let spe = steps_per_epoch(n, cfg.batch_size);
+    // A step takes a batch from every process.
+    let whole_batch = cfg.batch_size * world;
+    let spe = steps_per_epoch(n, whole_batch);
     if meta.epoch_step >= spe && meta.step > 0 {
         return Err(Error::BadConfig {
             path: run.meta_path(),
@@ -140,7 +188,7 @@ pub fn train(
     }
     // The config as continued (e.g. more epochs) is saved only once the checkpoint has loaded:
     // a resume that fails leaves the run as it was.
-    if run.config()? != *cfg {
+    if writer && run.config()? != *cfg {
         run.write_config(cfg)?;
     }
     // Scored on one fixed binary draw of the test set when the model sees binary images.
@@ -160,44 +208,90 @@ pub fn train(
         let mut means = MetricMeans::default();
         let (mut images_run, mut skipped) = (0usize, 0usize);
         let t0 = Instant::now();
-        while meta.epoch_step < spe {
-            let idx = &order
-                [meta.epoch_step * cfg.batch_size..((meta.epoch_step + 1) * cfg.batch_size).min(n)];
-            let batch = Batch::new(cfg, &data.train, idx, meta.step, spe, &ad);
-            let outcome = method.step(&batch);
-            if outcome.skipped {
-                skipped += 1;
-                in_a_row += 1;
-                if in_a_row > tolerated {
-                    let (_, value) = outcome.metrics.first_non_finite().unwrap_or(("", f64::NAN));
-                    return Err(Error::NonFiniteLoss {
-                        value,
-                        epoch,
-                        step: meta.step + 1,
-                    });
-                }
-            } else {
-                in_a_row = 0;
-                means.add(&outcome.metrics);
+        // The global step of this epoch's first step.
+        let step0 = meta.step - meta.epoch_step;
+        let (bs, train_set, order) = (whole_batch, &data.train, &order);
+        // This process's rows of step k's whole batch.
+        let portion = move |k: usize| {
+            let len = ((k + 1) * bs).min(n) - k * bs;
+            Portion {
+                rows: rank * len / world..(rank + 1) * len / world,
+                whole: len,
             }
-            meta.step += 1;
-            meta.epoch_step += 1;
-            images_run += batch.len();
-            observer.step(&StepStats {
-                epoch,
-                epoch_step: meta.epoch_step,
-                steps_per_epoch: spe,
-                metrics: outcome.metrics,
-            });
-            if stop.load(Ordering::SeqCst) && meta.epoch_step < spe {
-                save_checkpoint(run, &method.parts()?, &meta)?;
+        };
+        let (waited, stopped) = std::thread::scope(|scope| -> Result<(Duration, bool)> {
+            // Batches are read (and binarised) on loader threads, a few steps ahead.
+            let mut input = prefetch(
+                scope,
+                meta.epoch_step..spe,
+                cfg.data.loader_threads,
+                move |k| {
+                    let whole = &order[k * bs..((k + 1) * bs).min(n)];
+                    Batch::host(cfg, train_set, whole, step0 + k, &portion(k))
+                },
+            );
+            while let Some(host) = input.next_item() {
+                let k = meta.epoch_step;
+                let batch = Batch::from_host(host, meta.step, spe, portion(k), &ad);
+                let outcome = method.step(&batch);
+                if outcome.skipped {
+                    skipped += 1;
+                    in_a_row += 1;
+                    if in_a_row > tolerated {
+                        let (_, value) =
+                            outcome.metrics.first_non_finite().unwrap_or(("", f64::NAN));
+                        return Err(Error::NonFiniteLoss {
+                            value,
+                            epoch,
+                            step: meta.step + 1,
+                        });
+                    }
+                } else {
+                    in_a_row = 0;
+                    means.add(&outcome.metrics);
+                }
+                meta.step += 1;
+                meta.epoch_step += 1;
+                images_run += batch.portion.whole;
+                observer.step(&StepStats {
+                    epoch,
+                    epoch_step: meta.epoch_step,
+                    steps_per_epoch: spe,
+                    metrics: outcome.metrics,
+                });
+                if agreed_stop(stop, ranks.as_ref()) && meta.epoch_step < spe {
+                    return Ok((input.waited(), true));
+                }
+            }
+            Ok((input.waited(), false))
+        })?;
+        if stopped {
+            if !writer {
                 return Ok(TrainOutcome {
-                    meta: run.require_meta()?,
+                    meta,
                     interrupted: true,
                 });
             }
+            save_checkpoint(run, &method.parts()?, &meta)?;
+            return Ok(TrainOutcome {
+                meta: run.require_meta()?,
+                interrupted: true,
+            });
         }
         let seconds = t0.elapsed().as_secs_f64();
+        if !writer {
+            // Rank 0 evaluates and writes; the others go on to the next epoch, where the first
+            // step waits for it.
+            meta.epoch = epoch;
+            meta.epoch_step = 0;
+            if agreed_stop(stop, ranks.as_ref()) && meta.epoch < cfg.epochs {
+                return Ok(TrainOutcome {
+                    meta,
+                    interrupted: true,
+                });
+            }
+            continue;
+        }
         observer.evaluating(epoch);
 
         let eval_model = method.model();
@@ -240,6 +334,7 @@ pub fn train(
         );
         values.push("images_per_sec", images_run as f64 / seconds.max(1e-9));
         values.push("seconds", seconds);
+        values.push("data_wait_seconds", waited.as_secs_f64());
         values.extend(method.epoch_values(meta.step, spe));
         if tolerated > 0 {
             values.push("skipped_steps", skipped as f64);
@@ -255,18 +350,34 @@ pub fn train(
         run.append_metrics(&metrics)?;
         save_checkpoint(run, &method.parts()?, &meta)?;
         observer.epoch_end(&metrics);
-        if stop.load(Ordering::SeqCst) && meta.epoch < cfg.epochs {
+        if agreed_stop(stop, ranks.as_ref()) && meta.epoch < cfg.epochs {
             return Ok(TrainOutcome {
                 meta: run.require_meta()?,
                 interrupted: true,
             });
         }
     }
-    let meta = run.meta()?.unwrap_or(meta);
+    let meta = if writer {
+        run.meta()?.unwrap_or(meta)
+    } else {
+        meta
+    };
     Ok(TrainOutcome {
         meta,
         interrupted: false,
     })
+}
+
+/// Whether any process of `ranks` was asked to stop (every process calls it at the same
+/// points, so all stop at the same step).
+fn agreed_stop(stop: &AtomicBool, ranks: &dyn Collective) -> bool {
+    let mut flag = [if stop.load(Ordering::SeqCst) {
+        1.0
+    } else {
+        0.0
+    }];
+    ranks.all_reduce_sum(&mut flag);
+    flag[0] > 0.0
 }
 
 /// Reconstructions of the fixed preview batch and prior samples for `epoch`.

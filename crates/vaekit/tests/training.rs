@@ -327,6 +327,7 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
             .clone()
             .with("images_per_sec", a[2].get("images_per_sec").unwrap())
             .with("seconds", a[2].get("seconds").unwrap())
+            .with("data_wait_seconds", a[2].get("data_wait_seconds").unwrap())
     );
     assert!((a[2].get("test_neg_elbo").unwrap() - b[2].get("test_neg_elbo").unwrap()).abs() < 1e-9);
     // Reloading through the run's own config gives the same model.
@@ -549,4 +550,146 @@ fn max_weight_diff(a: &[u8], b: &[u8]) -> f32 {
     ta.iter()
         .flat_map(|(k, x)| x.iter().zip(&tb[k]).map(|(p, q)| (p - q).abs()))
         .fold(0.0, f32::max)
+}
+
+/// Trains `cfg` on `splits` into a new run under `dir` and returns its final weights and the
+/// epoch metrics.
+fn train_to_weights(
+    dir: &Path,
+    cfg: &TrainConfig,
+    splits: &Splits,
+) -> (Vec<u8>, Vec<vaekit::metrics::EpochMetrics>) {
+    let run = RunDir::create(dir, cfg).unwrap();
+    train(
+        &run,
+        cfg,
+        splits,
+        &Device::flex(),
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap();
+    (weights(&run), run.metrics().unwrap())
+}
+
+#[test]
+fn a_packed_file_and_any_loader_thread_count_train_exactly_as_data_in_memory() {
+    use vaekit::data::packed::write_packed;
+    use vaekit::data::source::pack_input;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 90, 20);
+    let packed = tmp.path().join("bars.vkd");
+    let (input, _) = pack_input(dcfg.dir.as_ref().unwrap(), None, None).unwrap();
+    write_packed(
+        &input,
+        "bars",
+        &packed,
+        &AtomicBool::new(false),
+        &mut |_, _| {},
+    )
+    .unwrap();
+
+    // Dynamic binarisation: the loader threads draw the per-step noise too.
+    let mut cfg = small_config(dcfg.clone(), 2, 16);
+    cfg.data.binarize = vaekit::config::Binarize::Dynamic;
+    cfg.data.loader_threads = 0;
+    let (reference, ref_metrics) = train_to_weights(&tmp.path().join("inline"), &cfg, &splits);
+
+    let mut pcfg = cfg.clone();
+    pcfg.data.dir = Some(packed.clone());
+    let psplits = load_data(&pcfg.data, None, 0).unwrap();
+    assert!(psplits.train.pixels.is_mapped());
+    assert_eq!(psplits.train.pixels, splits.train.pixels);
+    for threads in [1, 3] {
+        pcfg.data.loader_threads = threads;
+        let (w, m) = train_to_weights(
+            &tmp.path().join(format!("packed{threads}")),
+            &pcfg,
+            &psplits,
+        );
+        assert_eq!(w, reference, "{threads} loader threads");
+        let loss = |m: &[vaekit::metrics::EpochMetrics]| {
+            m.iter()
+                .map(|e| e.get("train_loss").unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(loss(&m), loss(&ref_metrics));
+        // The wait for input is measured and reported per epoch.
+        assert!(
+            m.iter()
+                .all(|e| e.get("data_wait_seconds").is_some_and(|s| s >= 0.0))
+        );
+    }
+}
+
+/// Trains `cfg` as `ranks` thread-ranks into `run` (rank 0 writes it), with rank 0's stop flag
+/// `stop`.
+fn train_ranks(run: &RunDir, cfg: &TrainConfig, splits: &Splits, ranks: usize, stop: &AtomicBool) {
+    use std::rc::Rc;
+    use vaekit::collective::ThreadRanks;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadRanks::new(ranks)
+            .into_iter()
+            .map(|r| {
+                s.spawn(move || {
+                    let rank0 = vaekit::collective::Collective::rank(&r) == 0;
+                    let never = AtomicBool::new(false);
+                    vaekit::train::train_distributed(
+                        run,
+                        cfg,
+                        splits,
+                        &[Device::flex()],
+                        Rc::new(r),
+                        if rank0 { stop } else { &never },
+                        &mut Silent,
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn two_ranks_of_batch_b_train_as_one_process_of_batch_2b_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 110, 20);
+    // Dynamic binarisation: each rank draws its rows' pixels as the one process does.
+    let mut one = small_config(dcfg, 2, 20);
+    one.data.binarize = vaekit::config::Binarize::Dynamic;
+    let (single, single_metrics) = train_to_weights(&tmp.path().join("one"), &one, &splits);
+
+    let mut half = one.clone();
+    half.batch_size = 10;
+    let run = RunDir::create(&tmp.path().join("ranks"), &half).unwrap();
+    train_ranks(&run, &half, &splits, 2, &AtomicBool::new(false));
+    let two = weights(&run);
+    assert_eq!(run.require_meta().unwrap().step, 12); // 110 images, 20 a step: 6 steps an epoch
+    let gap = max_weight_diff(&single, &two);
+    assert!(
+        gap < 1e-4,
+        "two ranks vs one process: weights differ by {gap}"
+    );
+    let m = run.metrics().unwrap();
+    let (a, b) = (
+        m[1].get("train_loss").unwrap(),
+        single_metrics[1].get("train_loss").unwrap(),
+    );
+    assert!((a - b).abs() < 1e-3 * b, "train loss {a} vs {b}");
+
+    // Stopped mid-epoch (rank 0 asked; both stop at the same step), then resumed: as uninterrupted.
+    let run = RunDir::create(&tmp.path().join("stopped"), &half).unwrap();
+    let stop = AtomicBool::new(true);
+    train_ranks(&run, &half, &splits, 2, &stop);
+    let meta = run.require_meta().unwrap();
+    assert_eq!((meta.epoch, meta.step), (0, 1));
+    train_ranks(&run, &half, &splits, 2, &AtomicBool::new(false));
+    assert_eq!(
+        weights(&run),
+        two,
+        "resumed two-rank run differs from the uninterrupted one"
+    );
 }

@@ -1,11 +1,20 @@
-//! `vaekit data download` and `vaekit data bars`.
+//! `vaekit data download`, `data bars`, `data pack` and `data info`.
 
-use anyhow::{Result, anyhow};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow, bail};
 use vaekit::data::download::{FileOutcome, download as fetch_all, remote_dataset};
-use vaekit::data::source::default_download_dir;
+use vaekit::data::packed::{read_header, write_packed};
+use vaekit::data::source::{default_download_dir, pack_input};
 
-use crate::cli::{BarsArgs, DownloadArgs};
-use crate::progress::bytes_bar;
+use crate::cli::{BarsArgs, DownloadArgs, InfoArgs, PackArgs};
+use crate::progress::{bar, bytes_bar};
+
+/// Largest side `data pack --size` accepts.
+const MAX_SIDE: usize = 4096;
 
 pub fn download(a: DownloadArgs) -> Result<()> {
     let mut ds = remote_dataset(&a.name)
@@ -53,5 +62,104 @@ pub fn bars(a: BarsArgs) -> Result<()> {
         a.test,
         a.dir.display()
     );
+    Ok(())
+}
+
+pub fn pack(a: PackArgs) -> Result<()> {
+    let size = a
+        .size
+        .as_deref()
+        .map(|s| super::parse_wxh("--size", s))
+        .transpose()?;
+    if let Some([h, w]) = size
+        && (h > MAX_SIDE || w > MAX_SIDE)
+    {
+        bail!(
+            "--size {}: at most {MAX_SIDE} pixels a side",
+            a.size.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(c) = a.channels
+        && c != 1
+        && c != 3
+    {
+        bail!("--channels {c}: give 1 (gray) or 3 (RGB)");
+    }
+    if a.out.exists() {
+        bail!(
+            "{}: exists already; remove it or choose another --out",
+            a.out.display()
+        );
+    }
+    let t0 = Instant::now();
+    let (input, dir) = pack_input(&a.src, size, a.channels)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // First signal: stop after the chunk being decoded and remove the partial file.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping; the partial file is removed (again to quit now)");
+        });
+    }
+    let pb = bar(0, "packing", !std::io::stderr().is_terminal());
+    let header = write_packed(
+        &input,
+        &dir.display().to_string(),
+        &a.out,
+        &stop,
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "packed {} training and {} test images ({}, {} classes) from {} into {}: {:.1} MiB in {:.1} s",
+        header.train,
+        header.test,
+        header.shape,
+        header.classes.len(),
+        dir.display(),
+        a.out.display(),
+        bytes as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "train from it with: vaekit train --data-dir {}",
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let (header, _, _, f) = read_header(&a.file)?;
+    let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&header)?);
+        return Ok(());
+    }
+    println!("{}", a.file.display());
+    println!(
+        "  images:      {} training, {} test",
+        header.train, header.test
+    );
+    println!(
+        "  shape:       {} ({} bytes a record)",
+        header.shape,
+        header.shape.numel()
+    );
+    println!(
+        "  classes:     {} ({})",
+        header.classes.len(),
+        header.classes.join(", ")
+    );
+    println!("  source:      {}", header.source);
+    println!("  source hash: sha256 {}", header.source_hash);
+    println!("  file size:   {:.1} MiB", bytes as f64 / (1 << 20) as f64);
     Ok(())
 }

@@ -38,6 +38,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),
         Command::Data(DataCommand::Download(a)) => data::download(a),
         Command::Data(DataCommand::Bars(a)) => data::bars(a),
+        Command::Data(DataCommand::Pack(a)) => data::pack(a),
+        Command::Data(DataCommand::Info(a)) => data::info(a),
+    }
+}
+
+/// `WxH` in pixels, e.g. `2048x2048`, as [height, width]; `flag` names it in errors.
+pub fn parse_wxh(flag: &str, s: &str) -> anyhow::Result<[usize; 2]> {
+    let parsed = s.split_once(['x', 'X']).and_then(|(w, h)| {
+        Some((
+            w.trim().parse::<usize>().ok()?,
+            h.trim().parse::<usize>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok([h, w]),
+        _ => anyhow::bail!("{flag} {s}: give width x height in pixels, e.g. 64x64"),
     }
 }
 

@@ -17,18 +17,9 @@ const MAX_FRAMES: usize = 1000;
 
 /// `WxH` (or the training size when absent) as [height, width], with the flag in errors.
 fn parse_size(s: Option<&str>, training: [usize; 2]) -> Result<[usize; 2]> {
-    let Some(s) = s else {
-        return Ok(training);
-    };
-    let parsed = s.split_once(['x', 'X']).and_then(|(w, h)| {
-        Some((
-            w.trim().parse::<usize>().ok()?,
-            h.trim().parse::<usize>().ok()?,
-        ))
-    });
-    match parsed {
-        Some((w, h)) if w > 0 && h > 0 => Ok([h, w]),
-        _ => bail!("--size {s}: give width x height in pixels, e.g. 2048x2048"),
+    match s {
+        Some(s) => super::parse_wxh("--size", s),
+        None => Ok(training),
     }
 }
 

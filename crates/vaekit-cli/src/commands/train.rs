@@ -14,7 +14,7 @@ use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
 use vaekit::metrics::EpochMetrics;
 use vaekit::run::RunDir;
-use vaekit::train::{Observer, StepStats, train};
+use vaekit::train::{Observer, Silent, StepStats, train_distributed};
 
 use crate::cli::{
     ArchArg, BinarizeArg, ClassPriorArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs, UpsampleArg,
@@ -22,11 +22,40 @@ use crate::cli::{
 use crate::progress::bar;
 
 pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
-    let device = device.device()?;
-    let (run, cfg, data) = match a.resume.clone() {
-        Some(dir) => prepare_resume(&dir, &a)?,
-        None => prepare_new(&a)?,
+    // The processes of this job: one, or the ranks of mpirun.
+    let ranks = crate::ranks::ranks()?;
+    let (rank, world) = (ranks.rank(), ranks.size());
+    let devices = match &a.devices {
+        Some(list) => vaekit::device::parse_devices(list).context("--devices")?,
+        None => vec![device.device()?],
     };
+    if world > 1 && a.resume.is_none() && a.out.is_none() {
+        bail!("under mpirun give --out RUN_DIR: every rank must name the same run folder");
+    }
+    let (run, cfg, data) = if rank == 0 {
+        let prepared = match a.resume.clone() {
+            Some(dir) => prepare_resume(&dir, &a),
+            None => prepare_new(&a),
+        };
+        // The other ranks read the run rank 0 made (or checked): tell them it is there.
+        let mut ready = [if prepared.is_ok() { 1.0 } else { 0.0 }];
+        ranks.all_reduce_sum(&mut ready);
+        prepared?
+    } else {
+        let mut ready = [0.0];
+        ranks.all_reduce_sum(&mut ready);
+        if ready[0] < 1.0 {
+            bail!("rank 0 could not prepare the run (its message says why)");
+        }
+        follow_rank0(&a)?
+    };
+    if world > 1 && rank == 0 {
+        println!(
+            "MPI: {world} ranks of {} images each, {} images a step",
+            cfg.batch_size,
+            world * cfg.batch_size
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -45,7 +74,20 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
     }
 
     let mut obs = BarObserver { bar: None };
-    let outcome = train(&run, &cfg, &data, &device, &stop, &mut obs)
+    if rank > 0 {
+        // Rank 0 shows the progress and writes the run; the others train in silence.
+        train_distributed(&run, &cfg, &data, &devices, ranks, &stop, &mut Silent)
+            .with_context(|| format!("rank {rank} training run {}", run.root().display()))?;
+        return Ok(());
+    }
+    if devices.len() > 1 {
+        println!(
+            "data-parallel over {} devices: each takes a share of every batch of {}",
+            devices.len(),
+            cfg.batch_size
+        );
+    }
+    let outcome = train_distributed(&run, &cfg, &data, &devices, ranks, &stop, &mut obs)
         .with_context(|| format!("training run {}", run.root().display()))?;
     if let Some(b) = obs.bar.take() {
         b.finish_and_clear();
@@ -64,6 +106,26 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
         println!("  reconstructions.png, samples.png, metrics.jsonl, checkpoints/ are there");
     }
     Ok(())
+}
+
+/// A rank other than 0: the run rank 0 created or checked, read only, with the flags a resume
+/// may change applied as rank 0 applied them.
+fn follow_rank0(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Splits)> {
+    let dir = a
+        .resume
+        .clone()
+        .or_else(|| a.out.clone())
+        .expect("checked: --resume or --out under mpirun");
+    let run = RunDir::open(&dir)?;
+    let mut cfg = run.config()?;
+    if let (Some(e), Some(_)) = (a.epochs, &a.resume) {
+        cfg.epochs = e;
+    }
+    if let Some(t) = a.loader_threads {
+        cfg.data.loader_threads = t;
+    }
+    let data = load_data(&cfg.data, Some(cfg.model.image), cfg.seed)?;
+    Ok((run, cfg, data))
 }
 
 /// A new run: the config from defaults, the TOML file and the flags, validated before any work.
@@ -142,7 +204,7 @@ fn prepare_resume(
     ];
     if others.iter().any(|&x| x) {
         bail!(
-            "--resume continues with the run's saved config.json; only --epochs may be given with it"
+            "--resume continues with the run's saved config.json; only --epochs and --loader-threads may be given with it"
         );
     }
     // Locked before anything is read or written: a second trainer stops here with one line.
@@ -151,6 +213,9 @@ fn prepare_resume(
     let meta = run.meta()?;
     if let Some(e) = a.epochs {
         cfg.epochs = e;
+    }
+    if let Some(t) = a.loader_threads {
+        cfg.data.loader_threads = t;
     }
     let done = meta.as_ref().map_or(0, |m| m.epoch);
     if done >= cfg.epochs {
@@ -401,6 +466,9 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     if let Some(l) = a.limit {
         cfg.data.limit = Some(l);
     }
+    if let Some(t) = a.loader_threads {
+        cfg.data.loader_threads = t;
+    }
     Ok(())
 }
 
@@ -490,8 +558,13 @@ impl Observer for BarObserver {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        // Input that held the step back for more than 2% of the epoch is worth a word.
+        let waited = match (m.get("data_wait_seconds"), m.get("seconds")) {
+            (Some(w), Some(s)) if w > 0.02 * s => format!(" (waited {w:.1} s for data)"),
+            _ => String::new(),
+        };
         println!(
-            "epoch {:>3}: train {} | test {} | {:.0} img/s",
+            "epoch {:>3}: train {} | test {} | {:.0} img/s{waited}",
             m.epoch,
             part("train_"),
             part("test_"),

@@ -7,10 +7,61 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::dataset::Dataset;
 use crate::rng::{Stream, permutation, stream_rng};
 
-/// Stacks images `indices` of `ds` into a tensor with pixels scaled to [0, 1].
+/// A batch of images on the host, before it becomes a tensor: what the loader threads build.
+///
+/// # Shapes
+/// `values`: `dims` = `[indices.len(), channels, height, width]`, row-major
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostBatch {
+    /// Pixels scaled to [0, 1] (or binary draws).
+    pub values: Vec<f32>,
+    /// The batch's shape.
+    pub dims: [usize; 4],
+    /// The images' labels.
+    pub labels: Vec<u32>,
+}
+
+impl HostBatch {
+    /// The batch as a tensor on `device`.
+    pub fn tensor(self, device: &Device) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(self.values, self.dims), device)
+    }
+}
+
+/// Images `indices` of `ds` with pixels scaled to [0, 1], and their labels; a mapped
+/// dataset's pages are released once copied (see [`Dataset::release`]).
 ///
 /// With `binarize`, each pixel becomes 1 with probability equal to its intensity (dynamic
 /// binarisation), drawn from that generator.
+pub fn host_batch(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCha8Rng>) -> HostBatch {
+    let s = ds.shape;
+    let mut values = Vec::with_capacity(indices.len() * s.numel());
+    match binarize {
+        None => {
+            for &i in indices {
+                values.extend(ds.image(i).iter().map(|&p| p as f32 / 255.0));
+                ds.release(i);
+            }
+        }
+        Some(rng) => {
+            for &i in indices {
+                values.extend(ds.image(i).iter().map(|&p| {
+                    let u: f32 = rng.random();
+                    if u < p as f32 / 255.0 { 1.0 } else { 0.0 }
+                }));
+                ds.release(i);
+            }
+        }
+    }
+    HostBatch {
+        values,
+        dims: [indices.len(), s.channels, s.height, s.width],
+        labels: ds.labels_of(indices),
+    }
+}
+
+/// Stacks images `indices` of `ds` into a tensor with pixels scaled to [0, 1] (see
+/// [`host_batch`]).
 ///
 /// # Shapes
 /// returns `[indices.len(), channels, height, width]`
@@ -20,27 +71,7 @@ pub fn batch_tensor(
     binarize: Option<&mut ChaCha8Rng>,
     device: &Device,
 ) -> Tensor<4> {
-    let s = ds.shape;
-    let mut values = Vec::with_capacity(indices.len() * s.numel());
-    match binarize {
-        None => {
-            for &i in indices {
-                values.extend(ds.image(i).iter().map(|&p| p as f32 / 255.0));
-            }
-        }
-        Some(rng) => {
-            for &i in indices {
-                values.extend(ds.image(i).iter().map(|&p| {
-                    let u: f32 = rng.random();
-                    if u < p as f32 / 255.0 { 1.0 } else { 0.0 }
-                }));
-            }
-        }
-    }
-    Tensor::from_data(
-        TensorData::new(values, [indices.len(), s.channels, s.height, s.width]),
-        device,
-    )
+    host_batch(ds, indices, binarize).tensor(device)
 }
 
 /// One-hot rows for `labels` over `classes` classes, row-major `[labels.len(), classes]`;
@@ -82,7 +113,7 @@ mod tests {
                 height: 2,
                 width: 2,
             },
-            pixels: vec![0, 255, 51, 102, 255, 255, 0, 0],
+            pixels: vec![0, 255, 51, 102, 255, 255, 0, 0].into(),
             labels: vec![0, 1],
             classes: vec!["a".into(), "b".into()],
         }
@@ -104,7 +135,7 @@ mod tests {
                 height: 1,
                 width: 1,
             },
-            pixels: vec![51; 20_000],
+            pixels: vec![51; 20_000].into(),
             labels: vec![0; 20_000],
             classes: vec!["a".into()],
         };

@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use crate::config::ImageShape;
+use crate::data::pixels::Pixels;
 use crate::rng::stream_rng;
 
 /// Images of one shape, stored as 8-bit intensities (pixels scale to [0, 1] when batched).
@@ -10,8 +11,9 @@ use crate::rng::stream_rng;
 pub struct Dataset {
     /// Shape of every image.
     pub shape: ImageShape,
-    /// `len() * shape.numel()` bytes, image after image, channel-major (CHW) within each.
-    pub pixels: Vec<u8>,
+    /// `len() * shape.numel()` bytes, image after image, channel-major (CHW) within each: in
+    /// memory, or mapped from a packed file.
+    pub pixels: Pixels,
     /// One class index per image.
     pub labels: Vec<u32>,
     /// Class names, indexed by label (digits for IDX data, folder names for image folders).
@@ -35,6 +37,13 @@ impl Dataset {
         &self.pixels[i * n..(i + 1) * n]
     }
 
+    /// Says that image `i`'s bytes were copied out and are not needed for now: a mapped
+    /// dataset's pages then leave the resident set (see [`Pixels::release`]).
+    pub fn release(&self, i: usize) {
+        let n = self.shape.numel();
+        self.pixels.release(i * n..(i + 1) * n);
+    }
+
     /// The labels of images `indices`.
     pub fn labels_of(&self, indices: &[usize]) -> Vec<u32> {
         indices.iter().map(|&i| self.labels[i]).collect()
@@ -52,7 +61,7 @@ impl Dataset {
     /// seeded by `seed` (the same seed gives the same binary dataset).
     pub fn binarize_static(&mut self, seed: u64) {
         let mut rng = stream_rng(seed, crate::rng::Stream::StaticBinarize, 0);
-        for p in &mut self.pixels {
+        for p in self.pixels.make_mut() {
             let u: f32 = rng.random();
             *p = if u < *p as f32 / 255.0 { 255 } else { 0 };
         }

@@ -132,76 +132,169 @@ pub fn image_from_bytes(bytes: &[u8], shape: ImageShape, name: &str) -> Result<V
     Ok(out)
 }
 
-fn to_dataset(items: &[(u32, &PathBuf)], classes: &[String], shape: ImageShape) -> Result<Dataset> {
-    let mut pixels = Vec::with_capacity(items.len() * shape.numel());
-    for (_, p) in items {
-        read_image(p, shape, &mut pixels)?;
-    }
-    Ok(Dataset {
-        shape,
-        pixels,
-        labels: items.iter().map(|(l, _)| *l).collect(),
-        classes: classes.to_vec(),
-    })
+/// An image folder's files, listed but not decoded: what [`load_image_folder`] reads and
+/// `vaekit data pack` writes.
+#[derive(Clone, Debug)]
+pub struct FolderListing {
+    /// Class names (subfolder names, sorted), indexed by label.
+    pub classes: Vec<String>,
+    /// (label, file) of every training image, class by class, sorted within each class.
+    pub train: Vec<(u32, PathBuf)>,
+    /// (label, file) of every test image.
+    pub test: Vec<(u32, PathBuf)>,
 }
 
-/// Loads an image folder as train and test sets of shape `shape` (see the module docs).
-pub fn load_image_folder(dir: &Path, shape: Option<ImageShape>) -> Result<Splits> {
+impl FolderListing {
+    /// The shape images become when no model fixes one: 28x28, gray or RGB as the first
+    /// training image is.
+    pub fn default_shape(&self) -> Result<ImageShape> {
+        let first = &self
+            .train
+            .first()
+            .or(self.test.first())
+            .expect("listings are not empty")
+            .1;
+        let img = image::open(first).map_err(|e| Error::BadImage {
+            path: first.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(ImageShape {
+            channels: if img.color().has_color() { 3 } else { 1 },
+            height: DEFAULT_SIDE,
+            width: DEFAULT_SIDE,
+        })
+    }
+}
+
+/// Lists an image folder's classes and its train and test files (see the module docs).
+pub fn list_image_folder(dir: &Path) -> Result<FolderListing> {
     let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
     let presplit = train_dir.is_dir() && test_dir.is_dir();
     let train_classes = list_classes(if presplit { &train_dir } else { dir })?;
     let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-
-    let shape = match shape {
-        Some(s) => s,
-        None => {
-            let first = &train_classes[0].1[0];
-            let img = image::open(first).map_err(|e| Error::BadImage {
-                path: first.clone(),
-                reason: e.to_string(),
-            })?;
-            let channels = if img.color().has_color() { 3 } else { 1 };
-            ImageShape {
-                channels,
-                height: DEFAULT_SIDE,
-                width: DEFAULT_SIDE,
-            }
-        }
-    };
-
-    let mut train_items = Vec::new();
-    let mut test_items = Vec::new();
-    for (label, (_, files)) in train_classes.iter().enumerate() {
-        for (i, f) in files.iter().enumerate() {
+    let mut train = Vec::new();
+    let mut test = Vec::new();
+    for (label, (_, files)) in train_classes.into_iter().enumerate() {
+        for (i, f) in files.into_iter().enumerate() {
             if !presplit && i % 10 == 9 {
-                test_items.push((label as u32, f));
+                test.push((label as u32, f));
             } else {
-                train_items.push((label as u32, f));
+                train.push((label as u32, f));
             }
         }
     }
-    let test_listing;
     if presplit {
-        test_listing = list_classes(&test_dir)?;
-        for (name, files) in &test_listing {
-            let Some(label) = names.iter().position(|n| n == name) else {
+        for (name, files) in list_classes(&test_dir)? {
+            let Some(label) = names.iter().position(|n| *n == name) else {
                 return Err(Error::BadDataset {
                     path: test_dir.join(name),
                     reason: "test class has no training folder of the same name".into(),
                 });
             };
-            test_items.extend(files.iter().map(|f| (label as u32, f)));
+            test.extend(files.into_iter().map(|f| (label as u32, f)));
         }
     }
-    if test_items.is_empty() {
+    if test.is_empty() {
         return Err(Error::BadDataset {
             path: dir.to_path_buf(),
             reason: "too few images to hold out a test set (need at least 10 in one class, or train/ and test/)".into(),
         });
     }
+    Ok(FolderListing {
+        classes: names,
+        train,
+        test,
+    })
+}
+
+/// Decodes `files` into `out` (`files.len() * shape.numel()` bytes, CHW per image), on all
+/// threads; the first file that fails is the error.
+pub fn decode_files(files: &[(u32, PathBuf)], shape: ImageShape, out: &mut [u8]) -> Result<()> {
+    use rayon::prelude::*;
+    out.par_chunks_mut(shape.numel())
+        .zip(files.par_iter())
+        .try_for_each(|(dst, (_, path))| {
+            let mut v = Vec::with_capacity(shape.numel());
+            read_image(path, shape, &mut v)?;
+            dst.copy_from_slice(&v);
+            Ok(())
+        })
+}
+
+/// Decodes encoded image bytes (the file `path` holds) into `shape`: CHW bytes. Unlike
+/// [`image_from_bytes`] there is no side limit: these are the user's own files.
+pub fn decode_file_bytes(bytes: &[u8], shape: ImageShape, path: &Path) -> Result<Vec<u8>> {
+    let img = image::load_from_memory(bytes).map_err(|e| Error::BadImage {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut out = Vec::with_capacity(shape.numel());
+    to_shape(img, shape, &mut out);
+    Ok(out)
+}
+
+/// `ds` with every image resized and converted to `shape` as an image folder's files are (a
+/// copy; `ds` itself is returned unchanged when it has the shape already).
+pub fn resize_dataset(ds: &Dataset, shape: ImageShape) -> Dataset {
+    use rayon::prelude::*;
+    if ds.shape == shape {
+        return ds.clone();
+    }
+    let from = ds.shape;
+    let (w, h) = (from.width as u32, from.height as u32);
+    let mut pixels = vec![0u8; ds.len() * shape.numel()];
+    pixels
+        .par_chunks_mut(shape.numel())
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let src = ds.image(i);
+            let img = if from.channels == 1 {
+                image::DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w, h, src.to_vec()).expect("sizes agree"),
+                )
+            } else {
+                let plane = from.height * from.width;
+                let hwc: Vec<u8> = (0..plane)
+                    .flat_map(|p| (0..3).map(move |c| src[c * plane + p]))
+                    .collect();
+                image::DynamicImage::ImageRgb8(
+                    image::RgbImage::from_raw(w, h, hwc).expect("sizes agree"),
+                )
+            };
+            let mut v = Vec::with_capacity(shape.numel());
+            to_shape(img, shape, &mut v);
+            dst.copy_from_slice(&v);
+        });
+    Dataset {
+        shape,
+        pixels: pixels.into(),
+        labels: ds.labels.clone(),
+        classes: ds.classes.clone(),
+    }
+}
+
+fn to_dataset(items: &[(u32, PathBuf)], classes: &[String], shape: ImageShape) -> Result<Dataset> {
+    let mut pixels = vec![0u8; items.len() * shape.numel()];
+    decode_files(items, shape, &mut pixels)?;
+    Ok(Dataset {
+        shape,
+        pixels: pixels.into(),
+        labels: items.iter().map(|(l, _)| *l).collect(),
+        classes: classes.to_vec(),
+    })
+}
+
+/// Loads an image folder as train and test sets of shape `shape` (see the module docs),
+/// decoding on all threads.
+pub fn load_image_folder(dir: &Path, shape: Option<ImageShape>) -> Result<Splits> {
+    let listing = list_image_folder(dir)?;
+    let shape = match shape {
+        Some(s) => s,
+        None => listing.default_shape()?,
+    };
     Ok(Splits {
-        train: to_dataset(&train_items, &names, shape)?,
-        test: to_dataset(&test_items, &names, shape)?,
+        train: to_dataset(&listing.train, &listing.classes, shape)?,
+        test: to_dataset(&listing.test, &listing.classes, shape)?,
         source: dir.display().to_string(),
     })
 }
@@ -310,7 +403,12 @@ mod tests {
     #[test]
     fn corrupt_image_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        for i in 0..9 {
+            save(
+                &dir.path().join(format!("a/{i}.png")),
+                image::DynamicImage::ImageLuma8(image::GrayImage::new(4, 4)),
+            );
+        }
         std::fs::write(dir.path().join("a").join("broken.png"), b"not a png").unwrap();
         let msg = load_image_folder(dir.path(), None).unwrap_err().to_string();
         assert!(msg.contains("broken.png"), "{msg}");

@@ -11,6 +11,7 @@ use crate::config::{DataConfig, ImageShape};
 use crate::data::dataset::{Dataset, Splits};
 use crate::data::idx::read_idx_pair;
 use crate::data::image_folder::load_image_folder;
+use crate::data::packed::{is_packed, open_packed};
 use crate::error::{Error, Result};
 
 /// The IDX file stems of an MNIST-style dataset (each may end in `.gz`).
@@ -95,6 +96,18 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// Gives IDX data of ten classes Fashion-MNIST's class names.
+fn set_fashion_names(splits: &mut Splits) {
+    for ds in [&mut splits.train, &mut splits.test] {
+        if ds.classes.len() == FASHION_MNIST_CLASSES.len() {
+            ds.classes = FASHION_MNIST_CLASSES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+        }
+    }
+}
+
 /// Loads the four IDX files in `dir`.
 pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     let need = |stem: &str| {
@@ -120,7 +133,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
                 height: pair.rows,
                 width: pair.cols,
             },
-            pixels: pair.pixels,
+            pixels: pair.pixels.into(),
             labels: pair.labels.into_iter().map(u32::from).collect(),
             classes: (0..n_classes.max(10)).map(|c| c.to_string()).collect(),
         })
@@ -151,30 +164,34 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
 pub fn load_source(cfg: &DataConfig, shape: Option<ImageShape>) -> Result<Splits> {
     let dir = match &cfg.dir {
         Some(d) => {
-            if !d.is_dir() {
+            if d.is_file() && !is_packed(d) {
                 return Err(Error::BadDataset {
                     path: d.clone(),
-                    reason: "no such folder".into(),
+                    reason:
+                        "neither a folder nor a packed dataset (make one with `vaekit data pack`)"
+                            .into(),
+                });
+            }
+            if !d.exists() {
+                return Err(Error::BadDataset {
+                    path: d.clone(),
+                    reason: "no such folder or packed file".into(),
                 });
             }
             d.clone()
         }
         None => locate(&cfg.dataset)?,
     };
-    let mut splits = if is_idx_dir(&dir) {
+    let packed = dir.is_file();
+    let mut splits = if packed {
+        open_packed(&dir)?
+    } else if is_idx_dir(&dir) {
         load_idx_dir(&dir)?
     } else {
         load_image_folder(&dir, shape)?
     };
     if cfg.dir.is_none() && cfg.dataset == "fashion-mnist" {
-        for ds in [&mut splits.train, &mut splits.test] {
-            if ds.classes.len() == FASHION_MNIST_CLASSES.len() {
-                ds.classes = FASHION_MNIST_CLASSES
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect();
-            }
-        }
+        set_fashion_names(&mut splits);
     }
     if let Some(want) = shape
         && splits.train.shape != want
@@ -182,17 +199,107 @@ pub fn load_source(cfg: &DataConfig, shape: Option<ImageShape>) -> Result<Splits
         return Err(Error::BadDataset {
             path: dir,
             reason: format!(
-                "images are {}x{}x{} but the model takes {}x{}x{}",
+                "images are {}x{}x{} but the model takes {}x{}x{}{}",
                 splits.train.shape.channels,
                 splits.train.shape.height,
                 splits.train.shape.width,
                 want.channels,
                 want.height,
-                want.width
+                want.width,
+                if packed {
+                    format!(
+                        " (pack the source again with --size {}x{} --channels {})",
+                        want.height, want.width, want.channels
+                    )
+                } else {
+                    String::new()
+                }
             ),
         });
     }
     Ok(splits)
+}
+
+/// What `vaekit data pack SRC` reads: an IDX folder or an image folder (listed now, decoded
+/// while packing), its images made `size` ([height, width]) with `channels` where given (by
+/// default an IDX folder keeps its shape, an image folder becomes 28x28 with its first image's
+/// channels). A packed file is refused.
+/// A known dataset name that is not a path (`fashion-mnist`) is looked up as training does.
+/// Returns the input and the folder it reads.
+pub fn pack_input(
+    src: &Path,
+    size: Option<[usize; 2]>,
+    channels: Option<usize>,
+) -> Result<(crate::data::packed::PackInput, PathBuf)> {
+    use crate::data::packed::{PackInput, hash_files};
+    let name = src
+        .to_str()
+        .filter(|n| !src.exists() && KNOWN_DATASETS.contains(n));
+    let located;
+    let src = match name {
+        Some(n) => {
+            located = locate(n)?;
+            located.as_path()
+        }
+        None => src,
+    };
+    if src.is_file() {
+        return Err(Error::BadDataset {
+            path: src.to_path_buf(),
+            reason: if is_packed(src) {
+                "is already a packed dataset; give `data pack` the image folder or IDX folder it came from".into()
+            } else {
+                "not a folder: give `data pack` an image folder or a folder of IDX files".into()
+            },
+        });
+    }
+    if !src.is_dir() {
+        return Err(Error::BadDataset {
+            path: src.to_path_buf(),
+            reason: "no such folder".into(),
+        });
+    }
+    if is_idx_dir(src) {
+        let mut splits = load_idx_dir(src)?;
+        let own = splits.train.shape;
+        let [height, width] = size.unwrap_or([own.height, own.width]);
+        let s = ImageShape {
+            channels: channels.unwrap_or(own.channels),
+            height,
+            width,
+        };
+        splits.train = crate::data::image_folder::resize_dataset(&splits.train, s);
+        splits.test = crate::data::image_folder::resize_dataset(&splits.test, s);
+        if name == Some("fashion-mnist") {
+            set_fashion_names(&mut splits);
+        }
+        let files: Vec<PathBuf> = IDX_FILES
+            .iter()
+            .filter_map(|stem| find_idx(src, stem))
+            .collect();
+        let input = PackInput::Memory {
+            splits,
+            source_hash: hash_files(&files)?,
+        };
+        return Ok((input, src.to_path_buf()));
+    }
+    let listing = crate::data::image_folder::list_image_folder(src)?;
+    let mut shape = match channels {
+        Some(c) => ImageShape {
+            channels: c,
+            ..ImageShape::MNIST
+        },
+        None => listing.default_shape()?,
+    };
+    if let Some([h, w]) = size {
+        (shape.height, shape.width) = (h, w);
+    }
+    let input = PackInput::Folder {
+        dir: src.to_path_buf(),
+        listing,
+        shape,
+    };
+    Ok((input, src.to_path_buf()))
 }
 
 /// Loads the data for training or evaluation: the source, then `limit` (training images only)

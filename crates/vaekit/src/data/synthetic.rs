@@ -51,7 +51,7 @@ pub fn bars_splits(n_train: usize, n_test: usize, seed: u64) -> Splits {
         let (pixels, labels) = bars(n, s);
         Dataset {
             shape: ImageShape::MNIST,
-            pixels,
+            pixels: pixels.into(),
             labels: labels.into_iter().map(u32::from).collect(),
             classes: (0..10).map(|c| c.to_string()).collect(),
         }

@@ -7,21 +7,24 @@
 //!   IWAE bound.
 //! - [`VaeGanMethod`]: VAE-GAN, the encoder, decoder and a discriminator with an Adam each.
 
+pub mod parallel;
 pub mod vae;
 pub mod vaegan;
 
 use burn::optim::ModuleOptimizer;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::Parts;
+use crate::collective::Collective;
 use crate::config::{Binarize, MethodConfig, OptimConfig, TrainConfig};
-use crate::data::{Dataset, batch_tensor};
+use crate::data::{Dataset, HostBatch, host_batch};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::model::Vae;
 use crate::ops::FusedAdam;
 use crate::rng::{Stream, stream_rng};
 
+pub use parallel::Portion;
 pub use vae::VaeMethod;
 pub use vaegan::VaeGanMethod;
 
@@ -44,6 +47,9 @@ pub struct Batch {
     pub step: usize,
     /// Steps in a full epoch (for schedules such as the KL warm-up).
     pub steps_per_epoch: usize,
+    /// Which rows of the step's whole batch these are (all of it in a one-process job; this
+    /// rank's part under MPI).
+    pub portion: Portion,
 }
 
 impl Batch {
@@ -57,13 +63,52 @@ impl Batch {
         steps_per_epoch: usize,
         device: &Device,
     ) -> Batch {
+        let all = Portion::all(idx.len());
+        let host = Batch::host(cfg, train, idx, step, &all);
+        Batch::from_host(host, step, steps_per_epoch, all, device)
+    }
+
+    /// The host half of [`Batch::new`], which the loader threads run: rows `portion.rows` of
+    /// the whole batch `whole` (images of `train`) for global step `step`, binarised as `cfg`
+    /// says with the draws those rows get when the whole batch is drawn in one process.
+    pub fn host(
+        cfg: &TrainConfig,
+        train: &Dataset,
+        whole: &[usize],
+        step: usize,
+        portion: &Portion,
+    ) -> HostBatch {
         let mut bin_rng = stream_rng(cfg.seed, Stream::TrainBinarize, step as u64);
+        // One 32-bit word per pixel (an f32 draw): skip the rows before this part.
+        let skip = (portion.rows.start * train.shape.numel()) as u128;
+        bin_rng.set_word_pos(bin_rng.get_word_pos() + skip);
         let dynamic = cfg.data.binarize == Binarize::Dynamic;
+        host_batch(
+            train,
+            &whole[portion.rows.clone()],
+            dynamic.then_some(&mut bin_rng),
+        )
+    }
+
+    /// A host batch of global step `step` as a batch on `device`.
+    pub fn from_host(
+        host: HostBatch,
+        step: usize,
+        steps_per_epoch: usize,
+        portion: Portion,
+        device: &Device,
+    ) -> Batch {
+        let HostBatch {
+            values,
+            dims,
+            labels,
+        } = host;
         Batch {
-            x: batch_tensor(train, idx, dynamic.then_some(&mut bin_rng), device),
-            labels: train.labels_of(idx),
+            x: Tensor::from_data(TensorData::new(values, dims), device),
+            labels,
             step,
             steps_per_epoch,
+            portion,
         }
     }
 
@@ -125,5 +170,28 @@ pub fn build(cfg: &TrainConfig, device: &Device) -> Box<dyn Method> {
     match cfg.method {
         MethodConfig::Vae => Box::new(VaeMethod::new(cfg, device)),
         MethodConfig::Vaegan(_) => Box::new(VaeGanMethod::new(cfg, device)),
+    }
+}
+
+/// [`build`] over several autodiff devices and processes: the networks live on the first
+/// device, each step's batch is split across the devices ([`parallel`]) and its gradients are
+/// summed over the processes of `ranks` ([`crate::collective`]). A VAE-GAN trains on one
+/// device in one process.
+pub fn build_on(
+    cfg: &TrainConfig,
+    devices: &[Device],
+    ranks: std::rc::Rc<dyn Collective>,
+) -> Result<Box<dyn Method>> {
+    let solo = ranks.size() <= 1;
+    match (devices, &cfg.method) {
+        ([], _) => Err(crate::error::Error::InvalidConfig(
+            "no device to train on".into(),
+        )),
+        ([one], _) if solo => Ok(build(cfg, one)),
+        (_, MethodConfig::Vae) => Ok(Box::new(VaeMethod::distributed(cfg, devices, ranks))),
+        (_, MethodConfig::Vaegan(_)) => Err(crate::error::Error::InvalidConfig(
+            "a VAE-GAN trains on one device in one process (its three networks step in turn)"
+                .into(),
+        )),
     }
 }

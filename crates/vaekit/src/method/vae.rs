@@ -5,38 +5,70 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+
+use super::parallel::{StepGradients, step_gradients, sum_over_ranks};
 use super::{Batch, Method, StepOutcome, adam};
 use crate::checkpoint::{MODEL, Parts, load_optimizer, load_weights, network_file, optimizer_file};
+use crate::collective::{Collective, Solo};
 use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::model::Vae;
-use crate::objective::training_terms;
 use crate::rng::{Stream, normals, stream_rng};
 
 /// Name of the VAE's one optimiser in a checkpoint (`optimizer.bpk`).
 pub const OPTIMIZER: &str = "optimizer";
 
-/// A VAE trained on its config's objective with Adam.
+/// A VAE trained on its config's objective with Adam, on one device or data-parallel on
+/// several ([`super::parallel`]).
 pub struct VaeMethod {
     /// Always `Some` between steps; taken while `optim.step` consumes and returns it.
     model: Option<Vae>,
     optim: ModuleOptimizer,
     cfg: TrainConfig,
-    device: Device,
+    /// Autodiff devices; the first holds the model and its optimiser state.
+    devices: Vec<Device>,
+    /// The processes training together (one, unless launched by mpirun).
+    ranks: Rc<dyn Collective>,
+    /// Time spent summing over the processes since the last epoch's report.
+    reduce_time: Cell<Duration>,
 }
 
 impl VaeMethod {
     /// The model of `cfg`, initialised from its seed, on the autodiff device `device`.
     pub fn new(cfg: &TrainConfig, device: &Device) -> VaeMethod {
+        VaeMethod::on_devices(cfg, std::slice::from_ref(device))
+    }
+
+    /// The model of `cfg` on the first of the autodiff `devices`, each step's batch split
+    /// across all of them.
+    ///
+    /// # Panics
+    /// If `devices` is empty.
+    pub fn on_devices(cfg: &TrainConfig, devices: &[Device]) -> VaeMethod {
+        VaeMethod::distributed(cfg, devices, Rc::new(Solo))
+    }
+
+    /// [`VaeMethod::on_devices`] in one of the processes of `ranks`: each step's gradients
+    /// and values are summed over them before the (identical) update on every process.
+    pub fn distributed(
+        cfg: &TrainConfig,
+        devices: &[Device],
+        ranks: Rc<dyn Collective>,
+    ) -> VaeMethod {
         VaeMethod {
-            model: Some(Vae::init(&cfg.model, cfg.seed, device)),
+            model: Some(Vae::init(&cfg.model, cfg.seed, &devices[0])),
             optim: adam(&cfg.optim),
             cfg: cfg.clone(),
-            device: device.clone(),
+            devices: devices.to_vec(),
+            ranks,
+            reduce_time: Cell::new(Duration::ZERO),
         }
     }
 
@@ -56,38 +88,48 @@ impl Method for VaeMethod {
             .take()
             .expect("the model is put back after every step");
         let cfg = &self.cfg;
-        let (b, k, noise) = (batch.len(), cfg.objective.samples(), model.noise_dim());
+        let whole = batch.portion.whole;
+        let (k, noise) = (cfg.objective.samples(), model.noise_dim());
+        // The whole batch's noise, of which this process uses its rows.
         let eps = normals(
             &mut stream_rng(cfg.seed, Stream::TrainNoise, batch.step as u64),
-            k * b * noise,
+            k * whole * noise,
         );
-        let eps = Tensor::from_data(TensorData::new(eps, [k * b, noise]), &self.device);
-        let y = model.condition(&batch.labels, &self.device);
         let beta = cfg.beta_at(batch.step + 1, batch.steps_per_epoch);
-        let terms = training_terms(
-            &model,
-            batch.x.clone(),
-            y,
-            eps,
-            cfg.objective,
-            cfg.model.likelihood,
-            beta,
-            cfg.free_bits,
-        );
-        let scalar = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
-        let loss = scalar(terms.loss.clone());
+        let step = if batch.is_empty() {
+            // A rank without images this step (a last batch smaller than the ranks) adds nothing.
+            StepGradients {
+                loss: 0.0,
+                recon: 0.0,
+                kl: 0.0,
+                grads: Some(GradientsParams::new()),
+            }
+        } else {
+            step_gradients(
+                &model,
+                cfg,
+                &self.devices,
+                batch.x.clone(),
+                &batch.labels,
+                &eps,
+                beta,
+                &batch.portion,
+            )
+        };
+        let t0 = Instant::now();
+        let step = sum_over_ranks(&model, step, self.ranks.as_ref(), &self.devices[0]);
+        self.reduce_time.set(self.reduce_time.get() + t0.elapsed());
         let metrics = Metrics::new()
-            .with("loss", loss)
-            .with("recon", scalar(terms.recon))
-            .with("kl", scalar(terms.kl));
-        if !loss.is_finite() {
+            .with("loss", step.loss)
+            .with("recon", step.recon)
+            .with("kl", step.kl);
+        let Some(grads) = step.grads else {
             self.model = Some(model);
             return StepOutcome {
                 metrics,
                 skipped: true,
             };
-        }
-        let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
+        };
         self.model = Some(self.optim.step(cfg.optim.lr, model, grads));
         StepOutcome {
             metrics,
@@ -99,9 +141,16 @@ impl Method for VaeMethod {
         self.vae().valid()
     }
 
-    /// `beta`: the KL weight at the epoch's last step (below the config's during a warm-up).
+    /// `beta`: the KL weight at the epoch's last step (below the config's during a warm-up),
+    /// and, under MPI, `allreduce_seconds`: the epoch's time in summing gradients over the
+    /// processes (waiting for the slowest included).
     fn epoch_values(&self, step: usize, steps_per_epoch: usize) -> Metrics {
-        Metrics::new().with("beta", self.cfg.beta_at(step, steps_per_epoch))
+        let mut m = Metrics::new().with("beta", self.cfg.beta_at(step, steps_per_epoch));
+        let reduce = self.reduce_time.take();
+        if self.ranks.size() > 1 {
+            m.push("allreduce_seconds", reduce.as_secs_f64());
+        }
+        m
     }
 
     /// `objective`: "elbo" or "iwae-K", what `train_loss` is.

@@ -11,7 +11,14 @@ use crate::error::{Error, Result};
 use crate::metrics::EpochMetrics;
 
 /// Values that describe the run rather than the model; left out unless asked for by name.
-pub const BOOKKEEPING: [&str; 4] = ["images_per_sec", "seconds", "beta", "skipped_steps"];
+pub const BOOKKEEPING: [&str; 6] = [
+    "images_per_sec",
+    "seconds",
+    "data_wait_seconds",
+    "allreduce_seconds",
+    "beta",
+    "skipped_steps",
+];
 
 /// Panels per row.
 const COLUMNS: usize = 3;
