@@ -29,7 +29,7 @@ impl HostBatch {
 }
 
 /// Images `indices` of `ds` with pixels scaled to [0, 1], and their labels; a mapped
-/// dataset's pages are released once copied (see [`Dataset::release`]).
+/// dataset's pages are released once copied (see [`Dataset::release_all`]).
 ///
 /// With `binarize`, each pixel becomes 1 with probability equal to its intensity (dynamic
 /// binarisation), drawn from that generator.
@@ -40,7 +40,6 @@ pub fn host_batch(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCha8
         None => {
             for &i in indices {
                 values.extend(ds.image(i).iter().map(|&p| p as f32 / 255.0));
-                ds.release(i);
             }
         }
         Some(rng) => {
@@ -49,10 +48,10 @@ pub fn host_batch(ds: &Dataset, indices: &[usize], binarize: Option<&mut ChaCha8
                     let u: f32 = rng.random();
                     if u < p as f32 / 255.0 { 1.0 } else { 0.0 }
                 }));
-                ds.release(i);
             }
         }
     }
+    ds.release_all();
     HostBatch {
         values,
         dims: [indices.len(), s.channels, s.height, s.width],

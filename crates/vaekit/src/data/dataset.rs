@@ -37,11 +37,12 @@ impl Dataset {
         &self.pixels[i * n..(i + 1) * n]
     }
 
-    /// Says that image `i`'s bytes were copied out and are not needed for now: a mapped
-    /// dataset's pages then leave the resident set (see [`Pixels::release`]).
-    pub fn release(&self, i: usize) {
-        let n = self.shape.numel();
-        self.pixels.release(i * n..(i + 1) * n);
+    /// Says that no image's bytes are needed for now: a mapped dataset's pages then leave the
+    /// resident set (see [`Pixels::release`]), those the kernel mapped around the pages read
+    /// included (a page fault maps up to 16 cached neighbours, which random access would
+    /// otherwise leave resident until the whole file is).
+    pub fn release_all(&self) {
+        self.pixels.release(0..self.pixels.len());
     }
 
     /// The labels of images `indices`.

@@ -489,7 +489,7 @@ mod tests {
         }
         // Released pages read back the same bytes.
         let before = got.train.image(4).to_vec();
-        got.train.release(4);
+        got.train.release_all();
         assert_eq!(got.train.image(4), &before[..]);
         // Truncating and static binarisation work on a mapping (the latter copies it).
         let mut t = got.train.clone();
