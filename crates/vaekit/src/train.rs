@@ -1,6 +1,7 @@
-//! The training loop: shuffled batches (read ahead on loader threads), one step of the training method per batch ([`Method`]
-//! owns the networks, their optimisers and the step), per-epoch evaluation, pictures, named
-//! metrics and checkpoints; resumable at any step.
+//! The training loop: shuffled batches (read ahead on loader threads), one step of the
+//! training method per batch ([`Method`] owns the networks, their optimisers and the step),
+//! per-epoch evaluation, pictures, named metrics and checkpoints; resumable at any step; on
+//! several devices and in several processes (MPI ranks) as one.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};

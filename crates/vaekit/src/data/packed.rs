@@ -294,15 +294,7 @@ pub fn write_packed(
             "exists already; remove it or choose another --out",
         ));
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = crate::fsutil::temp_path(out);
     let result = write_to(input, source, &tmp, out, stop, progress);
     match result {
         Ok(header) => {

@@ -80,8 +80,10 @@ impl VaeMethod {
 }
 
 impl Method for VaeMethod {
-    /// Draws `k * b` noise rows from (seed, step), computes the objective and, if it is finite,
-    /// takes one Adam step; step values `loss` (the objective), `recon` and `kl`.
+    /// Draws the whole batch's `k * b` noise rows from (seed, step), computes this process's
+    /// share of the objective and its gradients on its devices, sums both over the processes
+    /// and, if the loss is finite everywhere, takes one Adam step; step values `loss` (the
+    /// objective), `recon` and `kl`.
     fn step(&mut self, batch: &Batch) -> StepOutcome {
         let model = self
             .model
