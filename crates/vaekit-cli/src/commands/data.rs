@@ -153,11 +153,13 @@ pub fn info(a: InfoArgs) -> Result<()> {
         header.shape,
         header.shape.numel()
     );
-    println!(
-        "  classes:     {} ({})",
-        header.classes.len(),
-        header.classes.join(", ")
-    );
+    // A folder of thousands of classes: the first few names.
+    const SHOWN: usize = 12;
+    let mut names = header.classes[..header.classes.len().min(SHOWN)].join(", ");
+    if header.classes.len() > SHOWN {
+        names.push_str(&format!(", ... ({} more)", header.classes.len() - SHOWN));
+    }
+    println!("  classes:     {} ({names})", header.classes.len());
     println!("  source:      {}", header.source);
     println!("  source hash: sha256 {}", header.source_hash);
     println!("  file size:   {:.1} MiB", bytes as f64 / (1 << 20) as f64);
