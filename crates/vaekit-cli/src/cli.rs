@@ -144,7 +144,7 @@ pub enum ModelArg {
     Hvae,
     /// VAE-GAN (Larsen et al. 2016): the VAE of --arch with a discriminator whose features
     /// replace the pixels in the reconstruction term, for sharper samples (Adam lr 3e-4,
-    /// beta1 0.5 unless set).
+    /// beta1 0.5 and --upsample resize unless set).
     Vaegan,
 }
 
@@ -155,6 +155,15 @@ pub enum DecoderArg {
     Mirror,
     /// hardmaru's CPPN (hidden 32, 3 tanh layers, coordinates in [-8, 8]).
     Cppn,
+}
+
+/// The VAE-GAN discriminator's normalisation, for `--disc-norm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiscNormArg {
+    /// Batch normalisation after each stride-2 convolution.
+    Batch,
+    /// Each layer's weight divided by its largest singular value (Miyato et al. 2018).
+    Spectral,
 }
 
 /// How the conv decoder doubles the side, for `--upsample`.
@@ -290,7 +299,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "X")]
     pub free_bits: Option<f64>,
     /// VAE-GAN: weight of the feature term in the decoder's loss, gamma * feature + GAN
-    /// (default 1).
+    /// (default 0.05).
     #[arg(long, value_name = "X")]
     pub gamma: Option<f64>,
     /// VAE-GAN: the discriminator's convolution (0-based) whose output before its
@@ -305,9 +314,18 @@ pub struct TrainArgs {
     /// (default 0.5).
     #[arg(long, value_name = "W")]
     pub real_weight: Option<f64>,
-    /// VAE-GAN: update every network at every step (no equilibrium rule).
-    #[arg(long)]
+    /// VAE-GAN: update every network at every step (no equilibrium rule; the default).
+    #[arg(long, conflicts_with = "equilibrium")]
     pub no_equilibrium: bool,
+    /// VAE-GAN: Larsen et al.'s equilibrium rule: pause the discriminator while its
+    /// cross-entropy on real or generated images is below 0.68 - 0.35, the decoder while either
+    /// is above 0.68 + 0.35.
+    #[arg(long)]
+    pub equilibrium: bool,
+    /// VAE-GAN: the discriminator's normalisation: batch normalisation after its stride-2
+    /// convolutions (Larsen et al.'s), or spectral normalisation of every layer.
+    #[arg(long, value_enum, value_name = "NORM")]
+    pub disc_norm: Option<DiscNormArg>,
     /// Threads that read training batches ahead of the step (default 2; 0: on the training
     /// thread). Allowed with --resume: it changes how batches are read, not what they hold.
     #[arg(long, value_name = "N")]

@@ -2031,6 +2031,10 @@ fn a_vaegan_trains_resumes_and_every_command_takes_it() {
     let cfg = json_file(&root.join("gan/config.json"));
     assert_eq!(cfg["method"]["kind"], "vaegan");
     assert_eq!(cfg["optim"]["beta1"].as_f64(), Some(0.5));
+    // The measured defaults: spectral normalisation, no equilibrium rule, a resize decoder.
+    assert_eq!(cfg["method"]["norm"], "spectral");
+    assert!(cfg["method"].get("equilibrium").is_none(), "{cfg}");
+    assert_eq!(cfg["model"]["architecture"]["upsample"], "resize", "{cfg}");
     let m = json(&std::fs::read_to_string(root.join("gan/metrics.jsonl")).unwrap());
     assert_eq!(m["objective"], "vaegan");
     for k in [
@@ -2169,6 +2173,41 @@ fn a_vaegan_trains_resumes_and_every_command_takes_it() {
     let c = json_file(&root.join("gan-lr/config.json"));
     assert_eq!(c["optim"]["lr"].as_f64(), Some(0.002));
     assert_eq!(c["optim"]["beta1"].as_f64(), Some(0.5));
+    // Larsen et al.'s discriminator and rule on request; VAE-GAN flags refused for a VAE.
+    train_small(
+        &f,
+        "gan-bn",
+        &[
+            "--model",
+            "vaegan",
+            "--latent",
+            "4",
+            "--disc-norm",
+            "batch",
+            "--equilibrium",
+            "--upsample",
+            "transposed",
+        ],
+    );
+    let c = json_file(&root.join("gan-bn/config.json"));
+    assert_eq!(c["method"]["norm"], "batch");
+    assert_eq!(c["method"]["equilibrium"]["margin"].as_f64(), Some(0.35));
+    // (Transposed convolutions are the default, absent from config.json.)
+    assert!(c["model"]["architecture"].get("upsample").is_none(), "{c}");
+    let err = fails(
+        &[
+            "train",
+            "--model",
+            "conv",
+            "--disc-norm",
+            "spectral",
+            "--out",
+            "x",
+        ],
+        root,
+    );
+    assert!(err.contains("--disc-norm is for the VAE-GAN"), "{err}");
+    assert!(!root.join("x").exists());
 }
 
 #[test]

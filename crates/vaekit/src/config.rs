@@ -692,7 +692,9 @@ pub enum MethodConfig {
 #[serde(deny_unknown_fields)]
 pub struct VaeGanConfig {
     /// Weight of the feature reconstruction term in the decoder's loss, gamma * feature - GAN
-    /// (the encoder's is KL + feature). Default 1.
+    /// (the encoder's is KL + feature). Default 0.05: the feature term (tens of nats per image)
+    /// then weighs about as much as the GAN term (about 1), so prior samples, which only the GAN
+    /// term reaches, are shaped by it.
     pub gamma: f64,
     /// Output channels of the discriminator's convolutions (the first stride 1, the others
     /// stride 2). Default `[16, 32, 64]`: on 28x28 images about the encoder's size (each step
@@ -709,8 +711,10 @@ pub struct VaeGanConfig {
     pub feature_layer: Option<usize>,
     /// The equilibrium rule of Larsen et al.'s code: skip the discriminator's update while its
     /// cross-entropy on real or generated images is below `equilibrium - margin` (it wins), skip
-    /// the decoder's while either is above `equilibrium + margin` (it loses badly). Default on,
-    /// 0.68 and 0.35 as in their code.
+    /// the decoder's while either is above `equilibrium + margin` (it loses badly); 0.68 and 0.35
+    /// in their code. Default off: with a spectrally normalised discriminator every network
+    /// steps every time (with batch normalisation the rule paused the discriminator in most
+    /// steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equilibrium: Option<Equilibrium>,
     /// Steps in a row whose loss or gradients are not finite (skipped, no update) before the
@@ -726,6 +730,24 @@ pub struct VaeGanConfig {
     /// one real image weighed as each of the two generated ones.
     #[serde(default = "one_third")]
     pub real_weight: f64,
+    /// How the discriminator's layers are kept in check: batch normalisation after each
+    /// stride-2 convolution (Larsen et al.'s), or spectral normalisation of every layer's weight
+    /// (Miyato et al. 2018). Default spectral. A config.json without it (vaekit before this
+    /// field) has batch normalisation.
+    #[serde(default)]
+    pub norm: DiscNorm,
+}
+
+/// The discriminator's normalisation (see [`VaeGanConfig::norm`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscNorm {
+    /// Batch normalisation (batch statistics) after each stride-2 convolution.
+    #[default]
+    Batch,
+    /// Every weight divided by its largest singular value, estimated by one power iteration
+    /// per step: the discriminator is 1-Lipschitz per layer, so it cannot saturate at once.
+    Spectral,
 }
 
 fn one_third() -> f64 {
@@ -758,15 +780,16 @@ impl Default for Equilibrium {
 impl Default for VaeGanConfig {
     fn default() -> Self {
         VaeGanConfig {
-            gamma: 1.0,
+            gamma: 0.05,
             channels: vec![16, 32, 64],
             kernel: 5,
             hidden: 128,
             feature_layer: None,
-            equilibrium: Some(Equilibrium::default()),
+            equilibrium: None,
             max_skipped_steps: 5,
             pixel_weight: 0.0,
             real_weight: 0.5,
+            norm: DiscNorm::Spectral,
         }
     }
 }

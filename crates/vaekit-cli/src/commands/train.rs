@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use vaekit::config::{
-    Architecture, Binarize, ClassPriorKind, Conditioning, LabelInput, Likelihood, MethodConfig,
-    Objective, TopLatentConfig, TrainConfig, Upsample, VaeGanConfig,
+    Architecture, Binarize, ClassPriorKind, Conditioning, DiscNorm, Equilibrium, LabelInput,
+    Likelihood, MethodConfig, Objective, TopLatentConfig, TrainConfig, Upsample, VaeGanConfig,
 };
 use vaekit::data::load_data;
 use vaekit::device::DeviceChoice;
@@ -17,7 +17,8 @@ use vaekit::run::RunDir;
 use vaekit::train::{Observer, Silent, StepStats, train_distributed};
 
 use crate::cli::{
-    ArchArg, BinarizeArg, ClassPriorArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs, UpsampleArg,
+    ArchArg, BinarizeArg, ClassPriorArg, DiscNormArg, LabelArg, LikelihoodArg, ModelArg, TrainArgs,
+    UpsampleArg,
 };
 use crate::progress::bar;
 
@@ -195,7 +196,11 @@ fn prepare_resume(
         a.gamma.is_some(),
         a.feature_layer.is_some(),
         a.no_equilibrium,
+        a.equilibrium,
         a.pixel_weight.is_some(),
+        a.real_weight.is_some(),
+        a.disc_norm.is_some(),
+        a.upsample.is_some(),
         a.decoder.is_some(),
         a.class_prior.is_some(),
         a.label_at.is_some(),
@@ -247,6 +252,17 @@ fn prepare_resume(
 /// lower rate and less momentum.
 const VAEGAN_ADAM: (f64, f32) = (3e-4, 0.5);
 
+/// Makes `cfg` a VAE-GAN with its defaults: [`VaeGanConfig::default`], [`VAEGAN_ADAM`], and a
+/// conv decoder that doubles the side by resizing (the discriminator's gradient otherwise
+/// amplifies the transposed convolutions' checkerboard).
+fn make_vaegan(cfg: &mut TrainConfig) {
+    cfg.method = MethodConfig::Vaegan(VaeGanConfig::default());
+    (cfg.optim.lr, cfg.optim.beta1) = VAEGAN_ADAM;
+    if let Architecture::Conv { upsample, .. } = &mut cfg.model.architecture {
+        *upsample = Upsample::Resize;
+    }
+}
+
 /// Reads a TOML config; returns it and whether it fixes the image shape.
 fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
@@ -260,8 +276,7 @@ fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
     if overlay.pointer("/method/kind").and_then(|k| k.as_str()) == Some("vaegan") {
         // As `--model vaegan`: the VAE-GAN's defaults under whatever the file sets.
         let mut base = TrainConfig::default();
-        base.method = MethodConfig::Vaegan(VaeGanConfig::default());
-        (base.optim.lr, base.optim.beta1) = VAEGAN_ADAM;
+        make_vaegan(&mut base);
         merged = serde_json::to_value(base)?;
     }
     merge(&mut merged, overlay);
@@ -367,8 +382,7 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     }
     if a.model == Some(ModelArg::Vaegan) {
         if !matches!(cfg.method, MethodConfig::Vaegan(_)) {
-            cfg.method = MethodConfig::Vaegan(VaeGanConfig::default());
-            (cfg.optim.lr, cfg.optim.beta1) = VAEGAN_ADAM;
+            make_vaegan(cfg);
         }
         cfg.objective = Objective::Elbo;
         cfg.model.top = None;
@@ -405,11 +419,33 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         if a.no_equilibrium {
             g.equilibrium = None;
         }
+        if a.equilibrium {
+            g.equilibrium = Some(Equilibrium::default());
+        }
         if let Some(w) = a.pixel_weight {
             g.pixel_weight = w;
         }
         if let Some(w) = a.real_weight {
             g.real_weight = w;
+        }
+        if let Some(n) = a.disc_norm {
+            g.norm = match n {
+                DiscNormArg::Batch => DiscNorm::Batch,
+                DiscNormArg::Spectral => DiscNorm::Spectral,
+            };
+        }
+    } else {
+        let gan_flags = [
+            ("--gamma", a.gamma.is_some()),
+            ("--feature-layer", a.feature_layer.is_some()),
+            ("--no-equilibrium", a.no_equilibrium),
+            ("--equilibrium", a.equilibrium),
+            ("--pixel-weight", a.pixel_weight.is_some()),
+            ("--real-weight", a.real_weight.is_some()),
+            ("--disc-norm", a.disc_norm.is_some()),
+        ];
+        if let Some((flag, _)) = gan_flags.iter().find(|f| f.1) {
+            bail!("{flag} is for the VAE-GAN (--model vaegan)");
         }
     }
     if matches!(

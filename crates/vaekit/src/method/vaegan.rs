@@ -15,8 +15,10 @@
 //!
 //! Each network has its own Adam and is updated only from its own loss: the three losses are
 //! three graphs (burn's backward consumes a graph), each with the others' outputs detached. The
-//! equilibrium rule of their code pauses the discriminator while it wins by the margin and the
-//! decoder while the discriminator loses by it. A step whose losses or gradients are not finite
+//! equilibrium rule of their code, when on, pauses the discriminator while it wins by the margin
+//! and the decoder while the discriminator loses by it. By default the rule is off and the
+//! discriminator spectrally normalised, whose power-iteration vectors advance after each of its
+//! updates (see [`crate::config::VaeGanConfig`]). A step whose losses or gradients are not finite
 //! updates nothing.
 
 use std::path::Path;
@@ -53,6 +55,7 @@ pub fn discriminator_config(cfg: &TrainConfig, gan: &VaeGanConfig) -> Discrimina
         kernel: gan.kernel,
         hidden: gan.hidden,
         feature_layer: gan.feature_layer(),
+        norm: gan.norm,
     }
 }
 
@@ -332,7 +335,8 @@ impl Method for VaeGanMethod {
         self.vae = Some(vae);
         if g.updates.discriminator {
             let disc = self.disc.take().expect("put back after every step");
-            self.disc = Some(self.opt_disc.step(lr, disc, g.discriminator));
+            let disc = self.opt_disc.step(lr, disc, g.discriminator);
+            self.disc = Some(disc.advance_power_iteration());
         }
         metrics.push("dec_update", f64::from(u8::from(g.updates.decoder)));
         metrics.push("disc_update", f64::from(u8::from(g.updates.discriminator)));
@@ -389,15 +393,21 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::weights_to_bytes;
+    use crate::config::DiscNorm;
     use crate::data::synthetic::bars_splits;
 
     fn setup(equilibrium: Option<Equilibrium>) -> (VaeGanMethod, Batch) {
+        setup_with(equilibrium, DiscNorm::Batch)
+    }
+
+    fn setup_with(equilibrium: Option<Equilibrium>, norm: DiscNorm) -> (VaeGanMethod, Batch) {
         let dev = Device::flex().autodiff();
         let cfg = TrainConfig {
             method: MethodConfig::Vaegan(VaeGanConfig {
                 channels: vec![4, 8],
                 hidden: 16,
                 equilibrium,
+                norm,
                 ..VaeGanConfig::default()
             }),
             batch_size: 8,
@@ -415,7 +425,13 @@ mod tests {
 
     #[test]
     fn each_optimiser_step_changes_only_its_own_network() {
-        let (mut m, batch) = setup(None);
+        for norm in [DiscNorm::Batch, DiscNorm::Spectral] {
+            each_optimiser_step_changes_only_its_own_network_with(norm);
+        }
+    }
+
+    fn each_optimiser_step_changes_only_its_own_network_with(norm: DiscNorm) {
+        let (mut m, batch) = setup_with(None, norm);
         let g = m.gradients(&batch);
         let lr = 1e-2;
         let (enc, dec, disc) = (
@@ -603,7 +619,13 @@ mod tests {
 
     #[test]
     fn a_non_finite_step_is_skipped_and_changes_nothing() {
-        let (mut m, mut batch) = setup(None);
+        for norm in [DiscNorm::Batch, DiscNorm::Spectral] {
+            a_non_finite_step_is_skipped_and_changes_nothing_with(norm);
+        }
+    }
+
+    fn a_non_finite_step_is_skipped_and_changes_nothing_with(norm: DiscNorm) {
+        let (mut m, mut batch) = setup_with(None, norm);
         let before = m.parts().unwrap();
         batch.x = batch.x.clone().mul_scalar(f32::NAN);
         let out = m.step(&batch);
@@ -622,8 +644,14 @@ mod tests {
 
     #[test]
     fn every_part_saves_and_loads_and_training_continues_identically() {
+        for norm in [DiscNorm::Batch, DiscNorm::Spectral] {
+            every_part_saves_and_loads_and_training_continues_identically_with(norm);
+        }
+    }
+
+    fn every_part_saves_and_loads_and_training_continues_identically_with(norm: DiscNorm) {
         // No equilibrium rule: every network steps, so every optimiser has state to restore.
-        let (mut a, batch) = setup(None);
+        let (mut a, batch) = setup_with(None, norm);
         for _ in 0..3 {
             assert!(!a.step(&batch).skipped);
         }
@@ -639,7 +667,7 @@ mod tests {
         for (n, b) in &parts.optimizers {
             std::fs::write(dir.path().join(optimizer_file(n)), b).unwrap();
         }
-        let (mut b, _) = setup(None);
+        let (mut b, _) = setup_with(None, norm);
         b.load(dir.path()).unwrap();
         let reloaded = b.parts().unwrap();
         assert!(
@@ -665,7 +693,7 @@ mod tests {
             "networks differ after two more steps"
         );
         // With fresh optimisers instead, the same steps go elsewhere.
-        let (mut c, _) = setup(None);
+        let (mut c, _) = setup_with(None, norm);
         let vae_only = tempfile::tempdir().unwrap();
         for (n, b) in &parts.networks {
             std::fs::write(vae_only.path().join(network_file(n)), b).unwrap();
