@@ -244,10 +244,8 @@ impl Discriminator {
     /// `x`: `[batch, c_in, h, w]` -> `[batch, c_out, h', w']`
     fn spectral_conv(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         let conv = &self.convs[i];
-        let w = conv.weight.val();
-        let dims = w.dims();
-        let w =
-            spectral_normalised(w.reshape([dims[0] as i32, -1]), self.power[i].val()).reshape(dims);
+        let dims = conv.weight.dims();
+        let w = spectral_normalised(self.weight_matrix(i), self.power[i].val()).reshape(dims);
         let bias = conv
             .bias
             .as_ref()
@@ -274,9 +272,7 @@ impl Discriminator {
     /// # Shapes
     /// `x`: `[batch, in]` -> `[batch, out]`
     fn spectral_linear(&self, layer: &Linear, k: usize, x: Tensor<2>) -> Tensor<2> {
-        // burn's Linear stores `[in, out]`; sigma is the same for the transpose.
-        let w = layer.weight.val().transpose(); // [out, in]
-        let w = spectral_normalised(w, self.power[k].val()).transpose();
+        let w = spectral_normalised(self.weight_matrix(k), self.power[k].val()).transpose();
         let y = x.matmul(w);
         match &layer.bias {
             Some(b) => y + b.val().unsqueeze_dim(0),
@@ -284,31 +280,31 @@ impl Discriminator {
         }
     }
 
+    /// Layer `k`'s weight as the matrix spectral normalisation divides: convolutions (in
+    /// order) as `[c_out, c_in * k * k]`, then the dense layer and the logit as `[out, in]`.
+    fn weight_matrix(&self, k: usize) -> Tensor<2> {
+        let n = self.convs.len();
+        match k {
+            _ if k < n => {
+                let w = self.convs[k].weight.val();
+                let o = w.dims()[0];
+                w.reshape([o as i32, -1])
+            }
+            // burn's Linear stores `[in, out]`.
+            _ if k == n => self.dense.weight.val().transpose(),
+            _ => self.out.weight.val().transpose(),
+        }
+    }
+
     /// Advances each layer's power iteration by one step at the current weights (after an update
     /// of the discriminator); nothing with batch normalisation.
     pub fn advance_power_iteration(mut self) -> Discriminator {
-        if self.power.is_empty() {
-            return self;
-        }
-        let n = self.convs.len();
-        let mut mats: Vec<Tensor<2>> = self
-            .convs
-            .iter()
-            .map(|c| {
-                let w = c.weight.val();
-                let o = w.dims()[0];
-                w.reshape([o as i32, -1])
-            })
-            .collect();
-        mats.push(self.dense.weight.val().transpose());
-        mats.push(self.out.weight.val().transpose());
-        debug_assert_eq!(mats.len(), n + 2);
         let power = std::mem::take(&mut self.power);
         self.power = power
             .into_iter()
-            .zip(mats)
-            .map(|(u, w)| {
-                let (next, _) = power_iteration(w, u.val());
+            .enumerate()
+            .map(|(k, u)| {
+                let (next, _) = power_iteration(self.weight_matrix(k), u.val());
                 u.map(|_| next.detach())
             })
             .collect();
@@ -318,24 +314,12 @@ impl Discriminator {
     /// sigma of each normalised layer's weight as the forward pass divides by it (empty with
     /// batch normalisation).
     pub fn spectral_norms(&self) -> Vec<f64> {
-        let n = self.convs.len();
         (0..self.power.len())
             .map(|k| {
-                let w = match k {
-                    _ if k < n => {
-                        let w = self.convs[k].weight.val();
-                        let o = w.dims()[0];
-                        w.reshape([o as i32, -1])
-                    }
-                    _ if k == n => self.dense.weight.val().transpose(),
-                    _ => self.out.weight.val().transpose(),
-                };
+                let w = self.weight_matrix(k).detach();
                 let [o, i] = w.dims();
                 let (u, v) = power_iteration(w.clone(), self.power[k].val());
-                let s = u
-                    .reshape([1, o])
-                    .matmul(w.detach())
-                    .matmul(v.reshape([i, 1]));
+                let s = u.reshape([1, o]).matmul(w).matmul(v.reshape([i, 1]));
                 s.into_scalar::<f32>() as f64
             })
             .collect()
