@@ -746,7 +746,8 @@ pub enum DiscNorm {
     #[default]
     Batch,
     /// Every weight divided by its largest singular value, estimated by one power iteration
-    /// per step: the discriminator is 1-Lipschitz per layer, so it cannot saturate at once.
+    /// per step: each layer's weight matrix has norm 1, which bounds how steep the logit can
+    /// become, so the discriminator cannot win outright at once.
     Spectral,
 }
 
