@@ -22,6 +22,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Whether the main thread should join the CPU kernels' thread pool
+    /// ([`vaekit::ops::pool`]): it runs every command's loop, except the server's (requests run
+    /// on tokio's threads) and data-parallel training over several devices (each device's share
+    /// runs on a thread of its own).
+    pub fn runs_kernels_on_main_thread(&self) -> bool {
+        match self {
+            Command::Serve(_) => false,
+            Command::Train(a) => a.devices.as_deref().is_none_or(|d| !d.contains(',')),
+            _ => true,
+        }
+    }
+}
+
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse()
 }

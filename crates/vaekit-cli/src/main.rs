@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaekit::device::DeviceChoice;
+use vaekit::ops::pool::join_pool;
 use vaekit::ops::{Precision, set_precision};
 
 /// mimalloc keeps freed memory for reuse. glibc's malloc returns every freed block above its
@@ -33,6 +34,13 @@ fn keep_freed_memory() {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = cli::Cli::parse();
+    if cli.command.runs_kernels_on_main_thread() {
+        // Nothing has used rayon yet, so the pool can only fail to start its threads.
+        if let Err(e) = join_pool(None) {
+            eprintln!("error: cannot start the CPU threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // burn loads optimiser state onto `Device::default()`, which prefers a GPU backend when
     // one is compiled in; make it the device the user chose. Sound here: no other thread runs.
     unsafe { std::env::set_var("BURN_DEVICE", cli.device.burn_device_name()) };

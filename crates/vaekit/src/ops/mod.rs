@@ -36,6 +36,7 @@ pub mod gemm;
 pub mod gemm_bf16;
 pub mod geometry;
 pub mod linear;
+pub mod pool;
 pub mod precision;
 pub mod sigmoid;
 
