@@ -100,51 +100,74 @@ pub fn linear_backward(
             }
         }
     }
-    // dW [k, n] = x^T [k, m] g [m, n], by blocks of dW's rows (x's columns).
-    let mut dw = zeroed(k * n);
-    if n > 0 {
-        let g_shared = SharedRhs::new(Mat::row_major(g, m, n));
-        let rows = rows_per_task(k, m * k * n);
-        dw.par_chunks_mut(rows * n)
-            .enumerate()
-            .for_each(|(t, dw_t)| {
-                let r0 = t * rows;
-                let r = dw_t.len() / n;
-                // Columns r0..r0 + r of x, transposed: element (i, j) is x[j * k + r0 + i].
-                let xt = Mat {
-                    data: &x[r0..],
-                    rows: r,
-                    cols: m,
-                    row_stride: 1,
-                    col_stride: k,
-                };
-                matmul_rhs(dw_t, xt, &g_shared, false);
-            });
-    }
-    // dx [m, k] = g [m, n] W^T [n, k], by blocks of rows.
-    let dx = need_x.then(|| {
-        let mut dx = zeroed(m * k);
-        if k > 0 {
-            let wt = SharedRhs::new(Mat::row_major(weight, k, n).t());
-            let rows = rows_per_task(m, m * k * n);
-            dx.par_chunks_mut(rows * k)
-                .enumerate()
-                .for_each(|(t, dx_t)| {
-                    let r0 = t * rows;
-                    let r = dx_t.len() / k;
-                    matmul_rhs(
-                        dx_t,
-                        Mat::row_major(&g[r0 * n..(r0 + r) * n], r, n),
-                        &wt,
-                        false,
-                    );
-                });
-        }
-        dx
-    });
+    // dW [k, n] = x^T [k, m] g [m, n] and dx [m, k] = g [m, n] W^T [n, k] take the same
+    // multiply-adds: with both asked for, each runs whole on one thread (no operand packed
+    // twice, one hand-over); dW alone is split by blocks of its rows.
+    let big = m * k * n >= PARALLEL_WORK;
+    let (dw, dx) = if need_x && big && rayon::current_num_threads() > 1 {
+        rayon::join(
+            || weight_grad(x, g, m, k, n, 1),
+            || Some(input_grad(g, weight, m, k, n, 1)),
+        )
+    } else {
+        let tasks = if big { rayon::current_num_threads() } else { 1 };
+        (
+            weight_grad(x, g, m, k, n, tasks),
+            need_x.then(|| input_grad(g, weight, m, k, n, tasks)),
+        )
+    };
     ConvGrads {
         x: dx,
         weight: dw,
         bias,
     }
+}
+
+/// `dW [k, n] = x^T [k, m] g [m, n]`, by blocks of dW's rows (x's columns) over `tasks` tasks.
+fn weight_grad(x: &[f32], g: &[f32], m: usize, k: usize, n: usize, tasks: usize) -> Vec<f32> {
+    let mut dw = zeroed(k * n);
+    if n == 0 {
+        return dw;
+    }
+    let g_shared = SharedRhs::new(Mat::row_major(g, m, n));
+    let rows = k.div_ceil(tasks.max(1)).max(1);
+    dw.par_chunks_mut(rows * n)
+        .enumerate()
+        .for_each(|(t, dw_t)| {
+            let r0 = t * rows;
+            let r = dw_t.len() / n;
+            // Columns r0..r0 + r of x, transposed: element (i, j) is x[j * k + r0 + i].
+            let xt = Mat {
+                data: &x[r0..],
+                rows: r,
+                cols: m,
+                row_stride: 1,
+                col_stride: k,
+            };
+            matmul_rhs(dw_t, xt, &g_shared, false);
+        });
+    dw
+}
+
+/// `dx [m, k] = g [m, n] W^T [n, k]`, by blocks of rows over `tasks` tasks.
+fn input_grad(g: &[f32], weight: &[f32], m: usize, k: usize, n: usize, tasks: usize) -> Vec<f32> {
+    let mut dx = zeroed(m * k);
+    if k == 0 {
+        return dx;
+    }
+    let wt = SharedRhs::new(Mat::row_major(weight, k, n).t());
+    let rows = m.div_ceil(tasks.max(1)).max(1);
+    dx.par_chunks_mut(rows * k)
+        .enumerate()
+        .for_each(|(t, dx_t)| {
+            let r0 = t * rows;
+            let r = dx_t.len() / k;
+            matmul_rhs(
+                dx_t,
+                Mat::row_major(&g[r0 * n..(r0 + r) * n], r, n),
+                &wt,
+                false,
+            );
+        });
+    dx
 }

@@ -384,5 +384,15 @@ fn linear_equals_burns_values_and_gradients_on_random_shapes() {
         assert_close(&format!("{what} dx"), &gx, &gx_ref);
         assert_close(&format!("{what} dweight"), &gw, &gw_ref);
         assert_close(&format!("{what} dbias"), &gb, &gb_ref);
+        // Without x's gradient (a first layer) the weight gradient takes the other path.
+        let weight_only = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let grads = (f(x.clone()) * upstream.clone()).sum().backward();
+            values(layer.weight.grad(&grads).unwrap())
+        };
+        assert_close(
+            &format!("{what} dweight without dx"),
+            &weight_only(&|x| linear(&layer, x, act)),
+            &gw_ref,
+        );
     }
 }
