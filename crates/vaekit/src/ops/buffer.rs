@@ -29,16 +29,29 @@ pub fn zeroed<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> {
 /// elements, the last one shorter) is zeroed, then `f(i, chunk)` fills it. One parallel pass
 /// for elementwise kernels, whose output would otherwise be zeroed on the calling thread first.
 pub fn filled(len: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    filled_with(len, chunk, || (), |_, i, c| f(i, c))
+}
+
+/// [`filled`] with per-thread state: `f(state, i, chunk)`, each thread's `state` made by
+/// `init` (rayon's `for_each_init`). The layers write their outputs this way: each block is
+/// zeroed by the thread that then computes it, while it is in that core's cache, instead of in
+/// a pass of its own first.
+pub fn filled_with<S>(
+    len: usize,
+    chunk: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
     v.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
-        .for_each(|(i, c)| {
+        .for_each_init(init, |state, (i, c)| {
             c.fill(MaybeUninit::new(0.0));
             // SAFETY: every element of `c` was initialised on the line above, and
             // `MaybeUninit<f32>` has the layout of `f32`.
             let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            f(i, c);
+            f(state, i, c);
         });
     // SAFETY: the loop above initialised all `len` elements.
     unsafe { v.set_len(len) };

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::buffer::zeroed;
+use super::buffer::{filled_with, zeroed};
 use super::gemm::{Mat, SharedLhs, matmul, matmul_lhs};
 use super::geometry::{ColumnMap, ConvGeometry};
 
@@ -198,21 +198,19 @@ pub fn conv2d_forward(
     assert_eq!(bias.len(), out_channels, "conv2d: bias size");
     let map = ColumnMap::shared(g);
     let w = SharedLhs::new(Mat::row_major(weight, out_channels, k));
-    let mut y = zeroed(batch * out_channels * p);
-    y.par_chunks_mut((out_channels * p).max(1))
-        .enumerate()
-        .for_each_init(
-            || Work::new(&map, 0, 0),
-            |work, (n, y_n)| {
-                let Work { cols, scratch, .. } = work;
-                let cols = &mut cols[..k * p];
-                map.im2col(&x[n * img..(n + 1) * img], scratch, cols);
-                fill_rows(y_n, bias);
-                matmul_lhs(y_n, &w, Mat::row_major(cols, k, p), true);
-                act.apply(y_n);
-            },
-        );
-    y
+    filled_with(
+        batch * out_channels * p,
+        out_channels * p,
+        || Work::new(&map, 0, 0),
+        |work, n, y_n| {
+            let Work { cols, scratch, .. } = work;
+            let cols = &mut cols[..k * p];
+            map.im2col(&x[n * img..(n + 1) * img], scratch, cols);
+            fill_rows(y_n, bias);
+            matmul_lhs(y_n, &w, Mat::row_major(cols, k, p), true);
+            act.apply(y_n);
+        },
+    )
 }
 
 /// Convolution backward from `grad = dL/dy`, first taken through the activation (`grad * act'`
@@ -302,10 +300,11 @@ pub fn conv_transpose2d_forward(
     assert_eq!(bias.len(), g.channels, "conv_transpose2d: bias size");
     let map = ColumnMap::shared(g);
     let w_t = SharedLhs::new(Mat::row_major(weight, in_channels, k).t());
-    let mut y = zeroed(batch * img);
-    y.par_chunks_mut(img.max(1)).enumerate().for_each_init(
+    filled_with(
+        batch * img,
+        img,
         || Work::new(&map, 0, 0),
-        |work, (n, y_n)| {
+        |work, n, y_n| {
             let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
             matmul_lhs(
                 work.matrix(),
@@ -317,8 +316,7 @@ pub fn conv_transpose2d_forward(
             map.col2im_add(&work.cols, y_n);
             act.apply(y_n);
         },
-    );
-    y
+    )
 }
 
 /// Transposed convolution backward from `grad = dL/dy`, through the activation as in

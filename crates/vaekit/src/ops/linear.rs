@@ -10,9 +10,7 @@
 //! # Shapes (row-major)
 //! `x [m, k]`, `weight [k, n]` (burn's `Linear` layout), `bias [n]`, `y [m, n]`.
 
-use rayon::prelude::*;
-
-use super::buffer::zeroed;
+use super::buffer::filled;
 use super::conv2d::{Activation, ConvGrads};
 use super::gemm::{Mat, SharedRhs, matmul_rhs};
 
@@ -47,10 +45,9 @@ pub fn linear_forward(
         return Vec::new();
     }
     // Every row starts as the bias (written by the task that owns it); the product is added.
-    let mut y = zeroed(m * n);
     let w = SharedRhs::new(Mat::row_major(weight, k, n));
     let rows = rows_per_task(m, m * k * n);
-    y.par_chunks_mut(rows * n).enumerate().for_each(|(t, y_t)| {
+    filled(m * n, rows * n, |t, y_t| {
         let r0 = t * rows;
         let r = y_t.len() / n;
         for row in y_t.chunks_exact_mut(n) {
@@ -63,8 +60,7 @@ pub fn linear_forward(
             true,
         );
         act.apply(y_t);
-    });
-    y
+    })
 }
 
 /// Backward from `grad = dL/dy`, first taken through the activation (read off the forward
@@ -125,49 +121,41 @@ pub fn linear_backward(
 
 /// `dW [k, n] = x^T [k, m] g [m, n]`, by blocks of dW's rows (x's columns) over `tasks` tasks.
 fn weight_grad(x: &[f32], g: &[f32], m: usize, k: usize, n: usize, tasks: usize) -> Vec<f32> {
-    let mut dw = zeroed(k * n);
     if n == 0 {
-        return dw;
+        return Vec::new();
     }
     let g_shared = SharedRhs::new(Mat::row_major(g, m, n));
     let rows = k.div_ceil(tasks.max(1)).max(1);
-    dw.par_chunks_mut(rows * n)
-        .enumerate()
-        .for_each(|(t, dw_t)| {
-            let r0 = t * rows;
-            let r = dw_t.len() / n;
-            // Columns r0..r0 + r of x, transposed: element (i, j) is x[j * k + r0 + i].
-            let xt = Mat {
-                data: &x[r0..],
-                rows: r,
-                cols: m,
-                row_stride: 1,
-                col_stride: k,
-            };
-            matmul_rhs(dw_t, xt, &g_shared, false);
-        });
-    dw
+    filled(k * n, rows * n, |t, dw_t| {
+        let r0 = t * rows;
+        let r = dw_t.len() / n;
+        // Columns r0..r0 + r of x, transposed: element (i, j) is x[j * k + r0 + i].
+        let xt = Mat {
+            data: &x[r0..],
+            rows: r,
+            cols: m,
+            row_stride: 1,
+            col_stride: k,
+        };
+        matmul_rhs(dw_t, xt, &g_shared, false);
+    })
 }
 
 /// `dx [m, k] = g [m, n] W^T [n, k]`, by blocks of rows over `tasks` tasks.
 fn input_grad(g: &[f32], weight: &[f32], m: usize, k: usize, n: usize, tasks: usize) -> Vec<f32> {
-    let mut dx = zeroed(m * k);
     if k == 0 {
-        return dx;
+        return vec![0.0; m * k];
     }
     let wt = SharedRhs::new(Mat::row_major(weight, k, n).t());
     let rows = m.div_ceil(tasks.max(1)).max(1);
-    dx.par_chunks_mut(rows * k)
-        .enumerate()
-        .for_each(|(t, dx_t)| {
-            let r0 = t * rows;
-            let r = dx_t.len() / k;
-            matmul_rhs(
-                dx_t,
-                Mat::row_major(&g[r0 * n..(r0 + r) * n], r, n),
-                &wt,
-                false,
-            );
-        });
-    dx
+    filled(m * k, rows * k, |t, dx_t| {
+        let r0 = t * rows;
+        let r = dx_t.len() / k;
+        matmul_rhs(
+            dx_t,
+            Mat::row_major(&g[r0 * n..(r0 + r) * n], r, n),
+            &wt,
+            false,
+        );
+    })
 }
