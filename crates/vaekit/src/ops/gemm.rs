@@ -127,27 +127,49 @@ fn check_shapes(dst: &[f32], lhs: Mat, rhs: Mat) {
 
 /// [`matmul`] in f32 whatever the process's precision.
 pub fn matmul_f32(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     check_shapes(dst, lhs, rhs);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
+    if lhs.cols == 0 {
         if !accumulate {
             dst.fill(0.0);
         }
         return;
     }
-    // SAFETY: every index the product touches lies inside the three slices (checked above), and
-    // `dst` is borrowed mutably, so it does not alias `lhs` or `rhs`.
+    // SAFETY: `dst` holds the `lhs.rows x rhs.cols` row-major result (checked above), and it is
+    // borrowed mutably, so it does not alias `lhs` or `rhs`.
+    unsafe { matmul_f32_into(dst.as_mut_ptr(), rhs.cols, lhs, rhs, accumulate) }
+}
+
+/// [`matmul_f32`] into a block of a larger row-major matrix: element `(i, j)` of the result at
+/// `dst + i * dst_row_stride + j` (several threads writing column blocks of one output). An
+/// empty inner dimension leaves `dst` as it is.
+///
+/// # Safety
+/// Every such element must be valid for reads (with `accumulate`) and writes, initialised when
+/// `accumulate`, and not accessed by anything else during the call.
+pub unsafe fn matmul_f32_into(
+    dst: *mut f32,
+    dst_row_stride: usize,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "gemm: inner sizes");
+    lhs.check("lhs");
+    rhs.check("rhs");
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: every index the product reads lies inside `lhs` and `rhs` (checked above); the
+    // caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,

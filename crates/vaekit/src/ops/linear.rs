@@ -12,20 +12,72 @@
 
 use super::buffer::filled;
 use super::conv2d::{Activation, ConvGrads};
-use super::gemm::{Mat, SharedRhs, matmul_rhs};
+use rayon::prelude::*;
+
+use super::gemm::{Mat, SharedRhs, matmul_f32_into, matmul_rhs};
+use super::precision::{Precision, precision};
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 16;
 
-/// Rows per task when `rows` rows of a product with `work` multiply-adds in all are split over
-/// the threads.
-fn rows_per_task(rows: usize, work: usize) -> usize {
-    let tasks = if work < PARALLEL_WORK {
-        1
-    } else {
-        rayon::current_num_threads().max(1)
-    };
-    rows.div_ceil(tasks).max(1)
+/// Column blocks of [`forward_by_columns`] are multiples of this (one AVX-512 register).
+const COLUMN_BLOCK: usize = 16;
+
+/// A raw pointer the tasks of [`forward_by_columns`] share; each writes only its own columns.
+struct Output(*mut f32);
+// SAFETY: the tasks write disjoint elements through it, and the owner waits for all of them.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// [`linear_forward`] by blocks of output columns, one per task: each task multiplies all of
+/// `x` by its columns of the weight, so each packs a share of the weight (the larger operand)
+/// instead of all of it, as splitting the rows made every task do (the training forward pass's
+/// 128-row layers ran ~10% faster, interleaved A/B on an Intel Xeon). f32 only (the bf16
+/// product packs its weight once for all tasks).
+#[allow(clippy::too_many_arguments)]
+fn forward_by_columns(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+    tasks: usize,
+) -> Vec<f32> {
+    let cols = n.div_ceil(tasks).next_multiple_of(COLUMN_BLOCK).min(n);
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    let out = Output(y.as_mut_ptr());
+    (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
+        let out = &out;
+        let (c0, c1) = (t * cols, ((t + 1) * cols).min(n));
+        let row = |i: usize| {
+            // SAFETY: row i's columns c0..c1 lie inside y's m * n floats, only this task touches
+            // them, and they are initialised (the bias below) before any slice is made.
+            unsafe { std::slice::from_raw_parts_mut(out.0.add(i * n + c0), c1 - c0) }
+        };
+        for i in 0..m {
+            // SAFETY: as above; a plain copy into the (uninitialised) elements.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bias[c0..].as_ptr(), out.0.add(i * n + c0), c1 - c0)
+            };
+        }
+        let w = Mat {
+            data: &weight[c0..],
+            rows: k,
+            cols: c1 - c0,
+            row_stride: n,
+            col_stride: 1,
+        };
+        // SAFETY: the result's elements (i, c0 + j) are this task's, initialised above.
+        unsafe { matmul_f32_into(out.0.add(c0), n, Mat::row_major(x, m, k), w, true) };
+        for i in 0..m {
+            act.apply(row(i));
+        }
+    });
+    // SAFETY: the tasks wrote every row's columns 0..n.
+    unsafe { y.set_len(m * n) };
+    y
 }
 
 /// `y = act(x weight + bias)`.
@@ -44,9 +96,17 @@ pub fn linear_forward(
     if n == 0 {
         return Vec::new();
     }
+    let tasks = if m * k * n < PARALLEL_WORK {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    if tasks > 1 && n >= 2 * COLUMN_BLOCK && precision() == Precision::Fp32 {
+        return forward_by_columns(x, weight, bias, m, k, n, act, tasks);
+    }
     // Every row starts as the bias (written by the task that owns it); the product is added.
     let w = SharedRhs::new(Mat::row_major(weight, k, n));
-    let rows = rows_per_task(m, m * k * n);
+    let rows = m.div_ceil(tasks).max(1);
     filled(m * n, rows * n, |t, y_t| {
         let r0 = t * rows;
         let r = y_t.len() / n;
