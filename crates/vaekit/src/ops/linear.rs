@@ -10,10 +10,10 @@
 //! # Shapes (row-major)
 //! `x [m, k]`, `weight [k, n]` (burn's `Linear` layout), `bias [n]`, `y [m, n]`.
 
-use super::buffer::filled;
-use super::conv2d::{Activation, ConvGrads};
 use rayon::prelude::*;
 
+use super::buffer::filled;
+use super::conv2d::{Activation, ConvGrads};
 use super::gemm::{Mat, SharedRhs, matmul_f32_into, matmul_rhs};
 use super::precision::{Precision, precision};
 
