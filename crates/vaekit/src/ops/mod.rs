@@ -4,9 +4,10 @@
 //! burn's Flex backend runs a direct convolution and a direct transposed convolution, and
 //! computes their gradients with further direct convolutions; on the VAE's small layers these
 //! took most of a training step. Here each is one im2col/col2im per image plus one matrix
-//! product (the `gemm` crate, AVX-512 or AVX2 chosen at run time), forward and backward, the
-//! images of a batch spread over the threads, the weight gradient summed per thread. The
-//! result equals burn's operation to float rounding (tests below, values and gradients).
+//! product (our AVX-512 kernel for the small ones, else the `gemm` crate; see [`gemm`]),
+//! forward and backward, the images of a batch spread over the threads, the weight gradient
+//! summed per thread. The result equals burn's operation to float rounding (tests below,
+//! values and gradients).
 //!
 //! [`conv2d`] and [`conv_transpose2d`] take burn's layer modules, so checkpoints and configs are
 //! unchanged, and the activation that follows (ReLU or leaky ReLU), which they apply in the
@@ -34,6 +35,7 @@ pub mod conv2d;
 pub mod fastmath;
 pub mod gemm;
 pub mod gemm_bf16;
+pub mod gemm_f32;
 pub mod geometry;
 pub mod linear;
 pub mod pool;

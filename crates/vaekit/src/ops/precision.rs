@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// f32 products (the `gemm` crate).
+    /// f32 products (see [`super::gemm`]).
     #[default]
     Fp32,
     /// bf16 products with f32 accumulation.
