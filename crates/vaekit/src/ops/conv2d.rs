@@ -89,7 +89,8 @@ pub struct ConvGrads {
 }
 
 /// Per-thread buffers: one image's column matrix (plus the zero col2im reads for missing
-/// taps), im2col's padded copy of the image, and partial weight and bias gradients.
+/// taps), im2col's padded copy of the image, and partial weight (transposed: see
+/// [`transposed`]) and bias gradients.
 struct Work {
     cols: Vec<f32>,
     scratch: Vec<f32>,
@@ -261,7 +262,8 @@ pub fn conv2d_backward(
             add_row_sums(bias, g_n);
             let matrix = &mut cols[..k * p];
             map.im2col(&x[n * img..(n + 1) * img], scratch, matrix);
-            matmul(weight, g_mat, Mat::row_major(matrix, k, p).t(), true);
+            // dW^T += im2col(x[n]) grad[n]^T (see `transposed`).
+            matmul(weight, Mat::row_major(matrix, k, p), g_mat.t(), true);
             if let (Some(gx_n), Some(w_t)) = (gx_n, &w_t) {
                 matmul_lhs(matrix, w_t, g_mat, false);
                 map.col2im_add(cols, gx_n);
@@ -270,9 +272,28 @@ pub fn conv2d_backward(
     );
     ConvGrads {
         x: x_grad,
-        weight: total.weight,
+        weight: transposed(&total.weight, k, out_channels),
         bias: total.bias,
     }
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+///
+/// The backward passes sum the weight gradient transposed, `dW^T = sum_n cols[n] other[n]^T`
+/// with `cols[n]` the `[k, positions]` column matrix and `other[n]` the `[channels, positions]`
+/// gradient or input: the kernel reads `cols[n]` where it lies and packs only the smaller
+/// `other[n]` (16 to 32 channels against 25 to 400 rows in the article's network), where
+/// `dW = other[n] cols[n]^T` packed the column matrix on every image. The one transpose per
+/// batch is small.
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(m.len(), rows * cols);
+    let mut t = vec![0.0; m.len()];
+    for (r, row) in m.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
 }
 
 /// Transposed convolution forward: `y[n] = act(col2im(W^T x[n]) + bias)`, with `g` the geometry of
@@ -372,7 +393,8 @@ pub fn conv_transpose2d_backward(
             map.im2col(g_n, scratch, matrix);
             let cols = Mat::row_major(matrix, k, p);
             let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
-            matmul(weight, Mat::row_major(x_n, in_channels, p), cols.t(), true);
+            // dW^T += im2col(grad[n]) x[n]^T (see `transposed`).
+            matmul(weight, cols, Mat::row_major(x_n, in_channels, p).t(), true);
             if let (Some(gx_n), Some(w)) = (gx_n, &w) {
                 matmul_lhs(gx_n, w, cols, false);
             }
@@ -380,7 +402,7 @@ pub fn conv_transpose2d_backward(
     );
     ConvGrads {
         x: x_grad,
-        weight: total.weight,
+        weight: transposed(&total.weight, k, in_channels),
         bias: total.bias,
     }
 }
