@@ -88,8 +88,7 @@ pub struct ConvGrads {
     pub bias: Vec<f32>,
 }
 
-/// Per-thread buffers: one image's column matrix (plus the zero col2im reads for missing
-/// taps), im2col's padded copy of the image, and partial weight (transposed: see
+/// Per-thread buffers: one image's column matrix, im2col's padded copy of the image, and partial weight (transposed: see
 /// [`transposed`]) and bias gradients.
 struct Work {
     cols: Vec<f32>,
@@ -102,18 +101,12 @@ struct Work {
 impl Work {
     fn new(map: &ColumnMap, weight: usize, bias: usize) -> Self {
         Work {
-            cols: vec![0.0; map.padded_cols_len()],
+            cols: vec![0.0; map.cols_len()],
             scratch: Vec::new(),
             grad: Vec::new(),
             weight: vec![0.0; weight],
             bias: vec![0.0; bias],
         }
-    }
-
-    /// The column matrix, without the trailing zero.
-    fn matrix(&mut self) -> &mut [f32] {
-        let n = self.cols.len() - 1;
-        &mut self.cols[..n]
     }
 
     fn add(mut self, other: Work) -> Work {
@@ -328,7 +321,7 @@ pub fn conv_transpose2d_forward(
         |work, n, y_n| {
             let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
             matmul_lhs(
-                work.matrix(),
+                &mut work.cols,
                 &w_t,
                 Mat::row_major(x_n, in_channels, p),
                 false,
