@@ -206,9 +206,63 @@ impl ColumnMap {
     /// Gathers one image `[channels, in_h, in_w]` into its column matrix
     /// `[channels * kh * kw, out_h * out_w]` (row-major), zeros where a tap reads padding.
     /// `scratch` is reused between calls.
+    ///
+    /// With a horizontal stride of 1 or 2 on a CPU with AVX-512F this copies the image once into
+    /// `scratch` with its padding written out as zeros, and then every row of output positions
+    /// for a tap is one or two vector loads from a padded image row (and, for stride 2, one
+    /// permutation keeping the even lanes) per 16 positions: no index table and no branches.
+    /// Elsewhere, or with `VAEKIT_IM2COL=table`, it walks [`ColumnMap`]'s index table one
+    /// element at a time. Both give the same matrix.
     pub fn im2col(&self, image: &[f32], scratch: &mut Vec<f32>, cols: &mut [f32]) {
         assert_eq!(image.len(), self.geometry.image_len(), "im2col: image size");
         assert_eq!(cols.len(), self.source.len(), "im2col: column size");
+        if self.rows_available() {
+            self.im2col_rows(image, scratch, cols);
+        } else {
+            self.im2col_table(image, scratch, cols);
+        }
+    }
+
+    /// Whether [`ColumnMap::im2col`] copies rows of a padded image (see there).
+    fn rows_available(&self) -> bool {
+        static ROWS: OnceLock<bool> = OnceLock::new();
+        let cpu = *ROWS.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::env::var("VAEKIT_IM2COL").as_deref() != Ok("table")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        });
+        cpu && matches!(self.geometry.stride[1], 1 | 2)
+    }
+
+    /// The walk over this geometry's padded image (see [`ColumnMap::im2col_rows`]), with
+    /// `scratch` zeroed to its size.
+    fn padded_rows(&self, scratch: &mut Vec<f32>) -> Rows {
+        let g = &self.geometry;
+        let [in_h, in_w] = g.in_size;
+        let [out_h, out_w] = g.out_size;
+        let [pt, pl] = g.padding;
+        let ph = (in_h + pt).max((out_h - 1) * g.stride[0] + (g.kernel[0] - 1) * g.dilation[0] + 1);
+        let pw = (in_w + pl).max((out_w - 1) * g.stride[1] + (g.kernel[1] - 1) * g.dilation[1] + 1);
+        scratch.clear();
+        scratch.resize(g.channels * ph * pw + 32, 0.0);
+        Rows {
+            channels: g.channels,
+            kernel: g.kernel,
+            out: g.out_size,
+            row_step: g.stride[0] * pw,
+            tap_step: [g.dilation[0] * pw, g.dilation[1]],
+            channel_step: ph * pw,
+            width: pw,
+            stride2: g.stride[1] == 2,
+        }
+    }
+
+    /// [`ColumnMap::im2col`] walking the index table.
+    fn im2col_table(&self, image: &[f32], scratch: &mut Vec<f32>, cols: &mut [f32]) {
         scratch.clear();
         scratch.extend_from_slice(image);
         scratch.resize(image.len() + PAD_SLOTS, 0.0);
@@ -216,6 +270,30 @@ impl ColumnMap {
             // SAFETY: `new` only stores indices below image_len + PAD_SLOTS = scratch.len().
             *c = unsafe { *scratch.get_unchecked(i as usize) };
         }
+    }
+
+    /// [`ColumnMap::im2col`] copying rows of the padded image (stride 1 or 2, AVX-512F).
+    ///
+    /// The padded image has `ph` rows of `pw` values per channel, image pixel `(c, ih, iw)` at
+    /// `(c * ph + ih + pad_top) * pw + iw + pad_left`, and 32 values of slack after the last
+    /// row; tap `(kh, kw)` at output `(oh, ow)` reads `(c * ph + oh * sh + kh * dh) * pw +
+    /// ow * sw + kw * dw`. Every lane a kept output reads lies inside its padded row; the
+    /// others (past a row's last output) may read the next row or the slack, and are written
+    /// past the row's end, where the next row's values overwrite them (the matrix's last row
+    /// stores only its own lanes).
+    fn im2col_rows(&self, image: &[f32], scratch: &mut Vec<f32>, cols: &mut [f32]) {
+        let rows = self.padded_rows(scratch);
+        for (padded, row) in rows.image_rows(&self.geometry, scratch, image) {
+            padded.copy_from_slice(row);
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `rows_available` checked AVX-512F and the stride; the reads stay inside
+        // `scratch` (its slack covers the last row's 32 lanes) and the writes inside `cols`.
+        unsafe {
+            rows_avx512::im2col(&rows, scratch, cols)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (rows, cols);
     }
 
     /// Adds a column matrix `[channels * kh * kw, out_h * out_w]` back into an image
@@ -234,6 +312,134 @@ impl ColumnMap {
                         .iter()
                         .map(|&j| *cols.get_unchecked(j as usize))
                         .sum::<f32>();
+                }
+            }
+        }
+    }
+}
+
+/// The steps of [`ColumnMap::im2col_rows`]'s walk over a padded image (see there).
+struct Rows {
+    channels: usize,
+    kernel: [usize; 2],
+    out: [usize; 2],
+    /// Padded values between output rows `oh` and `oh + 1`.
+    row_step: usize,
+    /// Padded values between taps `kh` and `kh + 1`, and between `kw` and `kw + 1`.
+    tap_step: [usize; 2],
+    /// Padded values per channel.
+    channel_step: usize,
+    /// Values per padded row.
+    width: usize,
+    /// Horizontal stride 2 (else 1).
+    stride2: bool,
+}
+
+impl Rows {
+    /// Each image row `(c, ih)` beside the part of the padded image that holds it.
+    fn image_rows<'a, 'b>(
+        &self,
+        g: &ConvGeometry,
+        padded: &'a mut [f32],
+        image: &'b [f32],
+    ) -> impl Iterator<Item = (&'a mut [f32], &'b [f32])> {
+        let [pt, pl] = g.padding;
+        let [in_h, in_w] = g.in_size;
+        let ph = self.channel_step / self.width;
+        padded[..self.channels * self.channel_step]
+            .chunks_exact_mut(self.width)
+            .enumerate()
+            .filter(move |(r, _)| (pt..pt + in_h).contains(&(r % ph)))
+            .map(move |(_, row)| &mut row[pl..pl + in_w])
+            .zip(image.chunks_exact(in_w))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod rows_avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Rows;
+
+    /// Fills `cols` from the padded image `src`, 16 output positions per store, or two rows of
+    /// at most 8 per store.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `src` is laid out as [`super::ColumnMap::im2col_rows`] says, with
+    /// its 32 values of slack; `cols` is the column matrix of `r`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn im2col(r: &Rows, src: &[f32], cols: &mut [f32]) {
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let [out_h, out_w] = r.out;
+        let lane_step = if r.stride2 { 32 } else { 16 };
+        let (s, d, end) = (src.as_ptr(), cols.as_mut_ptr(), cols.len());
+        // Lane t < out_w of a pair is lane t * stride of the first row's vector, lane
+        // out_w + t lane t * stride of the second row's (index 16 + ...).
+        let pairs = out_w <= 8;
+        let step = if r.stride2 { 2 } else { 1 };
+        let mut lanes = [0i32; 16];
+        for (t, l) in lanes.iter_mut().enumerate() {
+            *l = if t < out_w {
+                (t * step) as i32
+            } else if t < 2 * out_w {
+                (16 + (t - out_w) * step) as i32
+            } else {
+                0
+            };
+        }
+        // SAFETY: reads 16 values of `lanes`.
+        let pair = unsafe { _mm512_loadu_si512(lanes.as_ptr() as *const _) };
+        let mut at = 0; // next element of `cols`
+        for c in 0..r.channels {
+            for kh in 0..r.kernel[0] {
+                for kw in 0..r.kernel[1] {
+                    let tap = c * r.channel_step + kh * r.tap_step[0] + kw * r.tap_step[1];
+                    let mut oh = 0;
+                    // Rows of at most 8 positions two at a time: one vector from each input
+                    // row, one permutation, one store of both output rows.
+                    while pairs && oh + 1 < out_h {
+                        // SAFETY: as below; both rows' vectors lie inside `src`.
+                        unsafe {
+                            let p = s.add(tap + oh * r.row_step);
+                            let v = _mm512_permutex2var_ps(
+                                _mm512_loadu_ps(p),
+                                pair,
+                                _mm512_loadu_ps(p.add(r.row_step)),
+                            );
+                            if at + 16 <= end {
+                                _mm512_storeu_ps(d.add(at), v);
+                            } else {
+                                _mm512_mask_storeu_ps(d.add(at), (1u16 << (end - at)) - 1, v);
+                            }
+                        }
+                        at += 2 * out_w;
+                        oh += 2;
+                    }
+                    for oh in oh..out_h {
+                        let row = tap + oh * r.row_step;
+                        let mut ow = 0;
+                        while ow < out_w {
+                            // SAFETY: the loads stay inside `src` (the caller's layout and
+                            // slack); the store inside `cols` (masked where it would not).
+                            unsafe {
+                                let p = s.add(row + ow / 16 * lane_step);
+                                let lo = _mm512_loadu_ps(p);
+                                let v = if r.stride2 {
+                                    _mm512_permutex2var_ps(lo, even, _mm512_loadu_ps(p.add(16)))
+                                } else {
+                                    lo
+                                };
+                                let o = at + ow;
+                                if o + 16 <= end {
+                                    _mm512_storeu_ps(d.add(o), v);
+                                } else {
+                                    _mm512_mask_storeu_ps(d.add(o), (1u16 << (end - o)) - 1, v);
+                                }
+                            }
+                            ow += 16;
+                        }
+                        at += out_w;
+                    }
                 }
             }
         }
@@ -316,6 +522,51 @@ mod tests {
                 map.im2col(&image, &mut scratch, &mut cols);
                 assert_eq!(cols, im2col_naive(&g, &image), "{g:?}");
             }
+        }
+    }
+
+    /// The padded-row walk gives exactly the table walk's matrix, at every geometry it takes
+    /// (horizontal stride 1 or 2) including rows longer than 16 positions and rows of at most
+    /// 8 (taken two at a time).
+    #[test]
+    fn padded_rows_equal_the_table_walk() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let mut gs = random_geometries(&mut rng, 400);
+            for (in_size, kernel, stride, pad) in [
+                ([28, 28], 5, 2, 2),
+                ([14, 14], 5, 2, 2),
+                ([64, 64], 5, 2, 2),
+                ([37, 41], 3, 1, 1),
+                ([9, 40], 4, 2, 0),
+            ] {
+                let k = [kernel, kernel];
+                let out_size =
+                    ConvGeometry::output_size(in_size, k, [stride; 2], [pad; 2], [pad; 2], [1, 1])
+                        .unwrap();
+                gs.push(ConvGeometry {
+                    channels: 3,
+                    in_size,
+                    out_size,
+                    kernel: k,
+                    stride: [stride; 2],
+                    padding: [pad; 2],
+                    dilation: [1, 1],
+                });
+            }
+            let mut tested = 0;
+            for g in gs.iter().filter(|g| matches!(g.stride[1], 1 | 2)) {
+                let map = ColumnMap::new(g);
+                let image: Vec<f32> = (0..g.image_len()).map(|_| rng.random()).collect();
+                let (mut a, mut b) = (vec![f32::NAN; map.cols_len()], vec![0.0; map.cols_len()]);
+                map.im2col_rows(&image, &mut Vec::new(), &mut a);
+                map.im2col_table(&image, &mut Vec::new(), &mut b);
+                assert_eq!(a, b, "{g:?}");
+                assert_eq!(a, im2col_naive(g, &image), "{g:?}");
+                tested += 1;
+            }
+            assert!(tested > 250, "{tested} geometries");
         }
     }
 
