@@ -91,6 +91,10 @@ pub struct ColumnMap {
     source: Vec<u32>,
     /// The pixels read by the column matrix, grouped by how many elements read them.
     readers: Vec<Readers>,
+    /// For [`ColumnMap::col2im_add`] on AVX-512 (rows of at most 16 output positions, images
+    /// at most 64 wide): per kernel column `kw` and 16-pixel chunk of an image row, which
+    /// position of the tap's row each pixel reads (a permutation) and which pixels read one.
+    spreads: Vec<([i32; 16], u16)>,
 }
 
 /// The pixels that `count` column-matrix elements read, and those elements: pixel
@@ -191,10 +195,32 @@ impl ColumnMap {
                 })
             })
             .collect();
+        let [out_w, chunks] = [g.out_size[1], g.in_size[1].div_ceil(16)];
+        let mut spreads = Vec::new();
+        if out_w <= 16 && chunks <= MAX_CHUNKS {
+            for kw in 0..g.kernel[1] {
+                for chunk in 0..chunks {
+                    let (mut lanes, mut mask) = ([0i32; 16], 0u16);
+                    for (l, lane) in lanes.iter_mut().enumerate() {
+                        // Pixel iw = ow * stride + kw * dilation - pad reads position ow.
+                        let iw = chunk * 16 + l;
+                        let Some(t) = (iw + g.padding[1]).checked_sub(kw * g.dilation[1]) else {
+                            continue;
+                        };
+                        if iw < in_w && t % g.stride[1] == 0 && t / g.stride[1] < out_w {
+                            *lane = (t / g.stride[1]) as i32;
+                            mask |= 1 << l;
+                        }
+                    }
+                    spreads.push((lanes, mask));
+                }
+            }
+        }
         ColumnMap {
             geometry: *g,
             source,
             readers,
+            spreads,
         }
     }
 
@@ -225,8 +251,13 @@ impl ColumnMap {
 
     /// Whether [`ColumnMap::im2col`] copies rows of a padded image (see there).
     fn rows_available(&self) -> bool {
+        self.rows_cpu() && matches!(self.geometry.stride[1], 1 | 2)
+    }
+
+    /// Whether the CPU has AVX-512F and `VAEKIT_IM2COL=table` does not ask for the tables.
+    fn rows_cpu(&self) -> bool {
         static ROWS: OnceLock<bool> = OnceLock::new();
-        let cpu = *ROWS.get_or_init(|| {
+        *ROWS.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
                 std::arch::is_x86_feature_detected!("avx512f")
@@ -234,8 +265,7 @@ impl ColumnMap {
             }
             #[cfg(not(target_arch = "x86_64"))]
             false
-        });
-        cpu && matches!(self.geometry.stride[1], 1 | 2)
+        })
     }
 
     /// The walk over this geometry's padded image (see [`ColumnMap::im2col_rows`]), with
@@ -299,14 +329,41 @@ impl ColumnMap {
     /// Adds a column matrix `[channels * kh * kw, out_h * out_w]` back into an image
     /// `[channels, in_h, in_w]` (the adjoint of [`ColumnMap::im2col`]); taps in the padding are
     /// dropped.
+    ///
+    /// On a CPU with AVX-512F, where a row of output positions fits one vector (at most 16)
+    /// and an image row four (at most 64 pixels), each image row is summed in registers: for
+    /// every tap that reaches it, one load of the tap's row of output positions and one
+    /// permutation per 16 pixels moving each position to the pixel it read (see `spreads`),
+    /// then one addition to the image. Elsewhere, or with `VAEKIT_IM2COL=table`, each pixel
+    /// sums the elements that read it. Both add the same values in the same order.
     pub fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
         assert_eq!(cols.len(), self.source.len(), "col2im: column size");
         assert_eq!(image.len(), self.geometry.image_len(), "col2im: image size");
+        #[cfg(target_arch = "x86_64")]
+        if self.rows_cpu() && !self.spreads.is_empty() {
+            let chunks = self.geometry.in_size[1].div_ceil(16);
+            // SAFETY: the CPU has AVX-512F; `spreads` was built for this geometry, with
+            // `chunks` entries per kernel column; the sizes are checked above.
+            unsafe {
+                match chunks {
+                    1 => rows_avx512::col2im::<1>(&self.geometry, &self.spreads, cols, image),
+                    2 => rows_avx512::col2im::<2>(&self.geometry, &self.spreads, cols, image),
+                    3 => rows_avx512::col2im::<3>(&self.geometry, &self.spreads, cols, image),
+                    _ => rows_avx512::col2im::<4>(&self.geometry, &self.spreads, cols, image),
+                }
+            }
+            return;
+        }
+        self.col2im_table(cols, image);
+    }
+
+    /// [`ColumnMap::col2im_add`] summing each pixel's readers from the table.
+    fn col2im_table(&self, cols: &[f32], image: &mut [f32]) {
         for group in &self.readers {
             let elements = group.elements.chunks_exact(group.count);
             for (&i, elements) in group.pixels.iter().zip(elements) {
                 // SAFETY: `new` stores pixels below image_len and elements below the column
-                // matrix's length, both checked above.
+                // matrix's length, both checked by the caller.
                 unsafe {
                     *image.get_unchecked_mut(i as usize) += elements
                         .iter()
@@ -317,6 +374,9 @@ impl ColumnMap {
         }
     }
 }
+
+/// Most 16-pixel chunks per image row for the vector col2im.
+const MAX_CHUNKS: usize = 4;
 
 /// The steps of [`ColumnMap::im2col_rows`]'s walk over a padded image (see there).
 struct Rows {
@@ -359,7 +419,7 @@ impl Rows {
 mod rows_avx512 {
     use std::arch::x86_64::*;
 
-    use super::Rows;
+    use super::{ConvGeometry, Rows};
 
     /// Fills `cols` from the padded image `src`, 16 output positions per store, or two rows of
     /// at most 8 per store.
@@ -439,6 +499,70 @@ mod rows_avx512 {
                             ow += 16;
                         }
                         at += out_w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::ColumnMap::col2im_add`] on image rows of `CHUNKS` vectors (see there).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `spreads` holds `CHUNKS` entries per kernel column, built for
+    /// `g`; `cols` is `g`'s column matrix and `image` one image of `g`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn col2im<const CHUNKS: usize>(
+        g: &ConvGeometry,
+        spreads: &[([i32; 16], u16)],
+        cols: &[f32],
+        image: &mut [f32],
+    ) {
+        let [in_h, in_w] = g.in_size;
+        let [out_h, out_w] = g.out_size;
+        let [kh_n, kw_n] = g.kernel;
+        let (c, end) = (cols.as_ptr(), cols.len());
+        let spreads: Vec<(__m512i, __mmask16)> = spreads
+            .iter()
+            // SAFETY: reads the 16 lanes of each entry.
+            .map(|(l, m)| (unsafe { _mm512_loadu_si512(l.as_ptr() as *const _) }, *m))
+            .collect();
+        for ch in 0..g.channels {
+            for ih in 0..in_h {
+                let mut acc = [_mm512_setzero_ps(); CHUNKS];
+                for kh in 0..kh_n {
+                    // Output row oh reaches image row ih through kernel row kh when
+                    // ih = oh * stride + kh * dilation - pad.
+                    let Some(t) = (ih + g.padding[0]).checked_sub(kh * g.dilation[0]) else {
+                        continue;
+                    };
+                    let oh = t / g.stride[0];
+                    if t % g.stride[0] != 0 || oh >= out_h {
+                        continue;
+                    }
+                    for kw in 0..kw_n {
+                        let at = (((ch * kh_n + kh) * kw_n + kw) * out_h + oh) * out_w;
+                        // SAFETY: lanes past the end of `cols` are masked off.
+                        let v = unsafe {
+                            if at + 16 <= end {
+                                _mm512_loadu_ps(c.add(at))
+                            } else {
+                                _mm512_maskz_loadu_ps((1u16 << (end - at)) - 1, c.add(at))
+                            }
+                        };
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            let (idx, mask) = spreads[kw * CHUNKS + j];
+                            *a = _mm512_add_ps(*a, _mm512_maskz_permutexvar_ps(mask, idx, v));
+                        }
+                    }
+                }
+                let row = (ch * in_h + ih) * in_w;
+                for (j, a) in acc.iter().enumerate() {
+                    let n = (in_w - j * 16).min(16);
+                    let m = if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+                    // SAFETY: the pixels j * 16.. (n of them) of image row (ch, ih).
+                    unsafe {
+                        let p = image.as_mut_ptr().add(row + j * 16);
+                        _mm512_mask_storeu_ps(p, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), *a));
                     }
                 }
             }
@@ -527,7 +651,7 @@ mod tests {
 
     /// The padded-row walk gives exactly the table walk's matrix, at every geometry it takes
     /// (horizontal stride 1 or 2) including rows longer than 16 positions and rows of at most
-    /// 8 (taken two at a time).
+    /// 8 (taken two at a time); the vector col2im exactly the table's sums.
     #[test]
     fn padded_rows_equal_the_table_walk() {
         #[cfg(target_arch = "x86_64")]
@@ -567,6 +691,22 @@ mod tests {
                 tested += 1;
             }
             assert!(tested > 250, "{tested} geometries");
+            // col2im: the same sums in the same order as the table, onto an image that
+            // already holds values.
+            let mut tested = 0;
+            for g in &gs {
+                let map = ColumnMap::new(g);
+                let image: Vec<f32> = (0..g.image_len()).map(|_| rng.random()).collect();
+                let c: Vec<f32> = (0..map.cols_len())
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let (mut x, mut y) = (image.clone(), image);
+                map.col2im_add(&c, &mut x);
+                map.col2im_table(&c, &mut y);
+                assert_eq!(x, y, "{g:?}");
+                tested += !map.spreads.is_empty() as usize;
+            }
+            assert!(tested > 250, "{tested} geometries on the vector col2im");
         }
     }
 
