@@ -70,10 +70,14 @@ impl ConvGeometry {
 /// Zero slots appended to an image for the taps that fall in the padding.
 const PAD_SLOTS: usize = 16;
 
+/// Column maps [`ColumnMap::shared`] keeps (a model has a handful of geometries; a program
+/// that runs many different ones rebuilds them).
+pub const CACHED_MAPS: usize = 64;
+
 /// Where each element of one image's column matrix comes from: the image's flat index, or one of
-/// [`PAD_SLOTS`] zero slots past its end for a tap in the padding, so im2col is a branch-free
-/// table walk. Built once per batch and shared by its images (each image's gathers stay in the
-/// first-level cache).
+/// the zero slots past its end for a tap in the padding, so im2col is a branch-free table walk.
+/// Built once per geometry and shared by the images of every batch (each image's gathers stay
+/// in the first-level cache).
 ///
 /// col2im runs the other way, as a gather too: for each image element, the column-matrix
 /// elements that read it, summed and added once, instead of scattering read-modify-writes.
@@ -81,10 +85,9 @@ const PAD_SLOTS: usize = 16;
 /// pixels read 9, 6 and 4 times), so each group's loop runs a fixed number of loads per pixel
 /// and none is spent on padding. (Padding every pixel to the largest count with a zero slot,
 /// as an earlier version did, loaded a third more.)
-/// Column maps [`ColumnMap::shared`] keeps (a model has a handful of geometries; a program
-/// that runs many different ones rebuilds them).
-pub const CACHED_MAPS: usize = 64;
-
+///
+/// On CPUs with AVX-512F both have faster paths that use the table only where they cannot run
+/// (see [`ColumnMap::im2col`] and [`ColumnMap::col2im_add`]).
 #[derive(Clone, Debug)]
 pub struct ColumnMap {
     geometry: ConvGeometry,
