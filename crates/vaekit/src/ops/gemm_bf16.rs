@@ -343,13 +343,8 @@ fn pack_rhs_scalar(rhs: Mat, kp: usize, b: &mut [u32]) {
 mod kernel {
     use std::arch::x86_64::*;
 
+    use super::super::lane_mask as mask;
     use super::{LANES, MR, Mat, pack_lhs_scalar, pack_rhs_scalar};
-
-    /// The first `n` of 16 lanes.
-    #[inline(always)]
-    fn mask(n: usize) -> __mmask16 {
-        if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
-    }
 
     /// 16 u32 lanes holding the bf16 pairs `(lo[j], hi[j])`, rounded to nearest even.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -578,11 +573,7 @@ mod kernel {
                 if width == 0 {
                     continue;
                 }
-                let mask: __mmask16 = if width == LANES {
-                    0xffff
-                } else {
-                    (1u16 << width) - 1
-                };
+                let mask: __mmask16 = super::super::lane_mask(width);
                 let ptr = unsafe { c.add(r * ldc + q * LANES) };
                 let v = if accumulate {
                     _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(mask, ptr) })
@@ -959,11 +950,7 @@ mod amx {
                         continue;
                     }
                     let width = (n - c0).min(LANES);
-                    let mask: __mmask16 = if width == LANES {
-                        0xffff
-                    } else {
-                        (1u16 << width) - 1
-                    };
+                    let mask: __mmask16 = super::super::lane_mask(width);
                     for r in 0..(m - r0).min(ROWS) {
                         let v = unsafe { _mm512_loadu_ps(tile[r * LANES..].as_ptr()) };
                         let out = dst[(r0 + r) * n + c0..].as_mut_ptr();

@@ -206,13 +206,8 @@ fn pack_rhs_scalar(rhs: Mat, b: &mut [f32]) {
 mod kernel {
     use std::arch::x86_64::*;
 
+    use super::super::lane_mask as mask;
     use super::{KC, LANES, MAX_NARROW, MR, Mat, NP, Operands, pack_rhs_scalar};
-
-    /// The first `n` of 16 lanes.
-    #[inline(always)]
-    fn mask(n: usize) -> __mmask16 {
-        if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
-    }
 
     /// Packs `rhs` as [`super::pack_rhs_scalar`] does, gathering each step's 16 values of a
     /// panel (the views packed are those without unit column stride: a transposed weight).

@@ -57,6 +57,12 @@ pub use conv2d::Activation;
 pub use precision::{Precision, precision, set_precision};
 pub use sigmoid::{SigmoidBackend, SigmoidBackward};
 
+/// The AVX-512 lane mask of the first `n` of 16 lanes (all 16 for `n >= 16`): what the
+/// kernels' masked loads and stores use for a partial vector.
+pub(crate) const fn lane_mask(n: usize) -> u16 {
+    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+}
+
 /// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
 pub fn on_flex(device: &Device) -> bool {
     match device.as_dispatch() {
