@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::buffer::{filled_with, zeroed};
+use super::fastmath::simd_dispatch;
 use super::gemm::{Mat, SharedLhs, matmul, matmul_lhs};
 use super::geometry::{ColumnMap, ConvGeometry};
 
@@ -40,6 +41,11 @@ impl Activation {
         }
     }
 
+    /// `v = f(v + bias)`, elementwise (`bias` as long as `v`), vectorised for the CPU.
+    pub(crate) fn apply_biased(self, v: &mut [f32], bias: &[f32]) {
+        add_bias_activate(v, bias, self)
+    }
+
     /// `out = grad * f'(pre-activation)`, the derivative read off the output `y`.
     pub(crate) fn backward(self, y: &[f32], grad: &[f32], out: &mut Vec<f32>) {
         let slope = match self {
@@ -53,6 +59,24 @@ impl Activation {
                 .zip(grad)
                 .map(|(&y, &g)| if y > 0.0 { g } else { g * slope }),
         );
+    }
+}
+
+simd_dispatch! {
+    /// [`Activation::apply_biased`].
+    fn add_bias_activate(v: &mut [f32], bias: &[f32], act: Activation) -> () {
+        let v = &mut v[..bias.len()];
+        match act {
+            Activation::Identity => v.iter_mut().zip(bias).for_each(|(e, b)| *e += b),
+            Activation::Relu => v
+                .iter_mut()
+                .zip(bias)
+                .for_each(|(e, b)| *e = (*e + b).max(0.0)),
+            Activation::LeakyRelu { slope } => v.iter_mut().zip(bias).for_each(|(e, b)| {
+                let t = *e + b;
+                *e = if t > 0.0 { t } else { t * slope }
+            }),
+        }
     }
 }
 

@@ -345,6 +345,7 @@ fn linear_equals_burns_values_and_gradients_on_random_shapes() {
         (128, 784, 400),
         (128, 400, 20),
         (100, 20, 1568),
+        (61, 33, 100),
         (1, 1, 1),
         (1, 9, 3),
         (7, 1, 5),
