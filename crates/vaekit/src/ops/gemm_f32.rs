@@ -209,8 +209,9 @@ mod kernel {
     use super::super::lane_mask as mask;
     use super::{KC, LANES, MAX_NARROW, MR, Mat, NP, Operands, pack_rhs_scalar};
 
-    /// Packs `rhs` as [`super::pack_rhs_scalar`] does, gathering each step's 16 values of a
-    /// panel (the views packed are those without unit column stride: a transposed weight).
+    /// Packs `rhs` as [`super::pack_rhs_scalar`] does (the views packed are those without unit
+    /// column stride: a transposed weight or gradient): by 16 x 16 transposes where the steps
+    /// are contiguous, else gathering each step's 16 values of a panel.
     ///
     /// # Safety
     /// `b.len() == ceil(n / 16) * 16 * k` and 64-byte aligned, the view is in bounds, the CPU
@@ -218,6 +219,11 @@ mod kernel {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn pack_rhs(rhs: Mat, b: &mut [f32]) {
         let (k, n) = (rhs.rows, rhs.cols);
+        if rhs.row_stride == 1 {
+            // SAFETY: as this function's.
+            unsafe { pack_rhs_transposing(rhs, b) };
+            return;
+        }
         if rhs.col_stride.saturating_mul(LANES) >= i32::MAX as usize {
             pack_rhs_scalar(rhs, b);
             return;
@@ -243,6 +249,77 @@ mod kernel {
                 unsafe { _mm512_store_ps(dst.add(p * LANES), v) };
             }
         }
+    }
+
+    /// [`pack_rhs`] for a view whose steps are contiguous (`row_stride == 1`: the transpose
+    /// of a row-major matrix, such as a gradient `[channels, positions]` read as
+    /// `[positions, channels]`): 16 x 16 tiles loaded a column (16 steps) at a time and
+    /// transposed in registers, where a gather per step fetched 16 scattered values. The
+    /// convolutions' weight-gradient products pack such views on every image; on an AMD EPYC
+    /// (Zen 4) the packing took ~4% of a conv VAE training step with gathers.
+    ///
+    /// # Safety
+    /// As [`pack_rhs`]'s, and `rhs.row_stride == 1`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_rhs_transposing(rhs: Mat, b: &mut [f32]) {
+        let (k, n) = (rhs.rows, rhs.cols);
+        let base = rhs.data.as_ptr();
+        for q in 0..n.div_ceil(LANES) {
+            let cols = (n - q * LANES).min(LANES);
+            let dst = b[q * k * LANES..].as_mut_ptr();
+            for p0 in (0..k).step_by(LANES) {
+                let steps = (k - p0).min(LANES);
+                let m = mask(steps);
+                let mut r = [_mm512_setzero_ps(); LANES];
+                for (jj, r) in r.iter_mut().enumerate().take(cols) {
+                    // SAFETY: elements (p0 .. p0 + steps, q * 16 + jj) of the view, in bounds.
+                    *r = unsafe {
+                        _mm512_maskz_loadu_ps(m, base.add((q * LANES + jj) * rhs.col_stride + p0))
+                    };
+                }
+                let t = transpose16(r);
+                for (pp, t) in t.iter().enumerate().take(steps) {
+                    // SAFETY: step p0 + pp of panel q, inside `b`, 64-byte aligned.
+                    unsafe { _mm512_store_ps(dst.add((p0 + pp) * LANES), *t) };
+                }
+            }
+        }
+    }
+
+    /// The transpose of a 16 x 16 tile held as 16 rows: element `j` of result `i` is element
+    /// `i` of row `j`. Pairs of rows interleaved by floats, then by pairs of floats, give
+    /// 4 x 4 blocks in each 128-bit lane; two rounds of lane shuffles put the lanes in place.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; LANES]) -> [__m512; LANES] {
+        let mut t = [_mm512_setzero_ps(); LANES];
+        for a in 0..8 {
+            t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
+            t[2 * a + 1] = _mm512_unpackhi_ps(r[2 * a], r[2 * a + 1]);
+        }
+        // u[4g + c], lane l: rows 4g .. 4g + 3 of column 4l + c.
+        let mut u = [_mm512_setzero_ps(); LANES];
+        let pd = _mm512_castps_pd;
+        let ps = _mm512_castpd_ps;
+        for g in 0..4 {
+            let (t0, t1, t2, t3) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            u[4 * g] = ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
+            u[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
+            u[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
+            u[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
+        }
+        let mut out = [_mm512_setzero_ps(); LANES];
+        for c in 0..4 {
+            // Lanes 0 and 2 (0x88) or 1 and 3 (0xdd) of each operand.
+            let v = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+            let w = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+            let v2 = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+            let w2 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(v, w);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(v, w);
+            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(v2, w2);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(v2, w2);
+        }
+        out
     }
 
     /// The product into `c` (row stride `ldc`), slice by slice of the inner dimension; within a
