@@ -219,6 +219,11 @@ impl ConvDecoder {
     /// # Shapes
     /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, maps, height, width]`
     pub fn forward(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+        self.forward_to(z, y, Activation::Identity)
+    }
+
+    /// [`ConvDecoder::forward`] with `out` applied to the maps inside the last layer.
+    pub fn forward_to(&self, z: Tensor<2>, y: Option<Tensor<2>>, out: Activation) -> Tensor<4> {
         let b = z.dims()[0];
         let [c, h, w] = self.bottleneck;
         let zy = super::with_condition(z, y.clone());
@@ -226,11 +231,7 @@ impl ConvDecoder {
         let mut x = x.reshape([b, c, h, w]); // [batch, 32, 7, 7]
         let last = self.layers() - 1;
         for i in 0..=last {
-            let act = if i < last {
-                Activation::Relu
-            } else {
-                Activation::Identity
-            };
+            let act = if i < last { Activation::Relu } else { out };
             x = match self.labels.bias(i, y.as_ref()) {
                 None => self.up(i, x, act), // side doubles
                 Some(bias) => {

@@ -7,6 +7,7 @@ use super::conv::{ConvDecoder, ConvDecoderConfig};
 use super::cppn::{CppnDecoder, CppnDecoderConfig};
 use super::mlp::{MlpDecoder, MlpDecoderConfig};
 use crate::error::{Error, Result};
+use crate::ops::{self, Activation};
 
 /// Which decoder, with its settings (see [`crate::config::ModelConfig::decoder`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +61,16 @@ impl Decoder {
             Decoder::Conv(d) => d.forward(z, y),
             Decoder::Mlp(d) => d.forward(z, y),
             Decoder::Cppn(d) => d.forward(z, y),
+        }
+    }
+
+    /// [`Decoder::forward`] with `out` applied to the maps, inside the last layer where the
+    /// network has one kernel for it (conv, MLP).
+    pub fn forward_to(&self, z: Tensor<2>, y: Option<Tensor<2>>, out: Activation) -> Tensor<4> {
+        match self {
+            Decoder::Conv(d) => d.forward_to(z, y, out),
+            Decoder::Mlp(d) => d.forward_to(z, y, out),
+            Decoder::Cppn(d) => ops::activate(d.forward(z, y), out),
         }
     }
 

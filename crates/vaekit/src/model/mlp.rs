@@ -148,6 +148,11 @@ impl MlpDecoder {
     /// # Shapes
     /// `z`: `[batch, latent]`, `y`: `[batch, classes]` -> `[batch, channels * maps, height, width]`
     pub fn forward(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
+        self.forward_to(z, y, Activation::Identity)
+    }
+
+    /// [`MlpDecoder::forward`] with `out` applied to the maps inside the last layer.
+    pub fn forward_to(&self, z: Tensor<2>, y: Option<Tensor<2>>, out: Activation) -> Tensor<4> {
         let b = z.dims()[0];
         let mut h = super::with_condition(z, y.clone());
         let layer = |i: usize, l: &Linear, h: Tensor<2>, act: Activation| match self
@@ -161,7 +166,7 @@ impl MlpDecoder {
             h = layer(i, l, h, Activation::Relu); // [batch, 400]
         }
         let [c, hh, w] = self.image;
-        let out = layer(self.hidden.len(), &self.out, h, Activation::Identity);
+        let out = layer(self.hidden.len(), &self.out, h, out);
         out.reshape([b, c * self.maps, hh, w])
     }
 }

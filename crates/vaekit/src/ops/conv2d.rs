@@ -17,7 +17,7 @@ use super::fastmath::simd_dispatch;
 use super::gemm::{Mat, SharedLhs, matmul, matmul_lhs};
 use super::geometry::{ColumnMap, ConvGeometry};
 
-/// An elementwise activation applied to a convolution's output inside the same operation.
+/// An elementwise activation applied to a layer's output inside the same operation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Identity,
@@ -28,6 +28,9 @@ pub enum Activation {
     LeakyRelu {
         slope: f32,
     },
+    /// `1 / (1 + e^-v)`: a decoder's mean image from its last layer (the derivative
+    /// `y (1 - y)` is read off the output too).
+    Sigmoid,
 }
 
 impl Activation {
@@ -38,6 +41,7 @@ impl Activation {
             Activation::LeakyRelu { slope } => v
                 .iter_mut()
                 .for_each(|e| *e = if *e > 0.0 { *e } else { *e * slope }),
+            Activation::Sigmoid => super::sigmoid::sigmoid_in_place(v),
         }
     }
 
@@ -52,6 +56,12 @@ impl Activation {
             Activation::Identity => 1.0,
             Activation::Relu => 0.0,
             Activation::LeakyRelu { slope } => slope,
+            Activation::Sigmoid => {
+                out.clear();
+                out.resize(y.len().min(grad.len()), 0.0);
+                super::sigmoid::sigmoid_grad_chunk(out, y, grad);
+                return;
+            }
         };
         out.clear();
         out.extend(
@@ -76,6 +86,10 @@ simd_dispatch! {
                 let t = *e + b;
                 *e = if t > 0.0 { t } else { t * slope }
             }),
+            Activation::Sigmoid => v
+                .iter_mut()
+                .zip(bias)
+                .for_each(|(e, b)| *e = super::fastmath::sigmoid(*e + b)),
         }
     }
 }

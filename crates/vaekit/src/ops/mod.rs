@@ -98,6 +98,7 @@ pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
         Activation::Identity => x,
         Activation::Relu => relu(x),
         Activation::LeakyRelu { slope } => leaky_relu(x, slope as f64),
+        Activation::Sigmoid => sigmoid(x),
     }
 }
 

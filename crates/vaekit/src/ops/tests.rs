@@ -1,7 +1,7 @@
 //! The custom convolutions against burn's own (followed by burn's activation), values and
 //! gradients, on random shapes.
 
-use burn::tensor::activation::{leaky_relu, relu};
+use burn::tensor::activation::{leaky_relu, relu, sigmoid as burn_sigmoid};
 use burn::tensor::module::{conv_transpose2d as burn_conv_transpose2d, conv2d as burn_conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -16,14 +16,15 @@ fn random(shape: [usize; 4], rng: &mut ChaCha8Rng, device: &Device) -> Tensor<4>
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
-/// Identity, ReLU or leaky ReLU (slopes 0.2 and 0.01), in turn.
+/// Identity, ReLU, leaky ReLU (slopes 0.2 and 0.01) or the sigmoid, in turn.
 fn activation(case: usize) -> Activation {
     [
         Activation::Identity,
         Activation::Relu,
         Activation::LeakyRelu { slope: 0.2 },
         Activation::LeakyRelu { slope: 0.01 },
-    ][case % 4]
+        Activation::Sigmoid,
+    ][case % 5]
 }
 
 /// burn's own activation after burn's own convolution: the reference.
@@ -32,6 +33,7 @@ fn burn_activation(y: Tensor<4>, act: Activation) -> Tensor<4> {
         Activation::Identity => y,
         Activation::Relu => relu(y),
         Activation::LeakyRelu { slope } => leaky_relu(y, slope as f64),
+        Activation::Sigmoid => burn_sigmoid(y),
     }
 }
 
@@ -379,6 +381,7 @@ fn linear_equals_burns_values_and_gradients_on_random_shapes() {
             Activation::Identity => layer.forward(x),
             Activation::Relu => relu(layer.forward(x)),
             Activation::LeakyRelu { slope } => leaky_relu(layer.forward(x), slope as f64),
+            Activation::Sigmoid => burn_sigmoid(layer.forward(x)),
         });
         let what = format!("linear {m}x{k} -> {n} {act:?}");
         assert_close(&format!("{what} y"), &y, &y_ref);
