@@ -34,14 +34,12 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// `v = f(v)`, elementwise, vectorised for the CPU.
     pub(crate) fn apply(self, v: &mut [f32]) {
         match self {
             Activation::Identity => {}
-            Activation::Relu => v.iter_mut().for_each(|e| *e = e.max(0.0)),
-            Activation::LeakyRelu { slope } => v
-                .iter_mut()
-                .for_each(|e| *e = if *e > 0.0 { *e } else { *e * slope }),
             Activation::Sigmoid => super::sigmoid::sigmoid_in_place(v),
+            _ => activate_in_place(v, self),
         }
     }
 
@@ -64,11 +62,32 @@ impl Activation {
             }
         };
         out.clear();
-        out.extend(
-            y.iter()
-                .zip(grad)
-                .map(|(&y, &g)| if y > 0.0 { g } else { g * slope }),
-        );
+        out.resize(y.len().min(grad.len()), 0.0);
+        grad_by_sign(out, y, grad, slope);
+    }
+}
+
+simd_dispatch! {
+    /// [`Activation::apply`] for the piecewise-linear activations.
+    fn activate_in_place(v: &mut [f32], act: Activation) -> () {
+        match act {
+            Activation::Relu => v.iter_mut().for_each(|e| *e = e.max(0.0)),
+            Activation::LeakyRelu { slope } => v
+                .iter_mut()
+                .for_each(|e| *e = if *e > 0.0 { *e } else { *e * slope }),
+            Activation::Identity | Activation::Sigmoid => {
+                unreachable!("apply handles these")
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `out = g` where the output `y > 0`, else `g * slope`.
+    fn grad_by_sign(out: &mut [f32], y: &[f32], grad: &[f32], slope: f32) -> () {
+        for ((o, &y), &g) in out.iter_mut().zip(y).zip(grad) {
+            *o = if y > 0.0 { g } else { g * slope };
+        }
     }
 }
 
@@ -208,23 +227,25 @@ fn add_row_sums(sums: &mut [f32], matrix: &[f32]) {
     }
 }
 
-/// The sum of `v` in 16 running sums (`v[i]` into sum `i % 16`), then those added in order:
-/// independent additions the compiler turns into vector ones, where one running sum is a chain
-/// of dependent additions at one per 3-4 cycles (the bias gradients' sums took ~2.5% of a conv
-/// training step that way, on an AMD EPYC).
-fn lane_sum(v: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = v.chunks_exact(16);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (l, x) in lanes.iter_mut().zip(chunk) {
+simd_dispatch! {
+    /// The sum of `v` in 16 running sums (`v[i]` into sum `i % 16`), then those added in
+    /// order: independent additions the compiler turns into vector ones (at the CPU's vector
+    /// width), where one running sum is a chain of dependent additions at one per 3-4 cycles
+    /// (the bias gradients' sums took ~2.5% of a conv training step that way, on an AMD EPYC).
+    fn lane_sum(v: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; 16];
+        let chunks = v.chunks_exact(16);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            for (l, x) in lanes.iter_mut().zip(chunk) {
+                *l += x;
+            }
+        }
+        for (l, x) in lanes.iter_mut().zip(tail) {
             *l += x;
         }
+        lanes.iter().sum()
     }
-    for (l, x) in lanes.iter_mut().zip(tail) {
-        *l += x;
-    }
-    lanes.iter().sum()
 }
 
 fn fill_rows(matrix: &mut [f32], values: &[f32]) {
