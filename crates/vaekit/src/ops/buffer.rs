@@ -58,6 +58,41 @@ pub fn filled_with<S>(
     v
 }
 
+/// [`filled_with`] whose chunks start as rows of constants instead of zeros: each chunk is
+/// `row_values.len()` equal rows, row `r` all `row_values[r]` (a layer's output per image,
+/// starting as its bias per channel), written by the thread that then adds to it, where
+/// zeroing it first was a pass of its own.
+pub fn filled_rows_with<S>(
+    len: usize,
+    chunk: usize,
+    row_values: &[f32],
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each_init(init, |state, (i, c)| {
+            let row_len = c.len() / row_values.len().max(1);
+            assert_eq!(
+                row_len * row_values.len(),
+                c.len(),
+                "filled_rows_with: row size"
+            );
+            for (row, &value) in c.chunks_exact_mut(row_len.max(1)).zip(row_values) {
+                row.fill(MaybeUninit::new(value));
+            }
+            // SAFETY: the rows cover the chunk (asserted), so every element was initialised
+            // above, and `MaybeUninit<f32>` has the layout of `f32`.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            f(state, i, c);
+        });
+    // SAFETY: the loop above initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +105,26 @@ mod tests {
             assert!(v.iter().all(|&x| x == 0.0));
             let v: Vec<u32> = zeroed(len);
             assert!(v.len() == len && v.iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn filled_rows_hands_each_chunk_its_rows_of_values() {
+        let v = filled_rows_with(
+            24,
+            6,
+            &[1.5, -2.0, 7.0],
+            || 0usize,
+            |calls, i, c| {
+                *calls += 1;
+                assert_eq!(c, &[1.5, 1.5, -2.0, -2.0, 7.0, 7.0]);
+                c[0] += i as f32;
+            },
+        );
+        assert_eq!(v.len(), 24);
+        for i in 0..4 {
+            assert_eq!(v[i * 6], 1.5 + i as f32);
+            assert_eq!(&v[i * 6 + 1..i * 6 + 6], &[1.5, -2.0, -2.0, 7.0, 7.0]);
         }
     }
 

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::buffer::{filled_with, zeroed};
+use super::buffer::{filled_rows_with, zeroed};
 use super::fastmath::simd_dispatch;
 use super::gemm::{Mat, SharedLhs, matmul, matmul_lhs};
 use super::geometry::{ColumnMap, ConvGeometry};
@@ -248,13 +248,6 @@ simd_dispatch! {
     }
 }
 
-fn fill_rows(matrix: &mut [f32], values: &[f32]) {
-    let row_len = matrix.len() / values.len().max(1);
-    for (row, v) in matrix.chunks_exact_mut(row_len.max(1)).zip(values) {
-        row.fill(*v);
-    }
-}
-
 /// Convolution forward: `y[n] = act(weight * im2col(x[n]) + bias)`.
 pub fn conv2d_forward(
     g: &ConvGeometry,
@@ -271,15 +264,16 @@ pub fn conv2d_forward(
     assert_eq!(bias.len(), out_channels, "conv2d: bias size");
     let map = ColumnMap::shared(g);
     let w = SharedLhs::new(Mat::row_major(weight, out_channels, k));
-    filled_with(
+    // Each image's output starts as the bias of its channel; the product is added.
+    filled_rows_with(
         batch * out_channels * p,
         out_channels * p,
+        bias,
         || Work::new(&map, 0, 0),
         |work, n, y_n| {
             let Work { cols, scratch, .. } = work;
             let cols = &mut cols[..k * p];
             map.im2col(&x[n * img..(n + 1) * img], scratch, cols);
-            fill_rows(y_n, bias);
             matmul_lhs(y_n, &w, Mat::row_major(cols, k, p), true);
             act.apply(y_n);
         },
@@ -393,9 +387,11 @@ pub fn conv_transpose2d_forward(
     assert_eq!(bias.len(), g.channels, "conv_transpose2d: bias size");
     let map = ColumnMap::shared(g);
     let w_t = SharedLhs::new(Mat::row_major(weight, in_channels, k).t());
-    filled_with(
+    // Each image's output starts as the bias of its channel; the columns are added.
+    filled_rows_with(
         batch * img,
         img,
+        bias,
         || Work::new(&map, 0, 0),
         |work, n, y_n| {
             let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
@@ -405,7 +401,6 @@ pub fn conv_transpose2d_forward(
                 Mat::row_major(x_n, in_channels, p),
                 false,
             );
-            fill_rows(y_n, bias);
             map.col2im_add(&work.cols, y_n);
             act.apply(y_n);
         },
