@@ -615,8 +615,8 @@ mod tests {
     ];
 
     /// Three views of an `r x c` matrix: row-major and column-major storage, each with a
-    /// padded stride (read where they lie, or packed by gathers on the right), and one with
-    /// neither stride 1 (packed).
+    /// padded stride (read where they lie, or packed by transposes on the right), and one with
+    /// neither stride 1 (packed; by gathers on the right).
     fn views(data: &[f32], r: usize, c: usize) -> Vec<Mat<'_>> {
         vec![
             Mat {
@@ -657,8 +657,10 @@ mod tests {
             .collect()
     }
 
+    /// The vector packer (16 x 16 transposes for the column-major views, gathers for the
+    /// others) writes what the scalar one does, at every shape, padded panel and stride.
     #[test]
-    fn gathered_packing_equals_scalar_packing_for_every_view() {
+    fn vector_packing_equals_scalar_packing_for_every_view() {
         if !available() {
             return;
         }
