@@ -42,20 +42,7 @@ pub fn filled_with<S>(
     init: impl Fn() -> S + Sync + Send,
     f: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each_init(init, |state, (i, c)| {
-            c.fill(MaybeUninit::new(0.0));
-            // SAFETY: every element of `c` was initialised on the line above, and
-            // `MaybeUninit<f32>` has the layout of `f32`.
-            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            f(state, i, c);
-        });
-    // SAFETY: the loop above initialised all `len` elements.
-    unsafe { v.set_len(len) };
-    v
+    filled_rows_with(len, chunk, &[0.0], init, f)
 }
 
 /// [`filled_with`] whose chunks start as rows of constants instead of zeros: each chunk is
