@@ -36,10 +36,8 @@ pub enum Activation {
 impl Activation {
     /// `v = f(v)`, elementwise, vectorised for the CPU.
     pub(crate) fn apply(self, v: &mut [f32]) {
-        match self {
-            Activation::Identity => {}
-            Activation::Sigmoid => super::sigmoid::sigmoid_in_place(v),
-            _ => activate_in_place(v, self),
+        if self != Activation::Identity {
+            activate_in_place(v, self)
         }
     }
 
@@ -68,16 +66,17 @@ impl Activation {
 }
 
 simd_dispatch! {
-    /// [`Activation::apply`] for the piecewise-linear activations.
+    /// [`Activation::apply`].
     fn activate_in_place(v: &mut [f32], act: Activation) -> () {
         match act {
+            Activation::Identity => {}
             Activation::Relu => v.iter_mut().for_each(|e| *e = e.max(0.0)),
             Activation::LeakyRelu { slope } => v
                 .iter_mut()
                 .for_each(|e| *e = if *e > 0.0 { *e } else { *e * slope }),
-            Activation::Identity | Activation::Sigmoid => {
-                unreachable!("apply handles these")
-            }
+            Activation::Sigmoid => v
+                .iter_mut()
+                .for_each(|e| *e = super::fastmath::sigmoid(*e)),
         }
     }
 }

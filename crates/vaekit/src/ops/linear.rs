@@ -3,9 +3,10 @@
 //!
 //! burn's linear layer is a matrix product, a bias add and the activation, three tensors
 //! allocated and zero-filled (Flex zero-fills and then copies every new tensor); its backward
-//! pass adds a transpose-and-sum per operation. Here the forward pass writes the bias, adds the
-//! product and applies the activation in one buffer, and the backward pass reads the gradient
-//! through the activation once.
+//! pass adds a transpose-and-sum per operation. Here the forward pass writes the product into
+//! one buffer and adds the bias and applies the activation block by block while the block is
+//! in cache (at bf16: the bias first, then the product added), and the backward pass reads the
+//! gradient through the activation once and writes dW and dx without zeroing them first.
 //!
 //! # Shapes (row-major)
 //! `x [m, k]`, `weight [k, n]` (burn's `Linear` layout), `bias [n]`, `y [m, n]`.

@@ -30,15 +30,6 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
-    /// `v = 1 / (1 + e^-v)` (a layer's fused activation).
-    pub(crate) fn sigmoid_in_place(v: &mut [f32]) -> () {
-        for e in v.iter_mut() {
-            *e = fastmath::sigmoid(*e);
-        }
-    }
-}
-
-simd_dispatch! {
     /// `d = g y (1 - y)`.
     pub(crate) fn sigmoid_grad_chunk(d: &mut [f32], y: &[f32], g: &[f32]) -> () {
         for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
