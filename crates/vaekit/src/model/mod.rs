@@ -299,7 +299,7 @@ impl Vae {
     pub fn decode_mean(&self, z: Tensor<2>, y: Option<Tensor<2>>) -> Tensor<4> {
         if self.likelihood.kind().network_maps() == 1 {
             // The mean is the sigmoid of every map the network computes: applied in its last
-            // layer while the maps are in cache, not in a pass of its own (MLP sampling ~5%
+            // layer while the maps are in cache, not in a pass of its own (MLP sampling ~2%
             // faster on an AMD EPYC).
             return self
                 .decoder
