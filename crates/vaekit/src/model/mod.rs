@@ -518,10 +518,7 @@ mod tests {
         for cfg in cases {
             let m = Vae::init(&cfg, 3, &dev);
             let z: Vec<f32> = (0..5 * cfg.latent_dim)
-                .map(|_| {
-                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    ((rng >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
-                })
+                .map(|_| crate::ops::lcg(&mut rng) * 3.0)
                 .collect();
             let z = Tensor::<2>::from_data(TensorData::new(z, [5, cfg.latent_dim]), &dev);
             let y = m.condition(&[0, 3, 9, 1, 2], &dev);

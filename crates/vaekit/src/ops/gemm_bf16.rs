@@ -596,13 +596,7 @@ mod kernel {
 mod tests {
     use super::*;
     use crate::ops::gemm::matmul_f32;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::ops::lcg;
 
     #[test]
     fn rounding_is_to_nearest_even() {

@@ -586,13 +586,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::ops::lcg;
 
     /// Shapes around the blocks: single rows and columns, partial row blocks and panels, odd
     /// inner sizes, several slices of the inner dimension (`KC` = 128), the VAEs' layers,

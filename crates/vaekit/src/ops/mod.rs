@@ -63,6 +63,15 @@ pub(crate) const fn lane_mask(n: usize) -> u16 {
     if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
 }
 
+/// The kernels' tests' operands: a 64-bit linear congruential generator, values in [-1, 1).
+#[cfg(test)]
+pub(crate) fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
 /// Whether tensors on `device` run on Flex, the CPU backend these kernels are written for.
 pub fn on_flex(device: &Device) -> bool {
     match device.as_dispatch() {
