@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::GlobalLogStd;
 use crate::config::Likelihood;
+use crate::ops::Activation;
 
 /// p(x|z) of one kind, and its own parameters.
 #[derive(Module, Debug)]
@@ -61,5 +62,14 @@ impl PixelLikelihood {
     /// `params`: `[batch, channels * params, h, w]` -> `[batch, channels, h, w]`
     pub fn mean_image(&self, params: Tensor<4>) -> Tensor<4> {
         crate::likelihood::mean_image(params, self.channels, self.kind == Likelihood::Logistic)
+    }
+
+    /// The activation that turns every map the decoder computes into [`PixelLikelihood::mean_image`]
+    /// (the sigmoid, where the network computes one map per channel and the mean is its
+    /// sigmoid), so a decoder can apply it in its last layer; `None` where the mean reads only
+    /// some of the maps or is not a sigmoid (logistic, learned per-pixel scales).
+    pub fn mean_activation(&self) -> Option<Activation> {
+        (self.kind != Likelihood::Logistic && self.kind.network_maps() == 1)
+            .then_some(Activation::Sigmoid)
     }
 }
