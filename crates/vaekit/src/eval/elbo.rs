@@ -27,6 +27,28 @@ pub struct ElboReport {
 /// Images per evaluation batch.
 pub const EVAL_BATCH: usize = 500;
 
+/// The terms of the negative ELBO of the batch `x` (with one-hot conditions `y` for a
+/// conditional model) with one sampled z per image: the reconstruction term per image and the
+/// KL per image and dimension (see [`crate::model::LatentDraw::kl_dims`]). The noise is batch
+/// `batch` of `seed`'s, as [`evaluate_elbo`] draws it for its batches of [`EVAL_BATCH`] images.
+///
+/// # Shapes
+/// `x`: `[n, channels, height, width]`, `y`: `[n, classes]` -> `[n]`, `[n, latent dims]`
+pub fn elbo_terms(
+    model: &Vae,
+    x: Tensor<4>,
+    y: Option<Tensor<2>>,
+    likelihood: Likelihood,
+    seed: u64,
+    batch: usize,
+    device: &Device,
+) -> (Tensor<1>, Tensor<2>) {
+    let posterior = model.encode(x.clone(), y.clone());
+    let draw = super::eval_draw(model, &posterior, y.clone(), seed, batch, device);
+    let logits = model.decode(draw.z, y);
+    (reconstruction_nll(logits, x, likelihood), draw.kl_dims)
+}
+
 /// The negative ELBO of every image of `ds`, with one sampled z per image (with z = mean it
 /// would not be a bound). The noise comes from `seed`, so the same model, data and seed always
 /// give the same figure. Binarise `ds` first with [`super::eval_set`] where the model expects it.
@@ -45,11 +67,9 @@ pub fn evaluate_elbo(
         let idx: Vec<usize> = (start..(start + EVAL_BATCH).min(n)).collect();
         let x = batch_tensor(ds, &idx, None, device);
         let y = model.condition(&ds.labels_of(&idx), device);
-        let posterior = model.encode(x.clone(), y.clone());
-        let draw = super::eval_draw(model, &posterior, y.clone(), seed, b, device);
-        let logits = model.decode(draw.z, y);
-        let r: Tensor<1> = reconstruction_nll(logits, x, likelihood).sum();
-        let k: Tensor<1> = draw.kl_dims.sum();
+        let (recon_per_image, kl_dims) = elbo_terms(model, x, y, likelihood, seed, b, device);
+        let r: Tensor<1> = recon_per_image.sum();
+        let k: Tensor<1> = kl_dims.sum();
         recon += r.into_scalar::<f32>() as f64;
         kl += k.into_scalar::<f32>() as f64;
         done += idx.len();

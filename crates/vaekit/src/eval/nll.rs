@@ -44,6 +44,48 @@ pub fn bits_per_dim(nll: f64, dims: usize, likelihood: Likelihood) -> f64 {
     }
 }
 
+/// log p(x) of each image of the batch `x` (with one-hot conditions `y` for a conditional
+/// model), estimated with `k` importance samples (see [`super::importance`]): batch
+/// `batch_index` of the noise of `seed`, as [`evaluate_nll`] draws it for its batches of
+/// [`IW_BATCH`] images. Samples are decoded [`IW_ROWS`] rows at a time.
+///
+/// # Shapes
+/// `x`: `[n, channels, height, width]`, `y`: `[n, classes]` -> `n` values
+#[allow(clippy::too_many_arguments)]
+pub fn log_likelihood_images(
+    model: &Vae,
+    x: Tensor<4>,
+    y: Option<Tensor<2>>,
+    likelihood: Likelihood,
+    k: usize,
+    seed: u64,
+    batch_index: u64,
+    device: &Device,
+) -> Vec<f64> {
+    let posterior = model.encode(x.clone(), y.clone());
+    let b_images = x.dims()[0];
+    // Rows are sample-major, so the labels repeat once per sample (see `log_weights`).
+    let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
+        let yk = y
+            .as_ref()
+            .map(|y| y.clone().repeat_dim(0, z.dims()[0] / b_images));
+        reconstruction_nll(model.decode(z, yk), xs, likelihood).neg()
+    };
+    let chunk = (IW_ROWS / b_images.max(1)).max(1);
+    log_likelihood_batch(
+        &posterior,
+        &x,
+        y.as_ref(),
+        k,
+        chunk,
+        seed,
+        batch_index,
+        device,
+        model,
+        &log_lik,
+    )
+}
+
 /// -log p(x) of every image of `ds`, estimated with `k` importance samples per image (see
 /// [`super::importance`]). Images go through the encoder once per batch of [`IW_BATCH`]; their
 /// samples are decoded [`IW_ROWS`] rows at a time. Binarise `ds` first with [`super::eval_set`]
@@ -64,28 +106,7 @@ pub fn evaluate_nll(
         let idx: Vec<usize> = (start..(start + IW_BATCH).min(n)).collect();
         let x = batch_tensor(ds, &idx, None, device);
         let y = model.condition(&ds.labels_of(&idx), device);
-        let posterior = model.encode(x.clone(), y.clone());
-        let b_images = idx.len();
-        // Rows are sample-major, so the labels repeat once per sample (see `log_weights`).
-        let log_lik = |z: Tensor<2>, xs: Tensor<4>| {
-            let yk = y
-                .as_ref()
-                .map(|y| y.clone().repeat_dim(0, z.dims()[0] / b_images));
-            reconstruction_nll(model.decode(z, yk), xs, likelihood).neg()
-        };
-        let chunk = (IW_ROWS / idx.len()).max(1);
-        let lp = log_likelihood_batch(
-            &posterior,
-            &x,
-            y.as_ref(),
-            k,
-            chunk,
-            seed,
-            b as u64,
-            device,
-            model,
-            &log_lik,
-        );
+        let lp = log_likelihood_images(model, x, y, likelihood, k, seed, b as u64, device);
         total -= lp.iter().sum::<f64>();
         done += idx.len();
         progress(done, n);

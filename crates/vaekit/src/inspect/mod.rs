@@ -56,9 +56,26 @@ pub fn sample_batch(
     device: &Device,
 ) -> Tensor<4> {
     let labels = sample_labels(model, n, class, index as usize * n);
+    sample_labelled(model, n, &labels, seed, index, temperature, device)
+}
+
+/// [`sample_batch`] for the given labels (one per sample for a conditional model, empty for
+/// an unconditional one).
+///
+/// # Shapes
+/// returns `[n, channels, height, width]`
+pub fn sample_labelled(
+    model: &Vae,
+    n: usize,
+    labels: &[u32],
+    seed: u64,
+    index: u64,
+    temperature: f64,
+    device: &Device,
+) -> Tensor<4> {
     let noise = prior_z_at(n, model.noise_dim(), seed, index, device);
     let noise = model.prior.temper(noise, temperature);
-    let y = model.condition(&labels, device);
+    let y = model.condition(labels, device);
     let z = model.prior_sample(noise, y.clone());
     model.decode_mean(z, y)
 }

@@ -106,6 +106,16 @@ impl ClassPrior {
         )
     }
 
+    /// Every component of every row's class: means and log-variances, and the log mixture
+    /// weights (log 1 for one component): what a sampler outside vaekit needs.
+    ///
+    /// # Shapes
+    /// `y`: `[n, classes]` -> `[n, components, latent]` twice, `[n, components]`
+    pub fn mixture(&self, y: Tensor<2>) -> (Tensor<3>, Tensor<3>, Tensor<2>) {
+        let (mean, logvar) = self.parameters(y.clone());
+        (mean, logvar, self.log_weights(y))
+    }
+
     /// The Gaussian of p(z|y) for a single component; for a mixture the Gaussian with its mean
     /// and variance (moment matching), e.g. to place a code relative to its class.
     ///
