@@ -85,6 +85,37 @@ pub enum Command {
     /// Explore a trained model's latent space in the browser (sliders, a 2-D pad, sampling,
     /// drawing, interpolation), with a JSON API; read-only, on 127.0.0.1 unless --host is given.
     Serve(ServeArgs),
+    /// Export a run's model for use outside vaekit: ONNX graphs (encoder, decoder, and the
+    /// prior's where it is learned) or a PyTorch module file with its weights.
+    Export(ExportArgs),
+}
+
+/// `vaekit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// onnx: encoder.onnx, decoder.onnx (and prior.onnx) for onnxruntime; torch:
+    /// vaekit_model.py, weights.safetensors and config.json for PyTorch.
+    #[arg(long, value_enum)]
+    pub format: ExportFormatArg,
+    /// The folder to write into (created if missing; not the run's own folder).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// ONNX of a CPPN decoder: the size the decoder renders, width x height (default: the
+    /// training size).
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// ONNX (opset 17) for onnxruntime and other ONNX runtimes.
+    Onnx,
+    /// A PyTorch nn.Module file and its weights.
+    Torch,
 }
 
 /// `vaekit serve`.

@@ -3177,3 +3177,63 @@ fn a_packed_dataset_trains_evaluates_and_bad_packs_are_one_line() {
     );
     assert!(err.contains("one device"), "{err}");
 }
+
+#[test]
+fn export_writes_onnx_and_torch_files_and_refuses_bad_requests_in_one_line() {
+    let f = fixture();
+    train_small(&f, "run", &["--decoder", "cppn"]);
+    let out = ok(
+        &["export", "--run", "run", "--format", "onnx", "--out", "onnx"],
+        &f.root,
+    );
+    assert!(out.contains("encoder.onnx, decoder.onnx"), "{out}");
+    for file in ["encoder.onnx", "decoder.onnx"] {
+        let bytes = std::fs::read(f.root.join("onnx").join(file)).unwrap();
+        // A protobuf ModelProto whose producer is vaekit, and the run's config in its metadata.
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("vaekit") && text.contains("\"latent_dim\": 20"), "{file}");
+    }
+    assert!(!f.root.join("onnx/prior.onnx").exists());
+    ok(
+        &["export", "--run", "run", "--format", "onnx", "--out", "big", "--size", "64x48"],
+        &f.root,
+    );
+    assert!(std::fs::metadata(f.root.join("big/decoder.onnx")).unwrap().len() > 0);
+    ok(
+        &["export", "--run", "run", "--format", "torch", "--out", "torch"],
+        &f.root,
+    );
+    let py = std::fs::read_to_string(f.root.join("torch/vaekit_model.py")).unwrap();
+    assert!(py.contains("def load(folder"));
+    let cfg = json_file(&f.root.join("torch/config.json"));
+    assert_eq!(cfg, json_file(&f.root.join("run/config.json")));
+    // The run's own folder, a missing run, a bad size, --size on a fixed-size decoder.
+    let config_before = std::fs::read(f.root.join("run/config.json")).unwrap();
+    let err = fails(
+        &["export", "--run", "run", "--format", "torch", "--out", "run"],
+        &f.root,
+    );
+    assert!(err.contains("run's own folder"), "{err}");
+    let err = fails(
+        &["export", "--run", "run", "--format", "torch", "--out", "run/checkpoints/x"],
+        &f.root,
+    );
+    assert!(err.contains("run's own folder"), "{err}");
+    assert_eq!(std::fs::read(f.root.join("run/config.json")).unwrap(), config_before);
+    let err = fails(
+        &["export", "--run", "nope", "--format", "onnx", "--out", "o"],
+        &f.root,
+    );
+    assert!(err.contains("nope"), "{err}");
+    let err = fails(
+        &["export", "--run", "run", "--format", "onnx", "--out", "o", "--size", "0x5"],
+        &f.root,
+    );
+    assert!(err.contains("--size 0x5"), "{err}");
+    train_small(&f, "conv", &[]);
+    let err = fails(
+        &["export", "--run", "conv", "--format", "onnx", "--out", "o", "--size", "64x64"],
+        &f.root,
+    );
+    assert!(err.contains("training size 28x28"), "{err}");
+}

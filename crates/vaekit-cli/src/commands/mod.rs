@@ -6,12 +6,13 @@ mod codes;
 mod data;
 mod eval;
 mod explore;
+mod export;
 mod plot;
 mod reconstruct;
 mod render;
 mod sample;
 mod serve;
-mod train;
+pub mod train;
 
 use crate::cli::{BinarizeArg, ClassifierCommand, Cli, Command, DataCommand, SplitArg};
 use vaekit::config::Binarize;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plot(a) => plot::curves(a),
         Command::Bench(a) => bench::run(a, cli.device),
         Command::Serve(a) => serve::run(a, cli.device),
+        Command::Export(a) => export::run(a),
         Command::Classifier(ClassifierCommand::Train(a)) => classifier::train(a, cli.device),
         Command::Data(DataCommand::Download(a)) => data::download(a),
         Command::Data(DataCommand::Bars(a)) => data::bars(a),
