@@ -1,13 +1,9 @@
 //! The `vaekit` binary.
 
-mod cli;
-mod commands;
-mod progress;
-mod ranks;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use vaekit_cli::{cli, commands};
 use vaekit::device::DeviceChoice;
 use vaekit::ops::pool::join_pool;
 use vaekit::ops::{Precision, set_precision};

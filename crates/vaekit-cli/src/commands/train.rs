@@ -23,6 +23,28 @@ use crate::cli::{
 use crate::progress::bar;
 
 pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // First Ctrl-C, SIGTERM or SIGHUP: finish the step, checkpoint, exit 0. Second: leave
+        // at once (the last checkpoint stays whole: it is switched to atomically).
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted again: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nstopping after this step; saving a checkpoint (Ctrl-C or another signal to quit now)"
+            );
+        });
+    }
+    run_until(a, device, &stop).map(|_| ())
+}
+
+/// Trains or resumes as `vaekit train` does, stopping after the step during which `stop` is
+/// set (with a checkpoint); returns the run folder. The caller owns the signals: `run`
+/// installs the CLI's handlers, the Python package its own.
+pub fn run_until(a: TrainArgs, device: DeviceChoice, stop: &Arc<AtomicBool>) -> Result<PathBuf> {
     // The processes of this job: one, or the ranks of mpirun.
     let ranks = crate::ranks::ranks()?;
     let (rank, world) = (ranks.rank(), ranks.size());
@@ -58,28 +80,12 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
         );
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // First Ctrl-C, SIGTERM or SIGHUP: finish the step, checkpoint, exit 0. Second: leave
-        // at once (the last checkpoint stays whole: it is switched to atomically).
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting without saving");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\nstopping after this step; saving a checkpoint (Ctrl-C or another signal to quit now)"
-            );
-        });
-    }
-
     let mut obs = BarObserver { bar: None };
     if rank > 0 {
         // Rank 0 shows the progress and writes the run; the others train in silence.
-        train_distributed(&run, &cfg, &data, &devices, ranks, &stop, &mut Silent)
+        train_distributed(&run, &cfg, &data, &devices, ranks, stop, &mut Silent)
             .with_context(|| format!("rank {rank} training run {}", run.root().display()))?;
-        return Ok(());
+        return Ok(run.root().to_path_buf());
     }
     if devices.len() > 1 {
         println!(
@@ -88,7 +94,7 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
             cfg.batch_size
         );
     }
-    let outcome = train_distributed(&run, &cfg, &data, &devices, ranks, &stop, &mut obs)
+    let outcome = train_distributed(&run, &cfg, &data, &devices, ranks, stop, &mut obs)
         .with_context(|| format!("training run {}", run.root().display()))?;
     if let Some(b) = obs.bar.take() {
         b.finish_and_clear();
@@ -106,7 +112,7 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
         println!("finished {} epochs in {}", m.epoch, run.root().display());
         println!("  reconstructions.png, samples.png, metrics.jsonl, checkpoints/ are there");
     }
-    Ok(())
+    Ok(run.root().to_path_buf())
 }
 
 /// A rank other than 0: the run rank 0 created or checked, read only, with the flags a resume
