@@ -21,13 +21,19 @@ import time
 
 
 def cpu_name():
+    """The CPU's model name and the vector extensions that decide vaekit's kernels."""
+    name, flags = platform.processor() or "unknown CPU", []
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                have = line.split(":", 1)[1].split()
+                flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have]
+                break
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return f"{name} (flags: {' '.join(flags) or 'none of avx2 fma avx512f'})"
 
 
 def rate(fn, batch, seconds):

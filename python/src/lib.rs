@@ -35,7 +35,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Never hand freed memory back to the kernel, as the CLI does: decoding a batch of 256 MLP
-/// images ran at about 110-130k images/s with glibc's allocator.
+/// images ran at about 110-130k images/s with glibc's allocator, ~150-190k with mimalloc (AMD
+/// EPYC with AVX2, no AVX-512).
 fn keep_freed_memory() {
     // SAFETY: sets one of mimalloc's options, which it reads atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
@@ -84,8 +85,9 @@ fn export_err(e: vaekit_export::ExportError) -> PyErr {
 /// logical CPU) that the training runs inside, so that each layer is split from one of the
 /// pool's own threads, which takes its share, as the CLI has its main thread in the pool (see
 /// `vaekit::ops::pool`). Inference calls run on the calling thread with rayon's global pool:
-/// moving each call into a pool cost more than it saved (conv decoding of one image 19,600 ->
-/// 7,700 images/s, MLP decoding of 256 unchanged, on an AMD EPYC).
+/// moving each call into a pool cost more than it saved (conv decoding of one image ~7,700
+/// images/s against ~13,800 on the calling thread, MLP decoding of 256 no faster, on an AMD
+/// EPYC with AVX2, no AVX-512).
 fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {

@@ -18,7 +18,7 @@ import vaekit
 from conftest import assert_close, cli, vaekit_bin
 
 
-def test_encode_equals_the_clis_codes_csv(runs, bars, tmp_path):
+def test_encode_and_decode_equal_the_clis_codes_csv_and_decoded_png(runs, bars, tmp_path):
     _, x, y = bars
     for kind in ("conv", "cvae"):
         model = vaekit.load(runs[kind])
@@ -32,6 +32,12 @@ def test_encode_equals_the_clis_codes_csv(runs, bars, tmp_path):
         # The CSV holds each float's shortest round-trip text: equal to the last bit.
         assert np.array_equal(mean.astype(np.float64), want_mean.astype(np.float32).astype(np.float64))
         assert np.array_equal(logvar, want_logvar.astype(np.float32))
+        # `vaekit decode` of that CSV: the package's decode of the same codes, pixel for pixel.
+        png = tmp_path / f"{kind}.png"
+        cli("decode", "--run", runs[kind], "--codes", tmp_path / f"{kind}.csv", "--out", png)
+        got = model.decode(mean, y if model.classes else None)
+        want = grid_cells(png, len(x), 28)
+        assert np.array_equal(np.round(got[:, 0] * 255).astype(np.uint8), want)
 
 
 def grid_cells(png, n, side):
