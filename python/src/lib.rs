@@ -269,6 +269,26 @@ fn tensor_array<'py, const D: usize>(py: Python<'py>, t: Tensor<D>) -> PyResult<
         .into_any())
 }
 
+/// Runs `f` on `items` (`per` values each, with their `labels` where the model takes them) in
+/// batches of `batch`: `f(index, values, count, labels)` for each batch, the results in order.
+fn batched<R>(
+    items: &[f32],
+    per: usize,
+    batch: usize,
+    labels: &[u32],
+    mut f: impl FnMut(usize, &[f32], usize, &[u32]) -> R,
+) -> Vec<R> {
+    let per = per.max(1);
+    items
+        .chunks(batch * per)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let m = chunk.len() / per;
+            f(b, chunk, m, labels.get(b * batch..b * batch + m).unwrap_or(&[]))
+        })
+        .collect()
+}
+
 fn values(t: Tensor<4>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values")
 }
@@ -287,18 +307,17 @@ impl Model {
         let (v, n) = self.images("x", x)?;
         let labels = self.labels(classes, n, true)?.unwrap_or_default();
         let per = self.cfg.model.image.numel();
-        let (mean, logvar) = compute(py, || {
+        let (mean, logvar): (Vec<_>, Vec<_>) = compute(py, || {
             let vae = self.vae();
-            let (mut mean, mut logvar) = (Vec::new(), Vec::new());
-            for (i, chunk) in v.chunks(CHUNK * per.max(1)).enumerate() {
-                let m = chunk.len() / per.max(1);
-                let lab = labels.get(i * CHUNK..i * CHUNK + m).unwrap_or(&[]);
+            batched(&v, per, CHUNK, &labels, |_, chunk, m, lab| {
                 let q = vae.encode(self.tensor4(chunk, m), vae.condition(lab, &self.device));
-                mean.extend(q.mean.into_data().try_into_vec::<f32>().expect("f32"));
-                logvar.extend(q.logvar.into_data().try_into_vec::<f32>().expect("f32"));
-            }
-            (mean, logvar)
+                let rows = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
+                (rows(q.mean), rows(q.logvar))
+            })
+            .into_iter()
+            .unzip()
         });
+        let (mean, logvar) = (mean.concat(), logvar.concat());
         let l = self.cfg.model.latent_dim;
         let arr = |v| Array2::from_shape_vec((n, l), v).expect("codes").into_pyarray(py);
         Ok((arr(mean), arr(logvar)))
@@ -317,13 +336,10 @@ impl Model {
         let l = self.cfg.model.latent_dim;
         let out = compute(py, || {
             let vae = self.vae();
-            let mut out = Vec::new();
-            for (i, chunk) in v.chunks(CHUNK * l).enumerate() {
-                let m = chunk.len() / l;
-                let lab = labels.get(i * CHUNK..i * CHUNK + m).unwrap_or(&[]);
-                out.extend(values(vaekit::inspect::decode_codes(&vae, chunk, lab, &self.device)));
-            }
-            out
+            batched(&v, l, CHUNK, &labels, |_, chunk, _, lab| {
+                values(vaekit::inspect::decode_codes(&vae, chunk, lab, &self.device))
+            })
+            .concat()
         });
         Ok(self.image_array(py, out, n))
     }
@@ -454,17 +470,10 @@ impl Model {
         let per = self.cfg.model.image.numel();
         let out = compute(py, || {
             let vae = self.vae();
-            let mut out = Vec::new();
-            for (i, chunk) in v.chunks(CHUNK * per).enumerate() {
-                let m = chunk.len() / per;
-                let lab = labels.get(i * CHUNK..i * CHUNK + m).unwrap_or(&[]);
-                out.extend(values(vaekit::inspect::reconstruct(
-                    &vae,
-                    self.tensor4(chunk, m),
-                    lab,
-                )));
-            }
-            out
+            batched(&v, per, CHUNK, &labels, |_, chunk, m, lab| {
+                values(vaekit::inspect::reconstruct(&vae, self.tensor4(chunk, m), lab))
+            })
+            .concat()
         });
         Ok(self.image_array(py, out, n))
     }
@@ -486,18 +495,19 @@ impl Model {
         let likelihood = self.cfg.model.likelihood;
         let out = compute(py, || {
             let vae = self.vae();
-            let mut out = Vec::new();
-            for (b, chunk) in v.chunks(EVAL_BATCH * per).enumerate() {
-                let m = chunk.len() / per;
-                let lab = labels.get(b * EVAL_BATCH..b * EVAL_BATCH + m).unwrap_or(&[]);
+            batched(&v, per, EVAL_BATCH, &labels, |b, chunk, m, lab| {
                 let y = vae.condition(lab, &self.device);
                 let (recon, kl) =
                     elbo_terms(&vae, self.tensor4(chunk, m), y, likelihood, seed, b, &self.device);
                 let recon = recon.into_data().try_into_vec::<f32>().expect("f32");
                 let kl = kl.sum_dim(1).into_data().try_into_vec::<f32>().expect("f32");
-                out.extend(recon.iter().zip(&kl).map(|(r, k)| -(*r as f64 + *k as f64)));
-            }
-            out
+                recon
+                    .iter()
+                    .zip(&kl)
+                    .map(|(r, k)| -(*r as f64 + *k as f64))
+                    .collect::<Vec<_>>()
+            })
+            .concat()
         });
         Ok(out.into_pyarray(py))
     }
@@ -524,23 +534,12 @@ impl Model {
         let likelihood = self.cfg.model.likelihood;
         let out = compute(py, || {
             let vae = self.vae();
-            let mut out = Vec::new();
-            for (b, chunk) in v.chunks(IW_BATCH * per).enumerate() {
-                let m = chunk.len() / per;
-                let lab = labels.get(b * IW_BATCH..b * IW_BATCH + m).unwrap_or(&[]);
+            batched(&v, per, IW_BATCH, &labels, |b, chunk, m, lab| {
                 let y = vae.condition(lab, &self.device);
-                out.extend(log_likelihood_images(
-                    &vae,
-                    self.tensor4(chunk, m),
-                    y,
-                    likelihood,
-                    samples,
-                    seed,
-                    b as u64,
-                    &self.device,
-                ));
-            }
-            out
+                let x = self.tensor4(chunk, m);
+                log_likelihood_images(&vae, x, y, likelihood, samples, seed, b as u64, &self.device)
+            })
+            .concat()
         });
         Ok(out.into_pyarray(py))
     }
