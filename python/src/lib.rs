@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use numpy::ndarray::{Array2, Array4};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArray4, PyArrayDescrMethods, PyArrayDyn,
-    PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArray4, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
+    PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -150,7 +150,10 @@ fn floats(arg: &str, x: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, Vec<usize>)> {
 fn shape_text(s: &[usize]) -> String {
     format!(
         "[{}]",
-        s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -252,7 +255,12 @@ impl Model {
         self.vae.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn image_array<'py>(&self, py: Python<'py>, v: Vec<f32>, n: usize) -> Bound<'py, PyArray4<f32>> {
+    fn image_array<'py>(
+        &self,
+        py: Python<'py>,
+        v: Vec<f32>,
+        n: usize,
+    ) -> Bound<'py, PyArray4<f32>> {
         let s = self.cfg.model.image;
         Array4::from_shape_vec((n, s.channels, s.height, s.width), v)
             .expect("the model's images have its shape")
@@ -263,10 +271,12 @@ impl Model {
 /// A tensor of any rank as a float32 numpy array.
 fn tensor_array<'py, const D: usize>(py: Python<'py>, t: Tensor<D>) -> PyResult<Bound<'py, PyAny>> {
     let dims = t.dims().to_vec();
-    let v = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
-    Ok(numpy::PyArray1::from_vec(py, v)
-        .reshape(dims)?
-        .into_any())
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values");
+    Ok(numpy::PyArray1::from_vec(py, v).reshape(dims)?.into_any())
 }
 
 /// Runs `f` on `items` (`per` values each, with their `labels` where the model takes them) in
@@ -284,13 +294,21 @@ fn batched<R>(
         .enumerate()
         .map(|(b, chunk)| {
             let m = chunk.len() / per;
-            f(b, chunk, m, labels.get(b * batch..b * batch + m).unwrap_or(&[]))
+            f(
+                b,
+                chunk,
+                m,
+                labels.get(b * batch..b * batch + m).unwrap_or(&[]),
+            )
         })
         .collect()
 }
 
 fn values(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values")
 }
 
 #[pymethods]
@@ -319,7 +337,11 @@ impl Model {
         });
         let (mean, logvar) = (mean.concat(), logvar.concat());
         let l = self.cfg.model.latent_dim;
-        let arr = |v| Array2::from_shape_vec((n, l), v).expect("codes").into_pyarray(py);
+        let arr = |v| {
+            Array2::from_shape_vec((n, l), v)
+                .expect("codes")
+                .into_pyarray(py)
+        };
         Ok((arr(mean), arr(logvar)))
     }
 
@@ -337,7 +359,12 @@ impl Model {
         let out = compute(py, || {
             let vae = self.vae();
             batched(&v, l, CHUNK, &labels, |_, chunk, _, lab| {
-                values(vaekit::inspect::decode_codes(&vae, chunk, lab, &self.device))
+                values(vaekit::inspect::decode_codes(
+                    &vae,
+                    chunk,
+                    lab,
+                    &self.device,
+                ))
             })
             .concat()
         });
@@ -357,15 +384,19 @@ impl Model {
         let (v, n) = self.codes("z", z)?;
         let labels = self.labels(classes, n, true)?.unwrap_or_default();
         let l = self.cfg.model.latent_dim;
-        let (out, dims) = compute(py, || {
+        let out = compute(py, || {
             let vae = self.vae();
-            let zt = Tensor::<2>::from_data(TensorData::new(v.clone(), [n, l]), &self.device);
-            let p = vae.decode(zt, vae.condition(&labels, &self.device));
-            let dims = p.dims();
-            (values(p), dims)
+            batched(&v, l, CHUNK, &labels, |_, chunk, m, lab| {
+                let z =
+                    Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, l]), &self.device);
+                values(vae.decode(z, vae.condition(lab, &self.device)))
+            })
+            .concat()
         });
-        Ok(Array4::from_shape_vec((dims[0], dims[1], dims[2], dims[3]), out)
-            .expect("decoder maps")
+        let s = self.cfg.model.image;
+        let maps = s.channels * self.cfg.model.likelihood.params_per_pixel();
+        Ok(Array4::from_shape_vec((n, maps, s.height, s.width), out)
+            .expect("the decoder's maps have the likelihood's shape")
             .into_pyarray(py))
     }
 
@@ -386,7 +417,9 @@ impl Model {
             Prior::StandardNormal(_) => Ok(None),
             Prior::TwoLayer(t) => {
                 let Some(z2) = z2 else {
-                    return Err(PyValueError::new_err("z2: a hierarchical model's prior takes z2"));
+                    return Err(PyValueError::new_err(
+                        "z2: a hierarchical model's prior takes z2",
+                    ));
                 };
                 let (v, shape) = floats("z2", z2)?;
                 if shape.len() != 2 || shape[1] != t.latent() {
@@ -396,17 +429,25 @@ impl Model {
                         shape_text(&shape)
                     )));
                 }
-                let z2 = Tensor::<2>::from_data(TensorData::new(v, [shape[0], shape[1]]), &self.device);
+                let z2 =
+                    Tensor::<2>::from_data(TensorData::new(v, [shape[0], shape[1]]), &self.device);
                 let p = t.prior(z2);
-                Ok(Some(vec![tensor_array(py, p.mean)?, tensor_array(py, p.logvar)?]))
+                Ok(Some(vec![
+                    tensor_array(py, p.mean)?,
+                    tensor_array(py, p.logvar)?,
+                ]))
             }
             Prior::Class(p) => {
                 let Some(c) = classes else {
-                    return Err(PyValueError::new_err("classes: a class prior takes classes"));
+                    return Err(PyValueError::new_err(
+                        "classes: a class prior takes classes",
+                    ));
                 };
                 let n = c.len().unwrap_or(1);
                 let labels = self.labels(Some(c), n, true)?.unwrap_or_default();
-                let y = vae.condition(&labels, &self.device).expect("a conditional model");
+                let y = vae
+                    .condition(&labels, &self.device)
+                    .expect("a conditional model");
                 let (m, lv, lw) = p.mixture(y);
                 Ok(Some(vec![
                     tensor_array(py, m)?,
@@ -444,9 +485,7 @@ impl Model {
         let out = compute(py, || {
             let vae = self.vae();
             let x = match (labels, one) {
-                (Some(l), None) => {
-                    sample_labelled(&vae, n, &l, seed, 0, temperature, &self.device)
-                }
+                (Some(l), None) => sample_labelled(&vae, n, &l, seed, 0, temperature, &self.device),
                 (Some(_), Some(c)) => {
                     sample(&vae, n, seed, Some(c as u32), temperature, &self.device)
                 }
@@ -471,7 +510,11 @@ impl Model {
         let out = compute(py, || {
             let vae = self.vae();
             batched(&v, per, CHUNK, &labels, |_, chunk, m, lab| {
-                values(vaekit::inspect::reconstruct(&vae, self.tensor4(chunk, m), lab))
+                values(vaekit::inspect::reconstruct(
+                    &vae,
+                    self.tensor4(chunk, m),
+                    lab,
+                ))
             })
             .concat()
         });
@@ -497,10 +540,21 @@ impl Model {
             let vae = self.vae();
             batched(&v, per, EVAL_BATCH, &labels, |b, chunk, m, lab| {
                 let y = vae.condition(lab, &self.device);
-                let (recon, kl) =
-                    elbo_terms(&vae, self.tensor4(chunk, m), y, likelihood, seed, b, &self.device);
+                let (recon, kl) = elbo_terms(
+                    &vae,
+                    self.tensor4(chunk, m),
+                    y,
+                    likelihood,
+                    seed,
+                    b,
+                    &self.device,
+                );
                 let recon = recon.into_data().try_into_vec::<f32>().expect("f32");
-                let kl = kl.sum_dim(1).into_data().try_into_vec::<f32>().expect("f32");
+                let kl = kl
+                    .sum_dim(1)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32");
                 recon
                     .iter()
                     .zip(&kl)
@@ -537,7 +591,16 @@ impl Model {
             batched(&v, per, IW_BATCH, &labels, |b, chunk, m, lab| {
                 let y = vae.condition(lab, &self.device);
                 let x = self.tensor4(chunk, m);
-                log_likelihood_images(&vae, x, y, likelihood, samples, seed, b as u64, &self.device)
+                log_likelihood_images(
+                    &vae,
+                    x,
+                    y,
+                    likelihood,
+                    samples,
+                    seed,
+                    b as u64,
+                    &self.device,
+                )
             })
             .concat()
         });
@@ -584,7 +647,8 @@ impl Model {
     /// The run's config (its `config.json`) as a dict.
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        py.import("json")?.call_method1("loads", (self.config_json(),))
+        py.import("json")?
+            .call_method1("loads", (self.config_json(),))
     }
 
     fn __repr__(&self) -> String {
@@ -625,8 +689,7 @@ fn load(py: Python<'_>, run: PathBuf) -> PyResult<Model> {
 fn metrics_json(run: PathBuf) -> PyResult<Vec<String>> {
     let dir = RunDir::open(&run).map_err(lib_err)?;
     let m = dir.metrics().map_err(lib_err)?;
-    Ok(m
-        .iter()
+    Ok(m.iter()
         .map(|e| serde_json::to_string(e).expect("metrics serialise"))
         .collect())
 }
@@ -651,8 +714,8 @@ fn export(
         }
     };
     let size = size.map(|(h, w)| [h, w]);
-    let files = compute(py, || vaekit_export::export_run(&run, format, &out, size))
-        .map_err(export_err)?;
+    let files =
+        compute(py, || vaekit_export::export_run(&run, format, &out, size)).map_err(export_err)?;
     Ok(files.iter().map(|p| p.display().to_string()).collect())
 }
 
@@ -664,7 +727,11 @@ fn export(
 fn train_args(py: Python<'_>, args: Vec<String>) -> PyResult<String> {
     let cli = vaekit_cli::cli::Cli::try_parse_from(args).map_err(|e| {
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
         PyTypeError::new_err(first.to_string())
     })?;
     let vaekit_cli::cli::Command::Train(a) = cli.command else {
@@ -679,7 +746,9 @@ fn train_args(py: Python<'_>, args: Vec<String>) -> PyResult<String> {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("vaekit-train".into())
-            .spawn(move || pool().install(|| vaekit_cli::commands::train::run_until(a, device, &stop)))
+            .spawn(move || {
+                pool().install(|| vaekit_cli::commands::train::run_until(a, device, &stop))
+            })
             .map_err(|e| VaekitError::new_err(format!("cannot start the training thread: {e}")))?
     };
     let mut interrupted = None;

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vaekit_cli::{cli, commands};
 use vaekit::device::DeviceChoice;
 use vaekit::ops::pool::join_pool;
 use vaekit::ops::{Precision, set_precision};
+use vaekit_cli::{cli, commands};
 
 /// mimalloc keeps freed memory for reuse. glibc's malloc returns every freed block above its
 /// mmap threshold to the kernel at once, so each training step paid page faults, zeroed pages

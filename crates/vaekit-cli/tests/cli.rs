@@ -3183,7 +3183,9 @@ fn export_writes_onnx_and_torch_files_and_refuses_bad_requests_in_one_line() {
     let f = fixture();
     train_small(&f, "run", &["--decoder", "cppn"]);
     let out = ok(
-        &["export", "--run", "run", "--format", "onnx", "--out", "onnx"],
+        &[
+            "export", "--run", "run", "--format", "onnx", "--out", "onnx",
+        ],
         &f.root,
     );
     assert!(out.contains("encoder.onnx, decoder.onnx"), "{out}");
@@ -3191,16 +3193,28 @@ fn export_writes_onnx_and_torch_files_and_refuses_bad_requests_in_one_line() {
         let bytes = std::fs::read(f.root.join("onnx").join(file)).unwrap();
         // A protobuf ModelProto whose producer is vaekit, and the run's config in its metadata.
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("vaekit") && text.contains("\"latent_dim\": 20"), "{file}");
+        assert!(
+            text.contains("vaekit") && text.contains("\"latent_dim\": 20"),
+            "{file}"
+        );
     }
     assert!(!f.root.join("onnx/prior.onnx").exists());
     ok(
-        &["export", "--run", "run", "--format", "onnx", "--out", "big", "--size", "64x48"],
+        &[
+            "export", "--run", "run", "--format", "onnx", "--out", "big", "--size", "64x48",
+        ],
         &f.root,
     );
-    assert!(std::fs::metadata(f.root.join("big/decoder.onnx")).unwrap().len() > 0);
+    assert!(
+        std::fs::metadata(f.root.join("big/decoder.onnx"))
+            .unwrap()
+            .len()
+            > 0
+    );
     ok(
-        &["export", "--run", "run", "--format", "torch", "--out", "torch"],
+        &[
+            "export", "--run", "run", "--format", "torch", "--out", "torch",
+        ],
         &f.root,
     );
     let py = std::fs::read_to_string(f.root.join("torch/vaekit_model.py")).unwrap();
@@ -3210,29 +3224,46 @@ fn export_writes_onnx_and_torch_files_and_refuses_bad_requests_in_one_line() {
     // The run's own folder, a missing run, a bad size, --size on a fixed-size decoder.
     let config_before = std::fs::read(f.root.join("run/config.json")).unwrap();
     let err = fails(
-        &["export", "--run", "run", "--format", "torch", "--out", "run"],
+        &[
+            "export", "--run", "run", "--format", "torch", "--out", "run",
+        ],
         &f.root,
     );
     assert!(err.contains("run's own folder"), "{err}");
     let err = fails(
-        &["export", "--run", "run", "--format", "torch", "--out", "run/checkpoints/x"],
+        &[
+            "export",
+            "--run",
+            "run",
+            "--format",
+            "torch",
+            "--out",
+            "run/checkpoints/x",
+        ],
         &f.root,
     );
     assert!(err.contains("run's own folder"), "{err}");
-    assert_eq!(std::fs::read(f.root.join("run/config.json")).unwrap(), config_before);
+    assert_eq!(
+        std::fs::read(f.root.join("run/config.json")).unwrap(),
+        config_before
+    );
     let err = fails(
         &["export", "--run", "nope", "--format", "onnx", "--out", "o"],
         &f.root,
     );
     assert!(err.contains("nope"), "{err}");
     let err = fails(
-        &["export", "--run", "run", "--format", "onnx", "--out", "o", "--size", "0x5"],
+        &[
+            "export", "--run", "run", "--format", "onnx", "--out", "o", "--size", "0x5",
+        ],
         &f.root,
     );
     assert!(err.contains("--size 0x5"), "{err}");
     train_small(&f, "conv", &[]);
     let err = fails(
-        &["export", "--run", "conv", "--format", "onnx", "--out", "o", "--size", "64x64"],
+        &[
+            "export", "--run", "conv", "--format", "onnx", "--out", "o", "--size", "64x64",
+        ],
         &f.root,
     );
     assert!(err.contains("training size 28x28"), "{err}");

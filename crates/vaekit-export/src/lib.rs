@@ -116,7 +116,11 @@ fn check_out(run: &Path, out: &Path) -> Result<()> {
     // The nearest existing folder of `out` tells where it would be.
     let mut probe = Some(out);
     while let Some(p) = probe {
-        let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+        let p = if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        };
         if let Some(c) = canon(p) {
             let rest = out.strip_prefix(p).unwrap_or(Path::new(""));
             let target = c.join(rest);

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 
 use crate::weights::{Param, Weights};
 use crate::{ExportError, Result};
@@ -33,7 +33,12 @@ pub fn torch_weights(weights: &Weights) -> Result<Vec<u8>> {
         .collect();
     let bytes: Vec<(String, Vec<u8>)> = params
         .iter()
-        .map(|(n, p)| (n.clone(), p.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(n, p)| {
+            (
+                n.clone(),
+                p.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = params
         .iter()

@@ -103,7 +103,13 @@ fn with_condition(g: &mut Graph, h: &str, y: Option<&String>) -> String {
 }
 
 /// Dense layers `PREFIX.0`, `PREFIX.1`, ... with `act` after each.
-fn stack(g: &mut Graph, mut h: String, prefix: &str, layers: usize, act: Activation) -> Result<String> {
+fn stack(
+    g: &mut Graph,
+    mut h: String,
+    prefix: &str,
+    layers: usize,
+    act: Activation,
+) -> Result<String> {
     for i in 0..layers {
         let d = g.dense(&h, &format!("{prefix}.{i}"))?;
         h = g.act(&d, act);
@@ -117,7 +123,12 @@ fn encoder(cfg: &ModelConfig, w: &Weights) -> Result<proto::onnx::GraphProto> {
     let s = cfg.image;
     let x = g.input(
         "x",
-        &[N, Dim::Fixed(s.channels), Dim::Fixed(s.height), Dim::Fixed(s.width)],
+        &[
+            N,
+            Dim::Fixed(s.channels),
+            Dim::Fixed(s.height),
+            Dim::Fixed(s.width),
+        ],
     );
     let (classes, h) = match cfg.encoder() {
         EncoderConfig::Conv(ConvEncoderConfig {
@@ -130,11 +141,21 @@ fn encoder(cfg: &ModelConfig, w: &Weights) -> Result<proto::onnx::GraphProto> {
             let mut h = x;
             for i in 0..channels.len() {
                 let c = g.conv(&h, &format!("encoder.convs.{i}"), 2, kernel / 2)?;
-                h = g.act(&c, Activation::LeakyRelu { slope: leaky_slope as f32 });
+                h = g.act(
+                    &c,
+                    Activation::LeakyRelu {
+                        slope: leaky_slope as f32,
+                    },
+                );
             }
-            (classes, g.op("Flatten", &[&h], vec![("axis", Attr::Int(1))]))
+            (
+                classes,
+                g.op("Flatten", &[&h], vec![("axis", Attr::Int(1))]),
+            )
         }
-        EncoderConfig::Mlp(MlpEncoderConfig { hidden, classes, .. }) => {
+        EncoderConfig::Mlp(MlpEncoderConfig {
+            hidden, classes, ..
+        }) => {
             let flat = g.op("Flatten", &[&x], vec![("axis", Attr::Int(1))]);
             let y = condition(&mut g, classes);
             let h = with_condition(&mut g, &flat, y.as_ref());
@@ -158,7 +179,14 @@ fn heads(mut g: Graph, h: &str, latent: usize) -> Result<proto::onnx::GraphProto
 
 /// `x` plus the label's bias of decoder layer `i` where the label enters every layer,
 /// reshaped to broadcast as `shape` (`[-1, c, 1, 1]` for maps, `[-1, 1, c]` per pixel).
-fn label_bias(g: &mut Graph, x: &str, y: Option<&String>, every_layer: bool, i: usize, shape: &[i64]) -> Result<String> {
+fn label_bias(
+    g: &mut Graph,
+    x: &str,
+    y: Option<&String>,
+    every_layer: bool,
+    i: usize,
+    shape: &[i64],
+) -> Result<String> {
     match (y, every_layer) {
         (Some(y), true) => {
             let b = g.dense(y, &format!("decoder.labels.layers.{i}"))?;
@@ -171,7 +199,11 @@ fn label_bias(g: &mut Graph, x: &str, y: Option<&String>, every_layer: bool, i: 
 
 /// p(x|z): `z` `[N, latent]` (and `class`) -> `mean` `[N, C, H, W]` in [0, 1] and, for the
 /// likelihoods with scale maps, `log_scale` `[N, C, H, W]`.
-fn decoder(cfg: &ModelConfig, w: &Weights, size: Option<[usize; 2]>) -> Result<proto::onnx::GraphProto> {
+fn decoder(
+    cfg: &ModelConfig,
+    w: &Weights,
+    size: Option<[usize; 2]>,
+) -> Result<proto::onnx::GraphProto> {
     let mut g = Graph::new("vaekit_decoder", w);
     let z = g.input("z", &[N, Dim::Fixed(cfg.latent_dim)]);
     let dec = cfg.decoder();
@@ -246,11 +278,24 @@ fn conv_decoder(g: &mut Graph, z: &str, c: &ConvDecoderConfig) -> Result<String>
                 g.conv(&d, &format!("decoder.resize.{i}"), 1, pad)?
             }
         };
-        let width = g.weights().get(&format!("{}.{i}.bias", match c.upsample {
-            vaekit::config::Upsample::Transposed => "decoder.convs",
-            vaekit::config::Upsample::Resize => "decoder.resize",
-        }))?.dims[0] as i64;
-        let up = label_bias(g, &up, y.as_ref(), c.label_every_layer, i, &[-1, width, 1, 1])?;
+        let width = g
+            .weights()
+            .get(&format!(
+                "{}.{i}.bias",
+                match c.upsample {
+                    vaekit::config::Upsample::Transposed => "decoder.convs",
+                    vaekit::config::Upsample::Resize => "decoder.resize",
+                }
+            ))?
+            .dims[0] as i64;
+        let up = label_bias(
+            g,
+            &up,
+            y.as_ref(),
+            c.label_every_layer,
+            i,
+            &[-1, width, 1, 1],
+        )?;
         x = if i + 1 < layers {
             g.act(&up, Activation::Relu)
         } else {
@@ -266,13 +311,35 @@ fn mlp_decoder(g: &mut Graph, z: &str, c: &MlpDecoderConfig) -> Result<String> {
     let mut h = with_condition(g, z, y.as_ref());
     for i in 0..c.hidden.len() {
         let d = g.dense(&h, &format!("decoder.hidden.{i}"))?;
-        let d = label_bias(g, &d, y.as_ref(), c.label_every_layer, i, &[-1, c.hidden[c.hidden.len() - 1 - i] as i64])?;
+        let d = label_bias(
+            g,
+            &d,
+            y.as_ref(),
+            c.label_every_layer,
+            i,
+            &[-1, c.hidden[c.hidden.len() - 1 - i] as i64],
+        )?;
         h = g.act(&d, Activation::Relu);
     }
     let s = c.image;
     let out = g.dense(&h, "decoder.out")?;
-    let out = label_bias(g, &out, y.as_ref(), c.label_every_layer, c.hidden.len(), &[-1, (s.numel() * c.maps) as i64])?;
-    Ok(g.reshape(&out, &[-1, (s.channels * c.maps) as i64, s.height as i64, s.width as i64]))
+    let out = label_bias(
+        g,
+        &out,
+        y.as_ref(),
+        c.label_every_layer,
+        c.hidden.len(),
+        &[-1, (s.numel() * c.maps) as i64],
+    )?;
+    Ok(g.reshape(
+        &out,
+        &[
+            -1,
+            (s.channels * c.maps) as i64,
+            s.height as i64,
+            s.width as i64,
+        ],
+    ))
 }
 
 /// The CPPN's maps at `size`: the coordinates of every pixel are a constant of the graph.
@@ -307,9 +374,20 @@ fn cppn_decoder(g: &mut Graph, z: &str, c: &CppnDecoderConfig, size: [usize; 2])
     }
     let maps = (c.image.channels * c.maps) as i64;
     let out = g.dense(&a, "decoder.out")?; // [N, P, maps]
-    let out = label_bias(g, &out, y.as_ref(), c.label_every_layer, c.layers, &[-1, 1, maps])?;
+    let out = label_bias(
+        g,
+        &out,
+        y.as_ref(),
+        c.label_every_layer,
+        c.layers,
+        &[-1, 1, maps],
+    )?;
     let out = g.reshape(&out, &[-1, h as i64, w as i64, maps]);
-    Ok(g.op("Transpose", &[&out], vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))]))
+    Ok(g.op(
+        "Transpose",
+        &[&out],
+        vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))],
+    ))
 }
 
 /// The prior's graph where it has parameters: p(z1|z2) of a hierarchical VAE (`z2` ->
@@ -426,7 +504,11 @@ mod tests {
                     v.iter().map(|i| i.name().to_string()).collect::<Vec<_>>()
                 };
                 let (ins, outs) = (names(&g.input), names(&g.output));
-                let class = if cfg.classes > 0 { vec!["class"] } else { vec![] };
+                let class = if cfg.classes > 0 {
+                    vec!["class"]
+                } else {
+                    vec![]
+                };
                 match m.part {
                     "encoder" => {
                         assert_eq!(ins, [vec!["x"], class.clone()].concat());
