@@ -425,6 +425,9 @@ pub struct SampleArgs {
     /// images.
     #[arg(long, value_name = "T", default_value_t = 1.0)]
     pub temperature: f64,
+    /// Pixels of gray border between and around the images (0 for none, at most 64).
+    #[arg(long, value_name = "PX", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_BORDER))]
+    pub border: usize,
 }
 
 /// `vaekit reconstruct`.
@@ -445,6 +448,9 @@ pub struct ReconstructArgs {
     /// Other data of the same shape instead of the run's dataset.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Pixels of gray border between and around the images (0 for none, at most 64).
+    #[arg(long, value_name = "PX", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_BORDER))]
+    pub border: usize,
 }
 
 /// `vaekit eval`.
@@ -493,11 +499,14 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// Widest `--border` (pixels).
+pub const MAX_BORDER: u64 = 64;
+
 /// Options of every command that writes an image grid.
 #[derive(Debug, Args)]
 pub struct GridArgs {
-    /// Pixels of gray border between and around the images (0 for none).
-    #[arg(long, value_name = "PX", default_value_t = 2)]
+    /// Pixels of gray border between and around the images (0 for none, at most 64).
+    #[arg(long, value_name = "PX", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_BORDER))]
     pub border: usize,
     /// Leave out the text labels beside the rows.
     #[arg(long)]
@@ -562,7 +571,7 @@ pub struct RenderArgs {
     /// For a conditional model: the class.
     #[arg(long, value_name = "C")]
     pub class: Option<u32>,
-    /// Zoom out (2 shows twice the plane) or in (0.5).
+    /// Zoom out (2 shows twice the plane) or in (0.5); 1e-6 to 1e6.
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub scale: f64,
     /// The PNG to write.
@@ -810,6 +819,9 @@ pub struct BarsArgs {
     /// Seed of the generator.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+    /// Replace the IDX files of a dataset already in --dir (refused without it).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `vaekit data download`.

@@ -4,5 +4,6 @@
 
 pub mod cli;
 pub mod commands;
+pub mod out;
 mod progress;
 mod ranks;

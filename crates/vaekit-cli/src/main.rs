@@ -6,7 +6,7 @@ use clap::Parser;
 use vaekit::device::DeviceChoice;
 use vaekit::ops::pool::join_pool;
 use vaekit::ops::{Precision, set_precision};
-use vaekit_cli::{cli, commands};
+use vaekit_cli::{cli, commands, errln, out};
 
 /// mimalloc keeps freed memory for reuse. glibc's malloc returns every freed block above its
 /// mmap threshold to the kernel at once, so each training step paid page faults, zeroed pages
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     if cli.command.runs_kernels_on_main_thread() {
         // Nothing has used rayon yet, so the pool can only fail to start its threads.
         if let Err(e) = join_pool(None) {
-            eprintln!("error: cannot start the CPU threads: {e}");
+            errln!("error: cannot start the CPU threads: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -42,18 +42,21 @@ fn main() -> ExitCode {
     unsafe { std::env::set_var("BURN_DEVICE", cli.device.burn_device_name()) };
     if cli.precision == Precision::Bf16 {
         if cli.device != DeviceChoice::Cpu {
-            eprintln!(
+            errln!(
                 "vaekit: --precision bf16 applies to the CPU kernels; on {} products stay fp32",
                 cli.device.burn_device_name()
             );
         } else if set_precision(Precision::Bf16) != Precision::Bf16 {
-            eprintln!("vaekit: --precision bf16: this CPU has no AVX512-BF16; running in fp32");
+            errln!("vaekit: --precision bf16: this CPU has no AVX512-BF16; running in fp32");
         }
     }
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`vaekit eval --json | head`): end quietly, as other
+        // Unix tools do.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

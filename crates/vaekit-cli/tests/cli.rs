@@ -1,95 +1,12 @@
 //! End-to-end tests of the `vaekit` binary in temporary folders.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use vaekit::data::synthetic::write_bars_idx;
 
-fn vaekit(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vaekit"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let out = vaekit(args, cwd);
-    assert!(
-        out.status.success(),
-        "vaekit {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns stderr after checking it is one line without a panic.
-fn fails(args: &[&str], cwd: &Path) -> String {
-    let out = vaekit(args, cwd);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "vaekit {args:?} should have failed");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panic: {err}"
-    );
-    assert_eq!(
-        err.trim().lines().count(),
-        1,
-        "expected one line, got:\n{err}"
-    );
-    err
-}
-
-fn png_size(p: &Path) -> (u32, u32) {
-    let d = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
-    let r = d.read_info().unwrap();
-    (r.info().width, r.info().height)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim().lines().last().unwrap()).unwrap()
-}
-
-/// A whole JSON file.
-fn json_file(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    data: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let data = root.join("bars");
-    write_bars_idx(&data, 200, 50, 3).unwrap();
-    Fixture {
-        _tmp: tmp,
-        root,
-        data,
-    }
-}
-
-fn train_small(f: &Fixture, out: &str, extra: &[&str]) {
-    let d = f.data.to_str().unwrap();
-    let mut args = vec![
-        "train",
-        "--data-dir",
-        d,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "50",
-        "--out",
-        out,
-    ];
-    args.extend_from_slice(extra);
-    ok(&args, &f.root);
-}
+mod common;
+use common::*;
 
 #[test]
 fn train_sample_reconstruct_eval_and_resume() {
@@ -2585,7 +2502,7 @@ fn absurd_optimiser_settings_and_nan_weights_are_refused_with_one_line() {
         &["train", "--data-dir", d, "--lr", "1e39", "--out", "bad"],
         &f.root,
     );
-    assert!(err.contains("lr") && err.contains("f32"), "{err}");
+    assert!(err.contains("lr") && err.contains("at most 10"), "{err}");
     std::fs::write(f.root.join("b.toml"), "[optim]\nbeta1 = 5.0\n").unwrap();
     let err = fails(
         &[

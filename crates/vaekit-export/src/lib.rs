@@ -77,7 +77,7 @@ pub fn export_run(
     let mut files = Vec::new();
     let mut write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = out.join(name);
-        vaekit::fsutil::write_atomic(&path, bytes)?;
+        vaekit::fsutil::write_output(&path, bytes)?;
         files.push(path);
         Ok(())
     };

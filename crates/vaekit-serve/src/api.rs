@@ -71,6 +71,48 @@ pub fn check_class(class: Option<i64>, classes: usize) -> Result<u32, ApiError> 
     }
 }
 
+/// The query parameters each API endpoint takes; any other is refused (as unknown JSON
+/// fields are), so a misspelt `?tempreature=` is not silently ignored.
+const QUERY_KEYS: &[(&str, &[&str])] = &[
+    ("/api/encode", &["class"]),
+    (
+        "/api/sample",
+        &["n", "seed", "columns", "temperature", "class", "format"],
+    ),
+    ("/api/test-image", &["index"]),
+];
+
+/// Middleware: refuses an `/api/` request with a query parameter its endpoint does not take.
+pub async fn known_query(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if let (Some(query), true) = (req.uri().query(), path.starts_with("/api/")) {
+        let allowed = QUERY_KEYS
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(&[][..], |(_, k)| *k);
+        for (key, _) in url_pairs(query) {
+            if !allowed.contains(&key.as_str()) {
+                let takes = if allowed.is_empty() {
+                    "no query parameters".to_string()
+                } else {
+                    allowed.join(", ")
+                };
+                return ApiError::BadRequest(format!(
+                    "unknown query parameter '{}' for {path} (it takes {takes})",
+                    key.chars().take(64).collect::<String>()
+                ))
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The keys of a query string, percent-decoded as the `Query` extractor decodes them.
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
+}
+
 /// The `class` query parameter, checked against the model (none when absent).
 fn query_class(q: &HashMap<String, String>, classes: usize) -> Result<Option<u32>, ApiError> {
     q.get("class")
@@ -172,9 +214,27 @@ pub async fn encode(
         height: info.image[1],
         width: info.image[2],
     };
+    // Its share of the decoding budget, for as long as it is decoded.
+    let mib = decoded_mib(&b)?;
+    let permit = if mib > crate::DECODE_BUDGET_MIB as u32 {
+        return Err(ApiError::BadImage(format!(
+            "the upload decodes to about {mib} MiB; the most is {} MiB",
+            crate::DECODE_BUDGET_MIB
+        )));
+    } else {
+        tokio::time::timeout(
+            crate::DECODE_WAIT,
+            s.decoding.clone().acquire_many_owned(mib),
+        )
+        .await
+        .map_err(|_| ApiError::Busy)?
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
     // Decoding a large image is CPU work: off the async threads.
     let pixels = tokio::task::spawn_blocking(move || {
-        vaekit::data::image_folder::image_from_bytes(&b, shape, "the upload")
+        let p = vaekit::data::image_folder::image_from_bytes(&b, shape, "the upload");
+        drop(permit);
+        p
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -188,6 +248,25 @@ pub async fn encode(
         })
         .await?;
     Ok(Json(json!({ "mean": mean, "logvar": logvar })).into_response())
+}
+
+/// MiB an upload takes while it is decoded: its pixels as decoded (from the header alone) and
+/// the converted copy; at least 1.
+fn decoded_mib(bytes: &[u8]) -> Result<u32, ApiError> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ApiError::BadImage(format!("the upload: {e}")))?;
+    if reader.format().is_none() {
+        return Err(ApiError::BadImage(
+            "the upload: not a PNG, JPEG or GIF image".into(),
+        ));
+    }
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| ApiError::BadImage(format!("the upload: {e}")))?;
+    let bytes = decoder.total_bytes().saturating_mul(2);
+    Ok(bytes.div_ceil(1 << 20).clamp(1, u32::MAX as u64) as u32)
 }
 
 /// `GET /api/sample?n=&seed=&temperature=&class=&columns=&format=png|json` -> a PNG of `n`

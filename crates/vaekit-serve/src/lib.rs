@@ -6,6 +6,7 @@
 //! the run folder.
 
 pub mod api;
+pub mod conn;
 pub mod error;
 pub mod live;
 pub mod page;
@@ -39,6 +40,14 @@ pub const MAX_SOCKETS: usize = 64;
 /// Longest a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Memory all uploads being decoded at once may take, in MiB (each permit is 1 MiB of
+/// decoded pixels and their converted copy): 40 uploads of a 130 KB PNG that decodes to
+/// 128 MiB take turns within it instead of holding 5 GB at once.
+pub const DECODE_BUDGET_MIB: usize = 512;
+
+/// Longest an upload waits for its share of [`DECODE_BUDGET_MIB`] before it is answered 503.
+pub const DECODE_WAIT: Duration = Duration::from_secs(10);
+
 /// What the routes share.
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +55,8 @@ pub struct AppState {
     pub model: Model,
     /// Permits for live connections.
     pub sockets: Arc<Semaphore>,
+    /// MiB of the decoding budget (see [`DECODE_BUDGET_MIB`]).
+    pub decoding: Arc<Semaphore>,
 }
 
 /// The server's routes over a started model.
@@ -53,6 +64,7 @@ pub fn router(model: Model) -> Router {
     let state = AppState {
         model,
         sockets: Arc::new(Semaphore::new(MAX_SOCKETS)),
+        decoding: Arc::new(Semaphore::new(DECODE_BUDGET_MIB)),
     };
     let overload = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|e: tower::BoxError| async move {
@@ -88,6 +100,7 @@ pub fn router(model: Model) -> Router {
                 "wrong method: GET /api/model, /api/atlas, /api/sample, /api/test-image; POST /api/decode, /api/encode, /api/interpolate, /api/test-codes",
             )
         })
+        .layer(axum::middleware::from_fn(api::known_query))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(overload)
         .with_state(state)
@@ -106,8 +119,8 @@ pub struct ServeOptions {
     pub device: DeviceChoice,
 }
 
-/// Loads the model, binds, calls `ready` with the address, and serves until Ctrl-C or
-/// SIGTERM. Errors are one line naming what failed.
+/// Loads the model, binds, calls `ready` with the address, and serves (see [`conn`]) until
+/// Ctrl-C or SIGTERM. Errors are one line naming what failed.
 pub fn serve(
     opts: &ServeOptions,
     warn: impl Fn(String),
@@ -119,7 +132,7 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the server's runtime: {e}"))?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let addr = format!("{}:{}", opts.host, opts.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -128,11 +141,13 @@ pub fn serve(
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         ready(local);
-        axum::serve(listener, router(model))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|e| format!("the server stopped: {e}"))
-    })
+        let hosts = conn::HostCheck::new(&opts.host, local);
+        conn::serve(listener, router(model), hosts, shutdown()).await;
+        Ok(())
+    });
+    // Connections still open after the grace period are closed here.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 async fn shutdown() {

@@ -217,11 +217,19 @@ pub fn save_checkpoint(run: &RunDir, parts: &Parts, meta: &Meta) -> Result<()> {
         std::fs::remove_dir_all(&tmp).map_err(Error::io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
-    for (part, bytes) in &parts.networks {
-        write_atomic(&tmp.join(network_file(part)), bytes)?;
-    }
-    for (part, bytes) in &parts.optimizers {
-        write_atomic(&tmp.join(optimizer_file(part)), bytes)?;
+    let written = (|| {
+        for (part, bytes) in &parts.networks {
+            write_atomic(&tmp.join(network_file(part)), bytes)?;
+        }
+        for (part, bytes) in &parts.optimizers {
+            write_atomic(&tmp.join(optimizer_file(part)), bytes)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        // A full disk: leave no half-written checkpoint folder behind.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
     if fin.exists() {
         std::fs::remove_dir_all(&fin).map_err(Error::io(&fin))?;

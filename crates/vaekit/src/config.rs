@@ -30,9 +30,12 @@ impl ImageShape {
         width: 28,
     };
 
-    /// Values per image, `channels * height * width`.
+    /// Values per image, `channels * height * width` (saturating: a corrupt header's shape
+    /// becomes a count every bound refuses, not a wrapped small one).
     pub fn numel(&self) -> usize {
-        self.channels * self.height * self.width
+        self.channels
+            .saturating_mul(self.height)
+            .saturating_mul(self.width)
     }
 }
 
@@ -344,6 +347,10 @@ pub const MAX_SIDE: usize = 4096;
 pub const MAX_LAYERS: usize = 16;
 /// Most images per training step.
 pub const MAX_BATCH: usize = 65_536;
+/// Most importance samples per image of the IWAE objective (Burda et al. evaluate with 5,000).
+pub const MAX_IWAE_K: usize = 5000;
+/// Largest learning rate.
+pub const MAX_LR: f64 = 10.0;
 /// Most weights in one layer: 2^28 values, 1 GiB of f32.
 pub const MAX_LAYER_WEIGHTS: usize = 1 << 28;
 
@@ -550,7 +557,8 @@ impl ModelConfig {
                 }
             }
         }
-        Ok(())
+        // The weights and one image's activations must fit at all.
+        crate::memory::check_fits(self, 1, false, crate::memory::available())
     }
 }
 
@@ -934,9 +942,13 @@ impl TrainConfig {
         if self.preview_images > 1000 || self.sample_images > 10_000 {
             return bad("preview_images must be at most 1000 and sample_images at most 10000");
         }
-        // The update runs in f32: an lr beyond f32's range would be infinite there.
-        if !(self.optim.lr > 0.0 && self.optim.lr <= f32::MAX as f64) {
-            return bad("lr must be a positive number within f32's range (at most 3.4e38)");
+        // Adam's step is about lr per weight: beyond MAX_LR every weight leaves any useful
+        // range at the first step (3e38 overflowed f32 at the second).
+        if !(self.optim.lr > 0.0 && self.optim.lr <= MAX_LR) {
+            return bad(&format!(
+                "lr must be a positive number of at most {MAX_LR} (Adam moves each weight by about lr a step), got {}",
+                self.optim.lr
+            ));
         }
         let o = &self.optim;
         if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2)) {
@@ -952,8 +964,10 @@ impl TrainConfig {
             return bad("free_bits must be a non-negative number");
         }
         if let Objective::Iwae { k } = self.objective {
-            if k == 0 {
-                return bad("the IWAE objective needs k >= 1 samples");
+            if k == 0 || k > MAX_IWAE_K {
+                return bad(&format!(
+                    "the IWAE objective needs 1 to {MAX_IWAE_K} importance samples (k), got {k}"
+                ));
             }
             if self.beta != 1.0 || self.kl_warmup_epochs > 0 || self.free_bits > 0.0 {
                 return bad(
@@ -984,6 +998,14 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// [`TrainConfig::validate`], and that the model fits in the memory this process may use
+    /// while training on batches of `batch_size` x `k` images (see [`crate::memory`]).
+    pub fn validate_training(&self) -> Result<()> {
+        self.validate()?;
+        let images = (self.batch_size as u64).saturating_mul(self.objective.samples() as u64);
+        crate::memory::check_fits(&self.model, images, true, crate::memory::available())
     }
 
     /// The KL weight of optimisation step `step` (1-based, counted over the whole run) with

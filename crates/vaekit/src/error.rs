@@ -83,6 +83,15 @@ pub enum Error {
         /// The run folder.
         path: PathBuf,
     },
+    /// An output would be written over a run's own file (config, meta, metrics, checkpoints),
+    /// which only training writes.
+    #[error("{}: is one of the run {}'s own files (config, meta, metrics or checkpoints), which only training writes; choose another output path", path.display(), run.display())]
+    RunFile {
+        /// The output path given.
+        path: PathBuf,
+        /// The run folder it belongs to.
+        run: PathBuf,
+    },
     /// A folder is not a trained evaluation classifier.
     #[error("{}: not a vaekit classifier ({reason})", path.display())]
     NotAClassifier {
@@ -100,9 +109,7 @@ pub enum Error {
         reason: String,
     },
     /// Training produced a NaN or infinite loss.
-    #[error(
-        "loss became {value} at epoch {epoch}, step {step}; stopped, the last good checkpoint is kept"
-    )]
+    #[error("loss became {value} at epoch {epoch}, step {step}; stopped: {kept}")]
     NonFiniteLoss {
         /// The offending value.
         value: f64,
@@ -110,6 +117,8 @@ pub enum Error {
         epoch: usize,
         /// The global optimisation step.
         step: usize,
+        /// Which checkpoint is kept, in words.
+        kept: String,
     },
     /// At the end of an epoch the model was not finite (its weights or its test ELBO): the
     /// epoch was not checkpointed.

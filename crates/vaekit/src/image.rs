@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 
 /// A grid of equally sized images, row-major, with a border between cells.
 #[derive(Clone, Debug)]
@@ -32,6 +32,8 @@ pub const BORDER: usize = 2;
 const LABEL_PX: u32 = 12;
 /// Border gray level.
 const BORDER_VALUE: u8 = 128;
+/// Most pixels of one picture (2^28: 768 MiB as RGB while it is built).
+pub const MAX_PICTURE_PIXELS: usize = 1 << 28;
 
 impl Grid {
     /// A grid from a batch of images in [0, 1].
@@ -91,14 +93,21 @@ impl Grid {
         }
     }
 
-    /// (width, height) of the rendered picture.
+    /// (width, height) of the rendered picture (saturating: an absurd border or label gives
+    /// `usize::MAX`, which [`Grid::save_png`] refuses).
     pub fn size(&self) -> (usize, usize) {
         let rows = self.images.len().div_ceil(self.columns).max(1);
         let cols = self.columns.min(self.images.len()).max(1);
         let b = self.border;
+        let side = |n: usize, cell: usize, extra: usize| {
+            n.checked_mul(cell.saturating_add(b))
+                .and_then(|v| v.checked_add(b))
+                .and_then(|v| v.checked_add(extra))
+                .unwrap_or(usize::MAX)
+        };
         (
-            self.label_margin() + cols * (self.width + b) + b,
-            rows * (self.height + b) + b,
+            side(cols, self.width, self.label_margin()),
+            side(rows, self.height, 0),
         )
     }
 
@@ -169,6 +178,18 @@ impl Grid {
     /// Writes the grid as a PNG, atomically (an existing file is replaced only when complete).
     pub fn save_png(&self, path: &Path) -> Result<()> {
         crate::fsutil::check_picture_path(path, "png")?;
+        let (w, h) = self.size();
+        if w.saturating_mul(h) > MAX_PICTURE_PIXELS
+            || w > u32::MAX as usize
+            || h > u32::MAX as usize
+        {
+            return Err(Error::BadImage {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a picture of {w} x {h} pixels is too large (at most {MAX_PICTURE_PIXELS} pixels): use a smaller --border or fewer images"
+                ),
+            });
+        }
         let mut bytes = Vec::new();
         self.render()
             .write_to(
@@ -179,7 +200,7 @@ impl Grid {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        write_atomic(path, &bytes)
+        write_output(path, &bytes)
     }
 }
 
@@ -222,7 +243,7 @@ pub fn stack_rows(files: &[std::path::PathBuf], cell_height: usize, out: &Path) 
             path: out.to_path_buf(),
             reason: e.to_string(),
         })?;
-    write_atomic(out, &bytes)
+    write_output(out, &bytes)
 }
 
 #[cfg(test)]
@@ -279,5 +300,31 @@ mod tests {
         assert!(dark > 5, "{dark} text pixels");
         assert_eq!(img.get_pixel(margin + 2, 2).0, [255, 255, 255]);
         assert_eq!(img.get_pixel(margin, 0).0, [128, 128, 128]);
+    }
+
+    #[test]
+    fn an_absurd_border_is_refused_not_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = Grid {
+            images: vec![vec![0.5; 4]; 4],
+            columns: 2,
+            channels: 1,
+            height: 2,
+            width: 2,
+            border: 0,
+            row_labels: Vec::new(),
+        };
+        for border in [100_000, 1 << 62, usize::MAX] {
+            let err = grid
+                .clone()
+                .with_border(border)
+                .save_png(&dir.path().join("g.png"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("too large"), "{border}: {err}");
+        }
+        grid.with_border(3)
+            .save_png(&dir.path().join("g.png"))
+            .unwrap();
     }
 }

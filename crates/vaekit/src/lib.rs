@@ -33,6 +33,7 @@ pub mod inspect;
 pub mod likelihood;
 pub mod linalg;
 pub mod loss;
+pub mod memory;
 pub mod method;
 pub mod metrics;
 pub mod model;

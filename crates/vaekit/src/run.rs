@@ -36,7 +36,14 @@ pub struct Meta {
     pub epoch_step: usize,
     /// The current checkpoint folder, relative to the run directory.
     pub checkpoint: String,
+    /// The SHA-256 of the source of the packed file the run trains on (its header's
+    /// `source_hash`): a resume on a packed file of other images is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hash: Option<String>,
 }
+
+/// Most optimisation steps a run's meta.json may record.
+pub const MAX_STEPS: usize = 1 << 48;
 
 /// A run directory on disk.
 #[derive(Clone, Debug)]
@@ -184,6 +191,17 @@ impl RunDir {
                 ),
             });
         }
+        // Counts a run can reach: every epoch takes a step, and 2^48 steps is decades of
+        // training (a larger count would wrap when training adds to it).
+        if meta.step > MAX_STEPS || meta.epoch > meta.step || meta.epoch_step > meta.step {
+            return Err(Error::BadConfig {
+                path: p,
+                reason: format!(
+                    "epoch {}, step {}, epoch_step {} are not counts of a run (at most {MAX_STEPS} steps, each epoch at least one)",
+                    meta.epoch, meta.step, meta.epoch_step
+                ),
+            });
+        }
         Ok(Some(meta))
     }
 
@@ -207,8 +225,20 @@ impl RunDir {
         writeln!(f, "{line}").map_err(Error::io(&p))
     }
 
-    /// All lines of `metrics.jsonl` (empty before the first epoch ends).
+    /// The lines of `metrics.jsonl` of the epochs the current checkpoint has finished (empty
+    /// before the first): a line of an epoch whose checkpoint was never written (a kill or a
+    /// full disk while saving) is not a result of this run; training drops it on resume.
     pub fn metrics(&self) -> Result<Vec<EpochMetrics>> {
+        let done = self.meta()?.map_or(0, |m| m.epoch);
+        Ok(self
+            .metrics_lines()?
+            .into_iter()
+            .filter(|m| m.epoch <= done)
+            .collect())
+    }
+
+    /// Every whole line of `metrics.jsonl`.
+    fn metrics_lines(&self) -> Result<Vec<EpochMetrics>> {
         let p = self.metrics_path();
         if !p.exists() {
             return Ok(Vec::new());
@@ -233,13 +263,20 @@ impl RunDir {
     }
 
     /// Drops metric lines of epochs after `epoch` (an interrupted run may have logged an epoch
-    /// whose checkpoint was never written).
+    /// whose checkpoint was never written), and a last line cut short; a file with neither is
+    /// left as it is.
     pub fn truncate_metrics(&self, epoch: usize) -> Result<()> {
-        let kept: Vec<EpochMetrics> = self
-            .metrics()?
-            .into_iter()
-            .filter(|m| m.epoch <= epoch)
-            .collect();
+        let p = self.metrics_path();
+        let whole = match std::fs::read(&p) {
+            Ok(b) => b.is_empty() || b.ends_with(b"\n"),
+            Err(_) => return Ok(()),
+        };
+        let lines = self.metrics_lines()?;
+        let count = lines.len();
+        let kept: Vec<EpochMetrics> = lines.into_iter().filter(|m| m.epoch <= epoch).collect();
+        if whole && kept.len() == count {
+            return Ok(());
+        }
         let mut text = String::new();
         for m in &kept {
             text.push_str(&serde_json::to_string(m).expect("serialisable"));

@@ -107,6 +107,30 @@ pub fn train_on(
     train_distributed(run, cfg, data, devices, Rc::new(Solo), stop, observer)
 }
 
+/// Which checkpoint a run that stopped on a non-finite value keeps, in words.
+fn kept_in_words(run: &RunDir) -> Result<String> {
+    Ok(match run.meta()? {
+        Some(m) => format!(
+            "the last good checkpoint ({}, epoch {} step {}) is kept; resume from it, e.g. with a lower --lr",
+            m.checkpoint, m.epoch, m.step
+        ),
+        None => "no checkpoint had been written yet".into(),
+    })
+}
+
+/// Refuses to continue a run on a packed file of other images than it was trained on.
+fn check_same_data(meta: &Meta, data: &Splits) -> Result<()> {
+    match (&meta.data_hash, &data.source_hash) {
+        (Some(was), Some(now)) if was != now => Err(Error::BadDataset {
+            path: data.source.clone().into(),
+            reason: format!(
+                "holds other images than the run was trained on (its source's SHA-256 is {now}, the run's data had {was}); resume on the packed file it was trained on, or start a new run"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// [`train_on`] as one of the processes of `ranks` (MPI ranks; see [`crate::collective`]):
 /// `cfg.batch_size` images per process per step, so a step takes `ranks.size()` times that;
 /// every process visits the same order and applies the same update; rank 0 alone holds the
@@ -121,7 +145,7 @@ pub fn train_distributed(
     stop: &AtomicBool,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    cfg.validate()?;
+    cfg.validate_training()?;
     let (rank, world) = (ranks.rank(), ranks.size().max(1));
     let writer = rank == 0;
     let Some(device) = devices.first() else {
@@ -158,10 +182,6 @@ pub fn train_distributed(
     let mut meta = match run.meta()? {
         Some(meta) => {
             method.load(&checkpoint_dir(run, &meta))?;
-            // Epochs logged after the checkpoint (a kill during saving) are dropped.
-            if writer {
-                run.truncate_metrics(meta.epoch)?;
-            }
             meta
         }
         None => Meta {
@@ -170,9 +190,18 @@ pub fn train_distributed(
             step: 0,
             epoch_step: 0,
             checkpoint: String::new(),
+            data_hash: None,
         },
     };
     meta.vaekit_version = crate::VERSION.into();
+    check_same_data(&meta, data)?;
+    // Epochs logged after the checkpoint (a kill or a full disk while saving) are dropped.
+    if writer {
+        run.truncate_metrics(meta.epoch)?;
+    }
+    if data.source_hash.is_some() {
+        meta.data_hash = data.source_hash.clone();
+    }
 
     let n = data.train.len();
     // A step takes a batch from every process.
@@ -245,6 +274,7 @@ pub fn train_distributed(
                             value,
                             epoch,
                             step: meta.step + 1,
+                            kept: kept_in_words(run)?,
                         });
                     }
                 } else {
@@ -315,13 +345,7 @@ pub fn train_distributed(
             return Err(Error::Diverged {
                 epoch,
                 what,
-                kept: match run.meta()? {
-                    Some(m) => format!(
-                        "the last good checkpoint ({}, epoch {} step {}) is kept; resume from it, e.g. with a lower --lr",
-                        m.checkpoint, m.epoch, m.step
-                    ),
-                    None => "no checkpoint had been written yet".into(),
-                },
+                kept: kept_in_words(run)?,
             });
         }
         write_epoch_pictures(run, cfg, &eval_model, data, &preview, epoch, device)?;

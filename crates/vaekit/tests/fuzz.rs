@@ -242,3 +242,152 @@ fn image_folders() {
         vaekit::data::image_folder::load_image_folder(&root, None).is_err()
     });
 }
+
+/// Opens a packed file and, when it opens, reads every label and every pixel of both splits
+/// (a header that describes more than the file holds would fault here, past the mapping).
+fn open_and_touch(path: &Path) -> bool {
+    match vaekit::data::packed::open_packed(path) {
+        Err(_) => true,
+        Ok(s) => {
+            let mut sum = 0u64;
+            for ds in [&s.train, &s.test] {
+                sum += ds.pixels.iter().map(|&p| p as u64).sum::<u64>();
+                sum += ds.labels.iter().map(|&l| l as u64).sum::<u64>();
+                assert_eq!(ds.pixels.len(), ds.len() * ds.shape.numel());
+            }
+            std::hint::black_box(sum);
+            false
+        }
+    }
+}
+
+/// The packed format (issue 32): byte mutations of a small packed file, and headers whose
+/// counts sit near 2^63 and 2^64 (alone and in pairs whose sum wraps to the true count), whose
+/// header length points past the end, or whose shape overflows the layout.
+#[test]
+fn packed_files() {
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("bars");
+    vaekit::data::synthetic::write_bars_idx(&src, 12, 4, 3).unwrap();
+    let (input, _) = vaekit::data::source::pack_input(&src, None, None).unwrap();
+    let good = dir.path().join("good.vkd");
+    vaekit::data::packed::write_packed(
+        &input,
+        "bars",
+        &good,
+        &AtomicBool::new(false),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let seed = std::fs::read(&good).unwrap();
+    let p = dir.path().join("f.vkd");
+    fuzz("packed file", &seed, cases(4), |b| {
+        std::fs::write(&p, b).unwrap();
+        open_and_touch(&p)
+    });
+
+    // Targeted headers, laid out again around the same labels and pixels.
+    let len = u32::from_le_bytes(seed[12..16].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&seed[16..16 + len]).unwrap();
+    let images = 16usize;
+    let labels_at = (16 + len).next_multiple_of(8);
+    let pixels_at = (labels_at + 4 * images).next_multiple_of(4096);
+    let (labels, pixels) = (&seed[labels_at..labels_at + 4 * images], &seed[pixels_at..]);
+    let build = |h: &serde_json::Value, header_len: Option<u32>| {
+        let json = serde_json::to_vec(h).unwrap();
+        let mut out = seed[..12].to_vec();
+        out.extend(header_len.unwrap_or(json.len() as u32).to_le_bytes());
+        out.extend(&json);
+        out.resize(out.len().next_multiple_of(8), 0);
+        out.extend(labels);
+        out.resize(out.len().next_multiple_of(4096), 0);
+        out.extend(pixels);
+        out
+    };
+    let near: [u64; 8] = [
+        1 << 63,
+        (1 << 63) + 12,
+        (1 << 63) - 1,
+        u64::MAX,
+        u64::MAX - 3,
+        1 << 62,
+        1 << 32,
+        (1 << 61) + 1,
+    ];
+    let mut cases_run = 0;
+    for &train in &near {
+        for test in near.iter().copied().chain([4, 0, 1]) {
+            let mut h = header.clone();
+            h["train"] = train.into();
+            h["test"] = test.into();
+            std::fs::write(&p, build(&h, None)).unwrap();
+            assert!(open_and_touch(&p), "train {train}, test {test} opened");
+            cases_run += 1;
+        }
+    }
+    // Sums that wrap to the true count of 16: the layout then matches the file.
+    for train in [(1u64 << 63) + 12, u64::MAX] {
+        let mut h = header.clone();
+        h["train"] = train.into();
+        h["test"] = 16u64.wrapping_sub(train).into();
+        std::fs::write(&p, build(&h, None)).unwrap();
+        let err = vaekit::data::packed::open_packed(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&train.to_string()), "{err}");
+        cases_run += 1;
+    }
+    // Header lengths past the end, and shapes whose records overflow.
+    for header_len in [u32::MAX, 1 << 30, seed.len() as u32, len as u32 + 1] {
+        std::fs::write(&p, build(&header, Some(header_len))).unwrap();
+        assert!(open_and_touch(&p), "header length {header_len} opened");
+        cases_run += 1;
+    }
+    for (h, w) in [(1u64 << 32, 1u64 << 32), (u64::MAX, 1), (1 << 40, 3)] {
+        let mut hd = header.clone();
+        hd["shape"]["height"] = h.into();
+        hd["shape"]["width"] = w.into();
+        std::fs::write(&p, build(&hd, None)).unwrap();
+        assert!(open_and_touch(&p), "shape {h}x{w} opened");
+        cases_run += 1;
+    }
+    eprintln!("packed headers: {cases_run} targeted cases refused, none panicked");
+}
+
+/// Codes CSV files (`vaekit decode --codes`, issue 32): mutations of a file `encode` writes,
+/// and of a bare one.
+#[test]
+fn codes_csv() {
+    use vaekit::inspect::{Codes, read_codes_csv};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.csv");
+    let codes = Codes {
+        latent: 3,
+        mean: vec![0.5, -1.25, 2.0, 1e-7, 3.5e3, -0.0],
+        logvar: vec![-1.0, 0.0, 1.0, -2.0, -3.0, 0.5],
+        labels: vec![1, 0],
+    };
+    vaekit::inspect::codes::write_codes_csv(&p, &codes, &[7, 9], &["a,b".into(), "c\"d".into()])
+        .unwrap();
+    let written = std::fs::read(&p).unwrap();
+    let check = |b: &[u8]| {
+        std::fs::write(&p, b).unwrap();
+        match read_codes_csv(&p) {
+            Err(_) => true,
+            Ok((v, d)) => {
+                assert!(d > 0 && v.len() % d == 0 && v.iter().all(|x| x.is_finite()));
+                false
+            }
+        }
+    };
+    fuzz("codes csv", &written, cases(1), check);
+    fuzz("bare codes csv", b"0.5,1,2\n-3,4e2,5\n", cases(2), check);
+    let bom = [&b"\xef\xbb\xbf"[..], &written].concat();
+    std::fs::write(&p, &bom).unwrap();
+    assert_eq!(
+        read_codes_csv(&p).unwrap().1,
+        3,
+        "a byte-order mark is not a column"
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::{Device, Tensor};
 use vaekit::Error;
 use vaekit::checkpoint::{
-    WEIGHTS_FILE, checkpoint_dir, load_model, load_weights, weights_to_bytes,
+    WEIGHTS_FILE, checkpoint_dir, load_model, load_weights, save_checkpoint, weights_to_bytes,
 };
 use vaekit::config::{
     Architecture, Conditioning, DataConfig, Likelihood, ModelConfig, TopLatentConfig, TrainConfig,
@@ -355,9 +355,9 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     )
     .unwrap();
     let (meta, good) = (run.require_meta().unwrap(), weights(&run));
-    // An absurd learning rate blows the weights up within a step or two.
+    // The largest learning rate blows the weights up within a step or two.
     cfg.epochs = 3;
-    cfg.optim.lr = 1e30;
+    cfg.optim.lr = vaekit::config::MAX_LR;
     let err = train(
         &run,
         &cfg,
@@ -502,10 +502,10 @@ fn a_diverging_vaegan_skips_steps_then_stops_keeping_the_last_good_checkpoint() 
     let no = AtomicBool::new(false);
     train(&run, &cfg, &splits, &dev, &no, &mut Silent).unwrap();
     let (meta, good) = (run.require_meta().unwrap(), checkpoint_files(&run));
-    // An absurd learning rate: the weights blow up, later steps are not finite and are
+    // The largest learning rate: the weights blow up, later steps are not finite and are
     // skipped; after max_skipped_steps + 1 in a row the run stops.
     cfg.epochs = 40;
-    cfg.optim.lr = 1e30;
+    cfg.optim.lr = vaekit::config::MAX_LR;
     let err = train(&run, &cfg, &splits, &dev, &no, &mut Silent).unwrap_err();
     match &err {
         Error::NonFiniteLoss { epoch, .. } | Error::Diverged { epoch, .. } => {
@@ -692,4 +692,71 @@ fn two_ranks_of_batch_b_train_as_one_process_of_batch_2b_and_resume() {
         two,
         "resumed two-rank run differs from the uninterrupted one"
     );
+}
+
+/// Issue 32: metrics of an epoch whose checkpoint was never written (a kill or a full disk
+/// while saving) are not reported as the run's, and the next training drops them.
+#[test]
+fn metrics_ahead_of_the_checkpoint_are_not_the_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 50, 10);
+    let mut cfg = small_config(dcfg, 1, 25);
+    let dev = Device::flex();
+    let run = RunDir::create(&tmp.path().join("run"), &cfg).unwrap();
+    let no = AtomicBool::new(false);
+    train(&run, &cfg, &splits, &dev, &no, &mut Silent).unwrap();
+    // As a save that failed after the line was appended leaves it.
+    let mut ahead = run.metrics().unwrap()[0].clone();
+    ahead.epoch = 2;
+    run.append_metrics(&ahead).unwrap();
+    let epochs: Vec<usize> = run.metrics().unwrap().iter().map(|m| m.epoch).collect();
+    assert_eq!(epochs, [1]);
+    cfg.epochs = 2;
+    train(&run, &cfg, &splits, &dev, &no, &mut Silent).unwrap();
+    let text = std::fs::read_to_string(run.metrics_path()).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+/// Issue 32: a checkpoint that cannot be written whole leaves no temporary folder, and the run
+/// stays at its previous checkpoint.
+#[test]
+fn a_failed_save_leaves_no_temporary_checkpoint_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dcfg, splits) = data(tmp.path(), 50, 10);
+    let cfg = small_config(dcfg, 1, 25);
+    let run = RunDir::create(&tmp.path().join("run"), &cfg).unwrap();
+    train(
+        &run,
+        &cfg,
+        &splits,
+        &Device::flex(),
+        &AtomicBool::new(false),
+        &mut Silent,
+    )
+    .unwrap();
+    let meta = run.require_meta().unwrap();
+    // A part whose file cannot be created (its name points into a missing folder), as a full
+    // disk fails a write.
+    let parts = vaekit::checkpoint::Parts {
+        networks: vec![
+            ("model".into(), vec![1, 2, 3]),
+            ("missing/x".into(), vec![4]),
+        ],
+        optimizers: Vec::new(),
+    };
+    let later = vaekit::run::Meta {
+        step: meta.step + 1,
+        ..meta.clone()
+    };
+    assert!(save_checkpoint(&run, &parts, &later).is_err());
+    let left: Vec<String> = std::fs::read_dir(run.root().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        [meta.checkpoint.trim_start_matches("checkpoints/")],
+        "{left:?}"
+    );
+    assert_eq!(run.require_meta().unwrap(), meta);
 }

@@ -62,7 +62,7 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
         ..BenchConfig::default()
     };
     if !a.json {
-        println!(
+        crate::outln!(
             "timing the {name} VAE (batch {}, {} products) on {}: {} warm-up steps, then {} x {} steps; sampling {} images and IS with K = {} on {} test images, {} times",
             cfg.batch_size,
             vaekit::ops::precision(),
@@ -74,7 +74,7 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
             b.iw_k,
             b.iw_images,
             b.reps
-        );
+        )?;
     }
     let r = bench_model(&cfg, &data.train, &data.test, &b, &dev);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -88,24 +88,24 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
             bench: &b,
             report: &r,
         };
-        println!("{}", serde_json::to_string(&j)?);
+        crate::outln!("{}", serde_json::to_string(&j)?)?;
         return Ok(());
     }
     let show = |what: &str, unit: &str, rate: &Rate| {
         let lo = rate.reps.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = rate.reps.iter().copied().fold(0.0, f64::max);
-        println!(
+        crate::outln!(
             "  {what:<10} {:>10.0} {unit}  (median of {}; {lo:.0} to {hi:.0})",
             rate.median,
             rate.reps.len()
-        );
+        )
     };
-    show("training", "img/s", &r.train_img_per_s);
-    show("sampling", "img/s", &r.sample_img_per_s);
-    show("IS (eval)", "samples/s", &r.iw_samples_per_s);
+    show("training", "img/s", &r.train_img_per_s)?;
+    show("sampling", "img/s", &r.sample_img_per_s)?;
+    show("IS (eval)", "samples/s", &r.iw_samples_per_s)?;
     if let Some(m) = r.peak_rss_mib {
-        println!("  peak RSS   {m:>10.0} MiB");
+        crate::outln!("  peak RSS   {m:>10.0} MiB")?;
     }
-    println!("  ({threads} CPU threads available)");
+    crate::outln!("  ({threads} CPU threads available)")?;
     Ok(())
 }

@@ -44,7 +44,7 @@ pub fn train(a: ClassifierTrainArgs, device: DeviceChoice) -> Result<()> {
     };
     cfg.validate()?;
     let dir = ClassifierDir::create(&out, &cfg)?;
-    eprintln!(
+    crate::errln!(
         "training a classifier on {} ({} images, {} classes) into {}",
         data.source,
         data.train.len(),
@@ -67,7 +67,7 @@ pub fn train(a: ClassifierTrainArgs, device: DeviceChoice) -> Result<()> {
             pb.set_message(format!("loss {loss:.3}"));
         },
         |m| {
-            eprintln!(
+            crate::errln!(
                 "epoch {}: train loss {:.4}, test accuracy {:.2}%",
                 m.epoch,
                 m.train_loss,
@@ -75,11 +75,11 @@ pub fn train(a: ClassifierTrainArgs, device: DeviceChoice) -> Result<()> {
             )
         },
     )?;
-    println!(
+    crate::outln!(
         "classifier in {}: test accuracy {:.2}% after {} epochs",
         out.display(),
         100.0 * last.test_accuracy,
         last.epoch
-    );
+    )?;
     Ok(())
 }

@@ -8,20 +8,22 @@ use vaekit::inspect::{decode_codes, read_codes_csv, read_label_column, write_cod
 use crate::cli::{DecodeArgs, EncodeArgs};
 
 pub fn encode(a: EncodeArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     let (ds, codes) = super::encode_split(&a.run, a.split, a.limit, device)?;
     let n = codes.len();
     let idx: Vec<usize> = (0..n).collect();
     write_codes_csv(&a.out, &codes, &idx, &ds.classes)?;
-    println!(
+    crate::outln!(
         "wrote the posterior of {n} {} images ({} dimensions) to {}",
         super::split_name(a.split),
         codes.latent,
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
 pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     let l = super::load_run(&a.run, device)?;
     let (codes, dims) = read_codes_csv(&a.codes)?;
     let latent = l.cfg.model.latent_dim;
@@ -56,10 +58,10 @@ pub fn decode(a: DecodeArgs, device: DeviceChoice) -> Result<()> {
     };
     let grid = Grid::from_tensor(decode_codes(&l.model, &codes, &labels, &l.device), columns);
     super::style_grid(grid, &a.grid, Vec::new()).save_png(&a.out)?;
-    println!(
+    crate::outln!(
         "wrote {n} decoded codes from {} to {}",
         a.codes.display(),
         a.out.display()
-    );
+    )?;
     Ok(())
 }

@@ -38,11 +38,15 @@ pub fn download(a: DownloadArgs) -> Result<()> {
     pb.finish_and_clear();
     for o in outcomes {
         match o {
-            FileOutcome::Present(p) => println!("already present and verified: {}", p.display()),
-            FileOutcome::Downloaded(p) => println!("downloaded and verified: {}", p.display()),
+            FileOutcome::Present(p) => {
+                crate::outln!("already present and verified: {}", p.display())?
+            }
+            FileOutcome::Downloaded(p) => {
+                crate::outln!("downloaded and verified: {}", p.display())?
+            }
         }
     }
-    println!("{} is ready in {}", a.name, dir.display());
+    crate::outln!("{} is ready in {}", a.name, dir.display())?;
     Ok(())
 }
 
@@ -55,13 +59,31 @@ pub fn bars(a: BarsArgs) -> Result<()> {
             anyhow::bail!("{flag} {n}: give 1 to {MAX_BARS} images");
         }
     }
+    if !a.force {
+        let taken = [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ]
+        .iter()
+        .flat_map(|n| [a.dir.join(n), a.dir.join(format!("{n}.gz"))])
+        .find(|p| p.symlink_metadata().is_ok());
+        if let Some(p) = taken {
+            anyhow::bail!(
+                "{}: a dataset is already there ({} exists); choose another --dir, or add --force to replace its IDX files",
+                a.dir.display(),
+                p.display()
+            );
+        }
+    }
     vaekit::data::synthetic::write_bars_idx(&a.dir, a.train, a.test, a.seed)?;
-    println!(
+    crate::outln!(
         "wrote {} training and {} test images (bars, 28x28, 10 classes) to {}",
         a.train,
         a.test,
         a.dir.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -102,7 +124,7 @@ pub fn pack(a: PackArgs) -> Result<()> {
             if stop.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\nstopping; the partial file is removed (again to quit now)");
+            crate::errln!("\nstopping; the partial file is removed (again to quit now)");
         });
     }
     let pb = bar(0, "packing", !std::io::stderr().is_terminal());
@@ -118,7 +140,7 @@ pub fn pack(a: PackArgs) -> Result<()> {
     )?;
     pb.finish_and_clear();
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
-    println!(
+    crate::outln!(
         "packed {} training and {} test images ({}, {} classes) from {} into {}: {:.1} MiB in {:.1} s",
         header.train,
         header.test,
@@ -128,11 +150,11 @@ pub fn pack(a: PackArgs) -> Result<()> {
         a.out.display(),
         bytes as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64()
-    );
-    println!(
+    )?;
+    crate::outln!(
         "train from it with: vaekit train --data-dir {}",
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -140,28 +162,29 @@ pub fn info(a: InfoArgs) -> Result<()> {
     let (header, _, _, f) = read_header(&a.file)?;
     let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&header)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&header)?)?;
         return Ok(());
     }
-    println!("{}", a.file.display());
-    println!(
+    crate::outln!("{}", a.file.display())?;
+    crate::outln!(
         "  images:      {} training, {} test",
-        header.train, header.test
-    );
-    println!(
+        header.train,
+        header.test
+    )?;
+    crate::outln!(
         "  shape:       {} ({} bytes a record)",
         header.shape,
         header.shape.numel()
-    );
+    )?;
     // A folder of thousands of classes: the first few names.
     const SHOWN: usize = 12;
     let mut names = header.classes[..header.classes.len().min(SHOWN)].join(", ");
     if header.classes.len() > SHOWN {
         names.push_str(&format!(", ... ({} more)", header.classes.len() - SHOWN));
     }
-    println!("  classes:     {} ({names})", header.classes.len());
-    println!("  source:      {}", header.source);
-    println!("  source hash: sha256 {}", header.source_hash);
-    println!("  file size:   {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    crate::outln!("  classes:     {} ({names})", header.classes.len())?;
+    crate::outln!("  source:      {}", header.source)?;
+    crate::outln!("  source hash: sha256 {}", header.source_hash)?;
+    crate::outln!("  file size:   {:.1} MiB", bytes as f64 / (1 << 20) as f64)?;
     Ok(())
 }

@@ -172,6 +172,26 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         r
     });
 
+    // Finite weights can still overflow (a weight of 3e38): no figure of such a model is a
+    // result, so none is printed as one.
+    let scores = [
+        ("neg-ELBO", elbo.neg_elbo),
+        ("recon", elbo.recon),
+        ("KL", elbo.kl),
+    ];
+    let iw_nll = iw.as_ref().map(|(r, _)| ("IS NLL", r.nll));
+    if let Some((what, v)) = scores
+        .into_iter()
+        .chain(iw_nll)
+        .find(|(_, v)| !v.is_finite())
+    {
+        bail!(
+            "{}: the model's {what} on the {} split is {v}: its weights overflow (the checkpoint {} is damaged or diverged); nothing to report",
+            a.run.display(),
+            super::split_name(a.split),
+            l.meta.checkpoint
+        );
+    }
     let split = super::split_name(a.split);
     if a.json {
         let j = EvalJson {
@@ -215,28 +235,32 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                     real_sharpness: g.real_sharpness,
                 }),
         };
-        println!("{}", serde_json::to_string(&j)?);
+        crate::outln!("{}", serde_json::to_string(&j)?)?;
         return Ok(());
     }
     let bin = match binarize {
         Binarize::None => "gray values".to_string(),
         _ => format!("binarised once with seed {}", a.seed),
     };
-    println!(
+    crate::outln!(
         "{split} set, {} images ({bin}), epoch {}, seed {}:",
-        elbo.images, l.meta.epoch, a.seed
-    );
-    println!(
+        elbo.images,
+        l.meta.epoch,
+        a.seed
+    )?;
+    crate::outln!(
         "  neg-ELBO        {:>9.2} nats/image  (reconstruction {:.2} + KL {:.2}; one sampled z per image)",
-        elbo.neg_elbo, elbo.recon, elbo.kl
-    );
+        elbo.neg_elbo,
+        elbo.recon,
+        elbo.kl
+    )?;
     if method_name(&l.cfg) == "vaegan" {
-        println!(
+        crate::outln!(
             "                  (VAE-GAN: trained on discriminator features; this ELBO scores its decoder with the {} pixel likelihood)",
             serde_json::to_value(model_cfg.likelihood)?["kind"]
                 .as_str()
                 .unwrap_or("pixel")
-        );
+        )?;
     }
     if let Some((r, secs)) = &iw {
         let show_bpd =
@@ -246,16 +270,18 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
         } else {
             String::new()
         };
-        println!(
+        crate::outln!(
             "  -log p(x)       {:>9.2} nats/image  (importance-sampled, K = {}{bpd}; {:.1} s)",
-            r.nll, r.k, secs
-        );
+            r.nll,
+            r.k,
+            secs
+        )?;
     }
     let latent = lat.mean_variance.len();
-    println!(
+    crate::outln!(
         "  active units    {:>9}  of {latent} (variance of the posterior mean across images > 0.01)",
         lat.active_units,
-    );
+    )?;
     let kl = |v: &[f64]| {
         v.iter()
             .map(|v| format!("{v:.2}"))
@@ -263,41 +289,42 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
             .join(" ")
     };
     match lat.top_active_units {
-        None => println!("  KL per dim      {}", kl(&lat.kl_per_dim)),
+        None => crate::outln!("  KL per dim      {}", kl(&lat.kl_per_dim))?,
         Some(top) => {
-            println!(
+            crate::outln!(
                 "  active units z2 {top:>9}  of {} (means of q(z2|z1) at the posterior mean of z1)",
                 lat.kl_per_dim.len() - latent
-            );
-            println!(
+            )?;
+            crate::outln!(
                 "  KL per dim z1   {}  (log q(z1|x) - log p(z1|z2), one draw)",
                 kl(&lat.kl_per_dim[..latent])
-            );
-            println!("  KL per dim z2   {}", kl(&lat.kl_per_dim[latent..]));
+            )?;
+            crate::outln!("  KL per dim z2   {}", kl(&lat.kl_per_dim[latent..]))?;
         }
     }
-    println!(
+    crate::outln!(
         "  recon MSE       {:>9.5} per pixel (decoder mean at the posterior mean)",
         lat.recon_mse
-    );
+    )?;
     if let (Some(g), Some((_, dir))) = (&generation, &classifier) {
-        println!(
+        crate::outln!(
             "  Frechet dist.   {:>9.3}  ({} samples at temperature {} vs {} images, features of {})",
             g.fid,
             g.samples,
             a.temperature,
             g.reference_images,
             dir.display()
-        );
-        println!(
+        )?;
+        crate::outln!(
             "  sharpness       {:>9.5}  (variance of the Laplacian: samples; {:.5} for the real images)",
-            g.sample_sharpness, g.real_sharpness
-        );
-        println!(
+            g.sample_sharpness,
+            g.real_sharpness
+        )?;
+        crate::outln!(
             "  classifier acc. {:>8.2}%  on reconstructions ({:.2}% on the originals)",
             100.0 * g.recon_accuracy,
             100.0 * g.classifier_accuracy
-        );
+        )?;
         let percent = |v: &[f64]| {
             v.iter()
                 .map(|a| format!("{:5.1}", 100.0 * a))
@@ -305,24 +332,24 @@ pub fn run(a: EvalArgs, device: DeviceChoice) -> Result<()> {
                 .join(" ")
         };
         if let (Some(acc), Some(real)) = (&g.class_accuracy, &g.real_class_accuracy) {
-            println!(
+            crate::outln!(
                 "  class samples   {}  (% of each class's samples classified as that class)",
                 percent(acc)
-            );
-            println!(
+            )?;
+            crate::outln!(
                 "  real images     {}  (% of each class's {split} images, for comparison)",
                 percent(real)
-            );
+            )?;
             if let Some(rel) = g.relative_class_accuracy() {
                 let (worst, w) = rel.iter().enumerate().filter(|(_, v)| v.is_finite()).fold(
                     (0, f64::INFINITY),
                     |a, (i, &v)| if v < a.1 { (i, v) } else { a },
                 );
-                println!(
+                crate::outln!(
                     "  relative        {}  (samples / real images, %; worst: class {worst} at {:.1}%)",
                     percent(&rel),
                     100.0 * w
-                );
+                )?;
             }
         }
     }

@@ -29,6 +29,7 @@ fn label_path(ya: &[f32], yb: &[f32], steps: usize) -> Vec<f32> {
 }
 
 pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     if a.steps < 2 {
         bail!("--steps must be at least 2");
     }
@@ -68,13 +69,13 @@ pub fn interpolate(a: InterpolateArgs, device: DeviceChoice) -> Result<()> {
     let kind = if a.slerp { "slerp" } else { "lerp" };
     let grid = super::style_grid(grid, &a.grid, vec![format!("{} {kind} {to}", a.from)]);
     grid.save_png(&a.out)?;
-    println!(
+    crate::outln!(
         "wrote image {} (left), {} decoded codes on the {} path between their posterior means, and image {to} (right) to {}",
         a.from,
         a.steps,
         if a.slerp { "spherical" } else { "straight" },
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -112,12 +113,12 @@ fn interpolate_class(
     grid.extend(decoded);
     let grid = super::style_grid(grid, &a.grid, vec![format!("{} class {from}-{to}", a.from)]);
     grid.save_png(&a.out)?;
-    println!(
+    crate::outln!(
         "wrote image {} (left) and its code decoded under {} labels from its class {from} to class {to} to {}",
         a.from,
         a.steps,
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -146,6 +147,7 @@ fn parse_dims(s: &str, latent: usize) -> Result<Vec<usize>> {
 }
 
 pub fn traverse(a: TraverseArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     if a.steps == 0 || !(a.range > 0.0 && a.range.is_finite()) {
         bail!("--steps must be at least 1 and --range a positive number");
     }
@@ -165,7 +167,7 @@ pub fn traverse(a: TraverseArgs, device: DeviceChoice) -> Result<()> {
     let grid = decode_grid(&l, &rows, ds.labels[a.image], a.steps);
     let labels = dims.iter().map(|d| format!("z{d}")).collect();
     super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
-    println!(
+    crate::outln!(
         "wrote {} rows (dimensions {}) of {} values from -{r} to +{r} around image {}'s code to {}",
         dims.len(),
         a.dims,
@@ -173,11 +175,12 @@ pub fn traverse(a: TraverseArgs, device: DeviceChoice) -> Result<()> {
         a.image,
         a.out.display(),
         r = a.range
-    );
+    )?;
     Ok(())
 }
 
 pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -217,10 +220,10 @@ pub fn manifold(a: ManifoldArgs, device: DeviceChoice) -> Result<()> {
         .map(|z| format!("z1 {z:+.2}"))
         .collect();
     super::style_grid(grid, &a.grid, labels).save_png(&a.out)?;
-    println!(
+    crate::outln!(
         "wrote a {0}x{0} grid of decoded codes at the N(0, 1) quantiles (z0 along rows, z1 down the columns) to {1}",
         a.steps,
         a.out.display()
-    );
+    )?;
     Ok(())
 }

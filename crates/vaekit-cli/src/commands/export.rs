@@ -6,6 +6,7 @@ use vaekit_export::{Format, export_run};
 use crate::cli::{ExportArgs, ExportFormatArg};
 
 pub fn run(a: ExportArgs) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     let size = match &a.size {
         Some(s) => Some(super::parse_wxh("--size", s)?),
         None => None,
@@ -19,6 +20,6 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    println!("wrote {} to {}", names.join(", "), a.out.display());
+    crate::outln!("wrote {} to {}", names.join(", "), a.out.display())?;
     Ok(())
 }

@@ -9,19 +9,21 @@ use vaekit::run::RunDir;
 use crate::cli::{PlotArgs, ScatterArgs};
 
 pub fn curves(a: PlotArgs) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     let run = RunDir::open(&a.run)?;
     let metrics = run.metrics()?;
     let title = format!("{}: {} epochs", a.run.display(), metrics.len());
     plot_curves(&metrics, a.metrics.as_deref(), &title, &a.out)?;
-    println!(
+    crate::outln!(
         "wrote the curves of {} epochs to {}",
         metrics.len(),
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
 pub fn scatter(a: ScatterArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     let (ds, codes) = super::encode_split(&a.run, a.split, a.limit, device)?;
     let (n, latent) = (codes.len(), codes.latent);
     let epoch = vaekit::run::RunDir::open(&a.run)?.require_meta()?.epoch;
@@ -65,9 +67,9 @@ pub fn scatter(a: ScatterArgs, device: DeviceChoice) -> Result<()> {
         (&axes.0, &axes.1),
         &a.out,
     )?;
-    println!(
+    crate::outln!(
         "wrote the latent means of {n} {split} images ({how}) to {}",
         a.out.display()
-    );
+    )?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::cli::ReconstructArgs;
 const COLUMNS: usize = 16;
 
 pub fn run(a: ReconstructArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
@@ -49,11 +50,11 @@ pub fn run(a: ReconstructArgs, device: DeviceChoice) -> Result<()> {
     }
     let mut grid = grid.expect("n >= 1");
     grid.columns = n.min(COLUMNS);
-    grid.save_png(&a.out)?;
-    println!(
+    grid.with_border(a.border).save_png(&a.out)?;
+    crate::outln!(
         "wrote {n} originals and reconstructions (epoch {}) to {}",
         meta.epoch,
         a.out.display()
-    );
+    )?;
     Ok(())
 }

@@ -24,8 +24,10 @@ fn parse_size(s: Option<&str>, training: [usize; 2]) -> Result<[usize; 2]> {
 }
 
 pub fn render(a: RenderArgs, device: DeviceChoice) -> Result<()> {
-    if !(a.scale > 0.0 && a.scale.is_finite()) {
-        bail!("--scale must be a positive number, got {}", a.scale);
+    vaekit::fsutil::check_output(&a.out)?;
+    // The coordinates are f32: beyond 1e6 either way the plane is a blur of rounding.
+    if !(1e-6..=1e6).contains(&a.scale) {
+        bail!("--scale must be between 1e-6 and 1e6, got {}", a.scale);
     }
     let l = super::load_run(&a.run, device)?;
     let size = parse_size(a.size.as_deref(), l.model.decoder.size())?;
@@ -79,16 +81,17 @@ pub fn render(a: RenderArgs, device: DeviceChoice) -> Result<()> {
     )?;
     pb.finish_and_clear();
     img.save_png(&a.out)?;
-    println!(
+    crate::outln!(
         "rendered {what} at {w}x{h} (scale {}) in {:.1} s to {}",
         a.scale,
         t0.elapsed().as_secs_f64(),
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
 pub fn morph(a: MorphArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     if a.frames < 2 || a.frames > MAX_FRAMES {
         bail!("--frames must be 2 to {MAX_FRAMES}, got {}", a.frames);
     }
@@ -138,7 +141,7 @@ pub fn morph(a: MorphArgs, device: DeviceChoice) -> Result<()> {
     }
     pb.finish_and_clear();
     save_gif(&frames, a.delay, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
-    println!(
+    crate::outln!(
         "wrote {} frames ({}x{}) from image {} to image {} and back to {}",
         frames.len(),
         size[1],
@@ -146,6 +149,6 @@ pub fn morph(a: MorphArgs, device: DeviceChoice) -> Result<()> {
         a.from,
         a.to,
         a.out.display()
-    );
+    )?;
     Ok(())
 }

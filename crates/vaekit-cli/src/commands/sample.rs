@@ -10,6 +10,7 @@ use vaekit::run::RunDir;
 use crate::cli::SampleArgs;
 
 pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
+    vaekit::fsutil::check_output(&a.out)?;
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
@@ -21,14 +22,16 @@ pub fn run(a: SampleArgs, device: DeviceChoice) -> Result<()> {
     super::check_temperature(a.temperature)?;
     let x = sample(&model, a.n, a.seed, a.class, a.temperature, &device);
     let cols = (a.n as f64).sqrt().ceil() as usize;
-    Grid::from_tensor(x, cols).save_png(&a.out)?;
-    println!(
+    Grid::from_tensor(x, cols)
+        .with_border(a.border)
+        .save_png(&a.out)?;
+    crate::outln!(
         "wrote {} samples (epoch {}, seed {}, temperature {}) to {}",
         a.n,
         meta.epoch,
         a.seed,
         a.temperature,
         a.out.display()
-    );
+    )?;
     Ok(())
 }

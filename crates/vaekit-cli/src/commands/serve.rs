@@ -17,9 +17,10 @@ pub fn run(a: ServeArgs, device: DeviceChoice) -> Result<()> {
     };
     serve(
         &opts,
-        |w| eprintln!("warning: {w}"),
+        |w| crate::errln!("warning: {w}"),
         |addr| {
-            println!(
+            // A closed stdout does not stop the server.
+            let _ = crate::outln!(
                 "serving {} at http://{addr}/ (Ctrl-C stops)",
                 opts.run.display()
             );

@@ -30,10 +30,10 @@ pub fn run(a: TrainArgs, device: DeviceChoice) -> Result<()> {
         // at once (the last checkpoint stays whole: it is switched to atomically).
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting without saving");
+                crate::errln!("\ninterrupted again: exiting without saving");
                 std::process::exit(130);
             }
-            eprintln!(
+            crate::errln!(
                 "\nstopping after this step; saving a checkpoint (Ctrl-C or another signal to quit now)"
             );
         });
@@ -73,14 +73,18 @@ pub fn run_until(a: TrainArgs, device: DeviceChoice, stop: &Arc<AtomicBool>) -> 
         follow_rank0(&a)?
     };
     if world > 1 && rank == 0 {
-        println!(
+        crate::outln!(
             "MPI: {world} ranks of {} images each, {} images a step",
             cfg.batch_size,
             world * cfg.batch_size
-        );
+        )?;
     }
 
-    let mut obs = BarObserver { bar: None };
+    let mut obs = BarObserver {
+        bar: None,
+        stop: stop.clone(),
+        output: None,
+    };
     if rank > 0 {
         // Rank 0 shows the progress and writes the run; the others train in silence.
         train_distributed(&run, &cfg, &data, &devices, ranks, stop, &mut Silent)
@@ -88,20 +92,44 @@ pub fn run_until(a: TrainArgs, device: DeviceChoice, stop: &Arc<AtomicBool>) -> 
         return Ok(run.root().to_path_buf());
     }
     if devices.len() > 1 {
-        println!(
+        crate::outln!(
             "data-parallel over {} devices: each takes a share of every batch of {}",
             devices.len(),
             cfg.batch_size
-        );
+        )?;
     }
-    let outcome = train_distributed(&run, &cfg, &data, &devices, ranks, stop, &mut obs)
-        .with_context(|| format!("training run {}", run.root().display()))?;
+    let outcome = match train_distributed(&run, &cfg, &data, &devices, ranks, stop, &mut obs) {
+        Ok(o) => o,
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            let e = if a.resume.is_none() && discard_unstarted(&run) {
+                e.context(format!(
+                    "training run {} (removed: it had no checkpoint yet)",
+                    run.root().display()
+                ))
+            } else {
+                e.context(format!("training run {}", run.root().display()))
+            };
+            return Err(e);
+        }
+    };
     if let Some(b) = obs.bar.take() {
         b.finish_and_clear();
     }
     let m = outcome.meta;
+    if let Some(e) = obs.output {
+        // Stdout went away (a closed pipe, a full disk): training stopped at the next step
+        // with a checkpoint; say why (main stays quiet about a broken pipe).
+        return Err(anyhow::Error::new(e).context(format!(
+            "stopped at epoch {} step {} with a checkpoint; continue with: vaekit train --resume {}",
+            m.epoch + usize::from(m.epoch_step > 0),
+            m.epoch_step,
+            run.root().display()
+        )));
+    }
     if outcome.interrupted {
-        println!(
+        // After a hang-up the terminal is gone: the line is best effort.
+        let _ = crate::outln!(
             "stopped at epoch {} step {} ({} steps in all); checkpoint saved. Continue with: vaekit train --resume {}",
             m.epoch + usize::from(m.epoch_step > 0),
             m.epoch_step,
@@ -109,8 +137,8 @@ pub fn run_until(a: TrainArgs, device: DeviceChoice, stop: &Arc<AtomicBool>) -> 
             run.root().display()
         );
     } else {
-        println!("finished {} epochs in {}", m.epoch, run.root().display());
-        println!("  reconstructions.png, samples.png, metrics.jsonl, checkpoints/ are there");
+        crate::outln!("finished {} epochs in {}", m.epoch, run.root().display())?;
+        crate::outln!("  reconstructions.png, samples.png, metrics.jsonl, checkpoints/ are there")?;
     }
     Ok(run.root().to_path_buf())
 }
@@ -143,6 +171,14 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
     };
     apply_flags(&mut cfg, a)?;
     let data = load_data(&cfg.data, image_given.then_some(cfg.model.image), cfg.seed)?;
+    if data.train.is_empty() || data.test.is_empty() {
+        bail!(
+            "{}: holds {} training and {} test images; training needs both",
+            data.source,
+            data.train.len(),
+            data.test.len()
+        );
+    }
     if !image_given {
         cfg.model.image = data.train.shape;
     }
@@ -150,13 +186,13 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
         cfg.model.classes = data.train.classes.len().max(data.test.classes.len());
     }
     set_conditioning(&mut cfg, a)?;
-    cfg.validate()?;
+    cfg.validate_training()?;
     let out = match &a.out {
         Some(o) => o.clone(),
         None => default_out(&cfg),
     };
     let run = RunDir::create(&out, &cfg)?.locked()?;
-    println!(
+    let said = crate::outln!(
         "training {} {} (z = {}) on {} ({} train / {} test images) into {}{}",
         cfg.model.architecture.name(),
         family(&cfg),
@@ -173,7 +209,18 @@ fn prepare_new(a: &TrainArgs) -> Result<(RunDir, TrainConfig, vaekit::data::Spli
             vaekit::ops::Precision::Fp32 => "",
         }
     );
+    if let Err(e) = said {
+        discard_unstarted(&run);
+        return Err(e.into());
+    }
     Ok((run, cfg, data))
+}
+
+/// Removes a new run's folder that holds no checkpoint yet (training stopped before its first
+/// save: a bad dataset, a divergence, a closed stdout), so no half-made run is left behind.
+/// Returns whether it was removed.
+fn discard_unstarted(run: &RunDir) -> bool {
+    !run.meta_path().exists() && std::fs::remove_dir_all(run.root()).is_ok()
 }
 
 /// A resumed run: the saved config; only `--epochs` may change it.
@@ -239,18 +286,18 @@ fn prepare_resume(
     let data = load_data(&cfg.data, Some(cfg.model.image), cfg.seed)?;
     // config.json (with the new --epochs) is written by training once the checkpoint loads.
     match meta {
-        Some(m) => println!(
+        Some(m) => crate::outln!(
             "resuming {} at epoch {} (step {}) of {}",
             dir.display(),
             m.epoch + 1,
             m.step,
             cfg.epochs
         ),
-        None => println!(
+        None => crate::outln!(
             "resuming {} from the start (it had no checkpoint)",
             dir.display()
         ),
-    }
+    }?;
     Ok((run, cfg, data))
 }
 
@@ -269,11 +316,46 @@ fn make_vaegan(cfg: &mut TrainConfig) {
     }
 }
 
+/// The dotted key of the first nan or infinite float in a TOML value, if any.
+fn non_finite_key(v: &toml::Value, at: &str) -> Option<String> {
+    let key = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        toml::Value::Float(f) if !f.is_finite() => Some(at.to_string()),
+        toml::Value::Table(t) => t.iter().find_map(|(k, v)| non_finite_key(v, &key(k))),
+        toml::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| non_finite_key(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
 /// Reads a TOML config; returns it and whether it fixes the image shape.
 fn read_toml(path: &Path) -> Result<(TrainConfig, bool)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let value: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let text = vaekit::fsutil::read_text(path)?;
+    let value: toml::Table = toml::from_str(&text).map_err(|e| {
+        // The message and the place, not the offending line (which may be megabytes long).
+        let at = e.span().map_or(String::new(), |s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        let message: String = e.message().chars().take(200).collect();
+        anyhow::anyhow!("{}: not valid TOML{at}: {}", path.display(), message.trim())
+    })?;
+    if let Some(key) = non_finite_key(&toml::Value::Table(value.clone()), "") {
+        bail!(
+            "{}: {key} is not a finite number (nan and inf are not valid settings)",
+            path.display()
+        );
+    }
     let image_given = value.get("model").and_then(|m| m.get("image")).is_some();
     // Start from the defaults as JSON and overlay the file's tables, so a file may set only
     // what it changes; unknown keys are still rejected by the typed config.
@@ -564,6 +646,10 @@ fn default_out(cfg: &TrainConfig) -> PathBuf {
 /// Shows a bar per epoch and prints a line when an epoch ends.
 struct BarObserver {
     bar: Option<ProgressBar>,
+    /// Set when standard output fails, so training stops at the next step with a checkpoint.
+    stop: Arc<AtomicBool>,
+    /// The first failure to write standard output.
+    output: Option<std::io::Error>,
 }
 
 impl Observer for BarObserver {
@@ -605,12 +691,18 @@ impl Observer for BarObserver {
             (Some(w), Some(s)) if w > 0.02 * s => format!(" (waited {w:.1} s for data)"),
             _ => String::new(),
         };
-        println!(
+        let written = crate::outln!(
             "epoch {:>3}: train {} | test {} | {:.0} img/s{waited}",
             m.epoch,
             part("train_"),
             part("test_"),
             m.get("images_per_sec").unwrap_or(f64::NAN)
         );
+        if let Err(e) = written {
+            if self.output.is_none() {
+                self.stop.store(true, Ordering::SeqCst);
+                self.output = Some(e);
+            }
+        }
     }
 }

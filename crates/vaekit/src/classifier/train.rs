@@ -88,6 +88,7 @@ pub fn train_classifier(
                     value,
                     epoch,
                     step: step + 1,
+                    kept: "no classifier was saved".into(),
                 });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -78,6 +78,9 @@ pub struct Splits {
     pub test: Dataset,
     /// Where they came from, for messages and metadata.
     pub source: String,
+    /// The packed file's SHA-256 of its source (see [`crate::data::packed`]), which names the
+    /// images a run was trained on; `None` for data read from IDX files or folders.
+    pub source_hash: Option<String>,
 }
 
 /// Which half of a dataset a command works on.

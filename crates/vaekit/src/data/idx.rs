@@ -29,10 +29,37 @@ pub const MAX_IDX_BYTES: usize = 1 << 32;
 /// is read and checked first, and no more than the data it declares is decompressed: a small
 /// file whose header claims billions of images (a gzip bomb) is refused at once.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bad = |reason| Error::BadIdx {
+    let (r, failed, most) = open_idx(path)?;
+    read_idx_from(r, failed, most).map_err(|reason| Error::BadIdx {
         path: path.to_path_buf(),
         reason,
-    };
+    })
+}
+
+/// The dimensions an IDX file declares, read from its header alone (a few bytes, decompressed
+/// if need be), checked as [`read_idx`] checks them.
+pub fn read_idx_dims(path: &Path) -> Result<Vec<usize>> {
+    let (mut r, failed, most) = open_idx(path)?;
+    read_dims(&mut r, failed, most).map_err(|reason| Error::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Deflate's largest expansion: about 1032 bytes out per byte in.
+const GZIP_MAX_RATIO: u64 = 1032;
+
+/// An IDX file as a stream of its bytes (decompressed if it starts with the gzip magic
+/// bytes), the prefix of its read errors, and the most bytes the stream can hold (a gzip
+/// file of n bytes holds at most ~1032 n).
+fn open_idx(path: &Path) -> Result<(Box<dyn Read>, &'static str, u64)> {
+    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+    if !meta.is_file() {
+        return Err(Error::BadIdx {
+            path: path.to_path_buf(),
+            reason: "not a regular file (a folder, a pipe or a device)".into(),
+        });
+    }
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(Error::io(path))?);
     let gz = {
         use std::io::BufRead;
@@ -40,26 +67,74 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
             .map_err(Error::io(path))?
             .starts_with(&[0x1f, 0x8b])
     };
-    if gz {
-        read_idx_from(
-            flate2::read::GzDecoder::new(file),
+    Ok(if gz {
+        (
+            Box::new(flate2::read::GzDecoder::new(file)),
             "gzip stream is corrupt or truncated",
+            meta.len().saturating_mul(GZIP_MAX_RATIO),
         )
-        .map_err(bad)
     } else {
-        read_idx_from(file, "read failed").map_err(bad)
+        (Box::new(file), "read failed", meta.len())
+    })
+}
+
+/// The most data bytes read from one IDX file here: [`MAX_IDX_BYTES`], or half the memory this
+/// process may use where that is less; and what sets it, in words.
+fn idx_budget() -> (usize, String) {
+    match crate::memory::available() {
+        Some((m, which)) if ((m / 2) as usize) < MAX_IDX_BYTES => (
+            (m / 2) as usize,
+            format!(
+                "half of {which} ({:.1} GiB)",
+                m as f64 / (1u64 << 30) as f64
+            ),
+        ),
+        _ => (MAX_IDX_BYTES, "vaekit's limit for an IDX file".into()),
     }
 }
 
 /// Parses IDX bytes; the error is a reason without the file name.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
-    read_idx_from(bytes, "read failed")
+    read_idx_from(bytes, "read failed", bytes.len() as u64)
 }
 
 /// Reads an IDX array from a stream: header first, checked, then exactly the data it declares
 /// (growing the buffer only as data arrives); `failed` prefixes read errors (a corrupt gzip
 /// stream).
-fn read_idx_from(mut r: impl Read, failed: &str) -> Result<IdxArray, String> {
+fn read_idx_from(mut r: impl Read, failed: &str, most: u64) -> Result<IdxArray, String> {
+    let io = |e: std::io::Error| format!("{failed} ({e})");
+    let dims = read_dims(&mut r, failed, most)?;
+    let expected: usize = dims.iter().product();
+    let mut data = Vec::with_capacity(expected.min(1 << 26));
+    (&mut r)
+        .take(expected as u64)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    if data.len() < expected {
+        return Err(format!(
+            "truncated: dimensions {dims:?} need {expected} bytes of data, found {}",
+            data.len()
+        ));
+    }
+    // Anything after the declared data (counted up to 1 MiB, no further decompression).
+    let mut rest = vec![0u8; 1 << 20];
+    let trailing = read_upto(&mut r, &mut rest).map_err(io)?;
+    if trailing == rest.len() {
+        return Err(format!(
+            "more than 1 MiB of trailing data after dimensions {dims:?}"
+        ));
+    }
+    if trailing > 0 {
+        return Err(format!(
+            "{trailing} bytes of trailing data after dimensions {dims:?}"
+        ));
+    }
+    Ok(IdxArray { dims, data })
+}
+
+/// Reads and checks the magic number and dimensions: their product is within [`idx_budget`]
+/// and within `most`, the bytes the stream can hold at all.
+fn read_dims(mut r: impl Read, failed: &str, most: u64) -> Result<Vec<usize>, String> {
     let io = |e: std::io::Error| format!("{failed} ({e})");
     let mut magic = [0u8; 4];
     let n = read_upto(&mut r, &mut magic).map_err(io)?;
@@ -95,37 +170,22 @@ fn read_idx_from(mut r: impl Read, failed: &str) -> Result<IdxArray, String> {
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let Some(expected) = expected.filter(|&e| e <= MAX_IDX_BYTES) else {
+    let (budget, why) = idx_budget();
+    if expected.is_none_or(|e| e > budget) {
+        let declared = dims.iter().fold(1f64, |acc, &d| acc * d as f64);
         return Err(format!(
-            "dimensions {dims:?} declare more than {} GiB of data, vaekit's limit for an IDX file",
-            MAX_IDX_BYTES >> 30
-        ));
-    };
-    let mut data = Vec::with_capacity(expected.min(1 << 26));
-    (&mut r)
-        .take(expected as u64)
-        .read_to_end(&mut data)
-        .map_err(io)?;
-    if data.len() < expected {
-        return Err(format!(
-            "truncated: dimensions {dims:?} need {expected} bytes of data, found {}",
-            data.len()
+            "dimensions {dims:?} declare {:.1} GiB of data; the most read here is {:.1} GiB ({why})",
+            declared / (1u64 << 30) as f64,
+            budget as f64 / (1u64 << 30) as f64
         ));
     }
-    // Anything after the declared data (counted up to 1 MiB, no further decompression).
-    let mut rest = vec![0u8; 1 << 20];
-    let trailing = read_upto(&mut r, &mut rest).map_err(io)?;
-    if trailing == rest.len() {
+    let expected = expected.expect("checked above") as u64;
+    if expected > most {
         return Err(format!(
-            "more than 1 MiB of trailing data after dimensions {dims:?}"
+            "truncated: dimensions {dims:?} need {expected} bytes of data, more than the file can hold ({most} bytes at most)"
         ));
     }
-    if trailing > 0 {
-        return Err(format!(
-            "{trailing} bytes of trailing data after dimensions {dims:?}"
-        ));
-    }
-    Ok(IdxArray { dims, data })
+    Ok(dims)
 }
 
 /// Fills `buf` as far as the stream goes; the count read.
@@ -174,6 +234,26 @@ pub struct IdxImages {
 
 /// Reads an image file and its label file and checks that they agree.
 pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<IdxImages> {
+    // Both headers first: a label file that disagrees is refused before any data is read.
+    let declared = |path: &Path| -> Result<Vec<usize>> {
+        let (mut r, failed, _) = open_idx(path)?;
+        read_dims(&mut r, failed, u64::MAX).map_err(|reason| Error::BadIdx {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    let (img_dims, lab_dims) = (declared(images)?, declared(labels)?);
+    if img_dims.len() == 3 && lab_dims.len() == 1 && lab_dims[0] != img_dims[0] {
+        return Err(Error::BadIdx {
+            path: labels.to_path_buf(),
+            reason: format!(
+                "count mismatch: {} labels for {} images in {}",
+                lab_dims[0],
+                img_dims[0],
+                images.display()
+            ),
+        });
+    }
     let img = read_idx(images)?;
     if img.dims.len() != 3 {
         return Err(Error::BadIdx {
@@ -318,11 +398,23 @@ mod tests {
         }
         let count = std::rc::Rc::new(std::cell::Cell::new(0));
         let r = Counting(flate2::read::GzDecoder::new(&z[..]), count.clone());
-        assert!(read_idx_from(r, "gzip").is_err());
+        assert!(read_idx_from(r, "gzip", u64::MAX).is_err());
         assert_eq!(count.get(), 16, "bytes decompressed before refusing");
-        // Within the bound but shorter than declared: truncated, read as far as the data goes.
+        // More than the gzip file can expand to (1032 bytes a byte at most): refused from the
+        // header, nothing of the data read.
         let mut header = vec![0, 0, 8, 3];
         for d in [1_000_000u32, 28, 28] {
+            header.extend_from_slice(&d.to_be_bytes());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&header).unwrap();
+        gz.write_all(&[0u8; 784 * 10]).unwrap();
+        let p = write(dir.path(), "bomb-idx3-ubyte.gz", &gz.finish().unwrap());
+        let msg = read_idx(&p).unwrap_err().to_string();
+        assert!(msg.contains("more than the file can hold"), "{msg}");
+        // Within both bounds but shorter than declared: truncated, read as far as the data goes.
+        let mut header = vec![0, 0, 8, 3];
+        for d in [20u32, 28, 28] {
             header.extend_from_slice(&d.to_be_bytes());
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -364,5 +456,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("/nonexistent/x.idx"), "{msg}");
+    }
+
+    #[test]
+    fn a_label_file_of_another_count_is_refused_before_any_data_is_read() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let images = write(
+            dir.path(),
+            "i-idx3-ubyte",
+            &encode_idx(&[3, 4, 4], &[0; 48]),
+        );
+        // 2^31 labels declared, 8 MiB of them present (8 KiB compressed).
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&[0, 0, 8, 1]).unwrap();
+        gz.write_all(&(1u32 << 31).to_be_bytes()).unwrap();
+        gz.write_all(&vec![0u8; 8 << 20]).unwrap();
+        let labels = write(dir.path(), "l-idx1-ubyte.gz", &gz.finish().unwrap());
+        let msg = read_idx_pair(&images, &labels).unwrap_err().to_string();
+        assert!(
+            msg.contains("count mismatch") && msg.contains("2147483648 labels"),
+            "{msg}"
+        );
     }
 }

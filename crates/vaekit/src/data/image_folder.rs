@@ -296,6 +296,7 @@ pub fn load_image_folder(dir: &Path, shape: Option<ImageShape>) -> Result<Splits
         train: to_dataset(&listing.train, &listing.classes, shape)?,
         test: to_dataset(&listing.test, &listing.classes, shape)?,
         source: dir.display().to_string(),
+        source_hash: None,
     })
 }
 

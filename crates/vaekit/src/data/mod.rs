@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod download;
 pub mod idx;
 pub mod image_folder;
+pub mod mapped;
 pub mod packed;
 pub mod pixels;
 pub mod prefetch;

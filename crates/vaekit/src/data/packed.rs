@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ImageShape;
 use crate::data::dataset::{Dataset, Splits};
 use crate::data::image_folder::{FolderListing, decode_file_bytes};
+use crate::data::mapped::MappedFile;
 use crate::data::pixels::Pixels;
 use crate::error::{Error, Result};
 
@@ -67,16 +67,16 @@ pub struct PackHeader {
 }
 
 impl PackHeader {
-    /// Images in the file.
-    pub fn images(&self) -> usize {
-        self.train + self.test
+    /// Images in the file; `None` when the two counts overflow (a corrupt header).
+    pub fn images(&self) -> Option<usize> {
+        self.train.checked_add(self.test)
     }
 
     /// The byte offsets of the labels and of the pixels for a header of `header_len` bytes,
     /// and the file's length; `None` when the sizes overflow.
     fn layout(&self, header_len: usize) -> Option<(u64, u64, u64)> {
         let labels = (16 + header_len).next_multiple_of(8) as u64;
-        let n = self.images() as u64;
+        let n = u64::try_from(self.images()?).ok()?;
         let pixels = labels
             .checked_add(n.checked_mul(4)?)?
             .next_multiple_of(4096);
@@ -88,9 +88,10 @@ impl PackHeader {
 /// Whether `path` is a file that starts as a packed dataset does.
 pub fn is_packed(path: &Path) -> bool {
     let mut magic = [0u8; 8];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
+    path.is_file()
+        && File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
         && &magic == MAGIC
 }
 
@@ -104,6 +105,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 /// Reads and checks a packed file's header: signature, version, sizes against the file's
 /// length. Returns the header, the offsets of labels and pixels, and the open file.
 pub fn read_header(path: &Path) -> Result<(PackHeader, u64, u64, File)> {
+    crate::fsutil::check_regular_file(path)?;
     let mut f = File::open(path).map_err(Error::io(path))?;
     let actual = f.metadata().map_err(Error::io(path))?.len();
     let mut fixed = [0u8; 16];
@@ -143,6 +145,18 @@ pub fn read_header(path: &Path) -> Result<(PackHeader, u64, u64, File)> {
     if header.train == 0 || header.test == 0 {
         return Err(bad(path, "holds no training or no test images"));
     }
+    // Every image takes at least a label and a pixel: counts beyond the file's length (or
+    // whose sum overflows) are corrupt, whatever the rest of the header says.
+    let images = header.images().filter(|&n| n as u64 <= actual);
+    let Some(images) = images else {
+        return Err(bad(
+            path,
+            format!(
+                "corrupt packed header: {} training and {} test images cannot fit in a file of {actual} bytes",
+                header.train, header.test
+            ),
+        ));
+    };
     if header.source_hash == UNFINISHED_HASH {
         return Err(bad(
             path,
@@ -161,8 +175,7 @@ pub fn read_header(path: &Path) -> Result<(PackHeader, u64, u64, File)> {
         return Err(bad(
             path,
             format!(
-                "{what}: the file has {actual} bytes but its header describes {expected} ({} images of {})",
-                header.images(),
+                "{what}: the file has {actual} bytes but its header describes {expected} ({images} images of {})",
                 header.shape
             ),
         ));
@@ -173,7 +186,7 @@ pub fn read_header(path: &Path) -> Result<(PackHeader, u64, u64, File)> {
 /// Opens a packed file as train and test sets whose pixels are mapped, not read.
 pub fn open_packed(path: &Path) -> Result<Splits> {
     let (header, labels_at, pixels_at, mut f) = read_header(path)?;
-    let n = header.images();
+    let n = header.images().expect("checked by read_header");
     let mut raw = vec![0u8; n * 4];
     f.seek(SeekFrom::Start(labels_at))
         .and_then(|_| f.read_exact(&mut raw))
@@ -191,11 +204,7 @@ pub fn open_packed(path: &Path) -> Result<Splits> {
             ),
         ));
     }
-    // SAFETY: the mapping is read-only. If another process truncates or rewrites the file
-    // while it is mapped, reads may fault or see the new bytes; vaekit never writes a packed
-    // file in place (packing writes a new file and renames it), so only an outside program
-    // doing so could cause that.
-    let map = Arc::new(unsafe { Mmap::map(&f) }.map_err(Error::io(path))?);
+    let map = Arc::new(MappedFile::map(&f, path)?);
     let numel = header.shape.numel();
     let split = |first: usize, count: usize, labels: &[u32]| {
         let start = pixels_at as usize + first * numel;
@@ -213,6 +222,7 @@ pub fn open_packed(path: &Path) -> Result<Splits> {
         train: split(0, header.train, &labels[..header.train]),
         test: split(header.train, header.test, &labels[header.train..]),
         source: path.display().to_string(),
+        source_hash: Some(header.source_hash.clone()),
     })
 }
 
@@ -288,6 +298,8 @@ pub fn write_packed(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PackHeader> {
+    crate::fsutil::check_output(out)?;
+    crate::fsutil::remove_orphan_temps_of(out);
     if out.exists() {
         return Err(bad(
             out,
@@ -345,7 +357,7 @@ fn write_to(
     w.write_all(&vec![0u8; (pixels_at - at) as usize])
         .map_err(io)?;
 
-    let total = header.images();
+    let total = header.images().expect("counts of images in memory");
     let mut hasher = Sha256::new();
     match input {
         PackInput::Folder {
@@ -382,11 +394,22 @@ fn write_to(
             }
         }
         PackInput::Memory { splits, .. } => {
+            let mut done = 0;
             for ds in [&splits.train, &splits.test] {
-                w.write_all(&ds.pixels).map_err(io)?;
+                let numel = ds.shape.numel().max(1);
+                for chunk in ds.pixels.chunks(CHUNK * numel) {
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(Error::Interrupted(out.to_path_buf()));
+                    }
+                    w.write_all(chunk).map_err(io)?;
+                    done += chunk.len() / numel;
+                    progress(done.min(total), total);
+                }
             }
-            progress(total, total);
         }
+    }
+    if stop.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted(out.to_path_buf()));
     }
     header.source_hash = match input {
         PackInput::Folder { .. } => hex(&hasher.finalize()),
@@ -608,5 +631,30 @@ mod tests {
             .to_string();
         assert!(msg.contains("5.png"), "{msg}");
         assert!(!tmp.path().join("x.vkd").exists());
+    }
+
+    #[test]
+    fn a_stop_during_the_write_of_images_in_memory_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("bars");
+        crate::data::synthetic::write_bars_idx(&src, 3000, 10, 1).unwrap();
+        let (input, _) = pack_input(&src, None, None).unwrap();
+        assert!(matches!(input, PackInput::Memory { .. }));
+        let out = tmp.path().join("d.vkd");
+        // Stopped after the first chunk has been written.
+        let stop = AtomicBool::new(false);
+        let mut calls = 0;
+        let err = write_packed(&input, "bars", &out, &stop, &mut |_, _| {
+            calls += 1;
+            stop.store(true, Ordering::SeqCst);
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Interrupted(_)), "{err}");
+        assert_eq!(calls, 1, "the write went on after the stop");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "a file was left"
+        );
     }
 }

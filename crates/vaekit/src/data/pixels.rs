@@ -5,7 +5,9 @@ use std::fmt;
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
-use memmap2::{Mmap, UncheckedAdvice};
+use memmap2::UncheckedAdvice;
+
+use crate::data::mapped::MappedFile;
 
 /// A dataset's pixel bytes, image after image. Reads as a `[u8]` either way.
 #[derive(Clone)]
@@ -16,7 +18,7 @@ pub enum Pixels {
     /// the page cache, by every process that maps the same file).
     Mapped {
         /// The whole file's mapping.
-        map: Arc<Mmap>,
+        map: Arc<MappedFile>,
         /// The bytes of this dataset within it.
         range: Range<usize>,
     },

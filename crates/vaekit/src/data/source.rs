@@ -25,11 +25,15 @@ pub const IDX_FILES: [&str; 4] = [
 /// Datasets vaekit knows by name.
 pub const KNOWN_DATASETS: [&str; 2] = ["fashion-mnist", "mnist"];
 
-/// Finds `stem` or `stem.gz` in `dir`.
+/// Finds `stem` or `stem.gz` in `dir`: a regular file first, else any entry of that name (a
+/// dangling link, a pipe, a folder), which the IDX reader then refuses naming it.
 fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [dir.join(format!("{stem}.gz")), dir.join(stem)]
-        .into_iter()
+    let names = [dir.join(format!("{stem}.gz")), dir.join(stem)];
+    names
+        .iter()
         .find(|p| p.is_file())
+        .or_else(|| names.iter().find(|p| p.symlink_metadata().is_ok()))
+        .cloned()
 }
 
 /// Whether `dir` holds an MNIST-style set of IDX files.
@@ -153,6 +157,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
         train,
         test,
         source: dir.display().to_string(),
+        source_hash: None,
     })
 }
 
@@ -164,6 +169,15 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
 pub fn load_source(cfg: &DataConfig, shape: Option<ImageShape>) -> Result<Splits> {
     let dir = match &cfg.dir {
         Some(d) => {
+            if let Ok(m) = std::fs::metadata(d)
+                && !m.is_file()
+                && !m.is_dir()
+            {
+                return Err(Error::BadDataset {
+                    path: d.clone(),
+                    reason: "is a pipe, a socket or a device: give a folder (IDX files or an image folder) or a packed .vkd file".into(),
+                });
+            }
             if d.is_file() && !is_packed(d) {
                 return Err(Error::BadDataset {
                     path: d.clone(),

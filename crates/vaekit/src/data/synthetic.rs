@@ -60,6 +60,7 @@ pub fn bars_splits(n_train: usize, n_test: usize, seed: u64) -> Splits {
         train: make(n_train, seed),
         test: make(n_test, seed.wrapping_add(1)),
         source: "synthetic bars".into(),
+        source_hash: None,
     }
 }
 
@@ -101,7 +102,7 @@ pub fn write_bars_idx(dir: &Path, n_train: usize, n_test: usize, seed: u64) -> R
         let p = dir.join(name);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).map_err(Error::io(&p))?;
-        std::fs::write(&p, gz.finish().map_err(Error::io(&p))?).map_err(Error::io(&p))
+        crate::fsutil::write_output(&p, &gz.finish().map_err(Error::io(&p))?)
     };
     for (prefix, n, s) in [
         ("train", n_train, seed),

@@ -11,7 +11,7 @@ use burn::tensor::Device;
 
 use crate::data::{Dataset, batch_tensor};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 use crate::model::Vae;
 
 /// The posterior of a set of images.
@@ -144,12 +144,12 @@ pub fn write_codes_csv(
         }
         out.push('\n');
     }
-    write_atomic(path, out.as_bytes())
+    write_output(path, out.as_bytes())
 }
 
 /// Reads latent codes from a CSV file: returns the codes row-major and their dimension.
 pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let text = crate::fsutil::read_text(path)?;
     let bad = |reason: String| Error::BadConfig {
         path: path.to_path_buf(),
         reason,
@@ -222,7 +222,7 @@ pub fn read_codes_csv(path: &Path) -> Result<(Vec<f32>, usize)> {
 
 /// The `label` column of a codes file with a header, if it has one.
 pub fn read_label_column(path: &Path) -> Result<Option<Vec<u32>>> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let text = crate::fsutil::read_text(path)?;
     let mut lines = text
         .lines()
         .enumerate()

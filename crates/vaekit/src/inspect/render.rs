@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 use crate::model::Vae;
 
 /// Pixels decoded per tile: with the CPPN's hidden width of 32 each layer's activations are
@@ -102,7 +102,7 @@ impl Rendered {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        write_atomic(path, &bytes)
+        write_output(path, &bytes)
     }
 
     /// The image as RGBA (gray repeated, opaque).
@@ -144,7 +144,7 @@ pub fn save_gif(frames: &[Rendered], delay_ms: u32, path: &Path) -> Result<()> {
             enc.encode_frame(frame).map_err(bad)?;
         }
     }
-    write_atomic(path, &bytes)
+    write_output(path, &bytes)
 }
 
 #[cfg(test)]

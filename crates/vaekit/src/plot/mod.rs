@@ -18,7 +18,7 @@ pub use curves::plot_curves;
 pub use scatter::plot_scatter;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 
 /// Font family name plots ask for.
 pub const FONT: &str = "sans-serif";
@@ -67,7 +67,7 @@ pub fn render_png(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    write_atomic(path, &bytes)
+    write_output(path, &bytes)
 }
 
 fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
