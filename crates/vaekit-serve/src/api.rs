@@ -215,21 +215,16 @@ pub async fn encode(
         width: info.image[2],
     };
     // Its share of the decoding budget, for as long as it is decoded.
-    let mib = decoded_mib(&b)?;
-    let permit = if mib > crate::DECODE_BUDGET_MIB as u32 {
-        return Err(ApiError::BadImage(format!(
-            "the upload decodes to about {mib} MiB; the most is {} MiB",
-            crate::DECODE_BUDGET_MIB
-        )));
-    } else {
-        tokio::time::timeout(
-            crate::DECODE_WAIT,
-            s.decoding.clone().acquire_many_owned(mib),
-        )
-        .await
-        .map_err(|_| ApiError::Busy)?
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-    };
+    // An image larger than the whole budget takes all of it; the decoder's own limits (4,096
+    // pixels a side, 256 MiB) then refuse it with their message.
+    let mib = decoded_mib(&b)?.min(crate::DECODE_BUDGET_MIB as u32);
+    let permit = tokio::time::timeout(
+        crate::DECODE_WAIT,
+        s.decoding.clone().acquire_many_owned(mib),
+    )
+    .await
+    .map_err(|_| ApiError::Busy)?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Decoding a large image is CPU work: off the async threads.
     let pixels = tokio::task::spawn_blocking(move || {
         let p = vaekit::data::image_folder::image_from_bytes(&b, shape, "the upload");

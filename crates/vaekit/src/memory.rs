@@ -208,7 +208,7 @@ pub fn check_fits(
     if need > limit {
         let doing = if training { "train" } else { "run" };
         return Err(Error::InvalidConfig(format!(
-            "this model would need about {} to {doing} ({:.0} M weights, {:.1} MiB of activations per image, {images} images a batch); {which} is {}: use fewer or narrower layers, fewer classes, a smaller batch or fewer importance samples",
+            "this model would need about {} to {doing} ({:.0} M weights, {:.1} MiB of activations per image, batches of {images}); {which} is {}: use fewer or narrower layers, fewer classes, a smaller batch or fewer importance samples",
             gib(need),
             e.weights as f64 / 1e6,
             (e.activations_per_image * 4) as f64 / (1u64 << 20) as f64,
