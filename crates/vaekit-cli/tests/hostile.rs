@@ -839,6 +839,12 @@ fn the_server_refuses_foreign_hosts_and_bad_requests_with_one_json_line() {
         body.contains("\"error\"") && body.contains("rebind.evil.example"),
         "{body}"
     );
+    // A request pipelined behind an allowed one is not served unchecked: one answer, then close.
+    let answer = s.raw(
+        b"GET /api/model HTTP/1.1\r\nHost: localhost\r\n\r\nGET /api/model HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Unknown query parameters are refused as unknown JSON fields are.
     let (code, body) = get("/api/sample?n=2&tempreature=3", "localhost");
     assert_eq!(code, 400);

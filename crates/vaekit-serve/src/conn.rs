@@ -11,8 +11,9 @@
 //! - A `Content-Length` over [`crate::MAX_BODY`] is answered 413 at once, before any body is
 //!   read.
 //!
-//! Each connection carries one request (no keep-alive), so every request passes these checks;
-//! a WebSocket upgrade is one request too. On shutdown, connections that are still answering
+//! Each connection carries one request (every response says `Connection: close`), so every
+//! request passes these checks, also one pipelined behind another; a WebSocket upgrade is one
+//! request too. On shutdown, connections that are still answering
 //! get [`SHUTDOWN_GRACE`] to finish, then are closed.
 
 use std::future::Future;
@@ -108,6 +109,7 @@ pub async fn serve(
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     let hosts = Arc::new(hosts);
+    let app = app.layer(axum::middleware::map_response(close_after));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -133,8 +135,7 @@ pub async fn serve(
                         return;
                     };
                     let mut b = hyper::server::conn::http1::Builder::new();
-                    b.keep_alive(false)
-                        .timer(TokioTimer::new())
+                    b.timer(TokioTimer::new())
                         .header_read_timeout(HEADER_TIMEOUT);
                     let conn = b
                         .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
@@ -154,6 +155,19 @@ pub async fn serve(
     let _ = closing_tx.send(true);
     drop(open_rx);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed()).await;
+}
+
+/// Ends the connection after this response (`Connection: close`), so the next request comes on
+/// a new connection through [`checked_head`]; a WebSocket's 101 keeps its `Connection: upgrade`.
+/// (hyper's `keep_alive(false)` would also turn the 101's header into `close`.)
+async fn close_after(mut r: axum::response::Response) -> axum::response::Response {
+    if r.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 /// Reads and checks a request's head (see the module docs). Returns the stream with the head

@@ -212,7 +212,9 @@ fn the_page_works_in_a_real_browser() {
         let model = Model::start(&t.run, DeviceChoice::Cpu, |w| panic!("{w}")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(model)).await.unwrap() });
+        // The server's own connection handling (head checks, upgrades), as `vaekit serve` runs.
+    let hosts = vaekit_serve::conn::HostCheck::new("127.0.0.1", addr);
+    tokio::spawn(vaekit_serve::conn::serve(listener, router(model), hosts, std::future::pending()));
 
         let profile = tempfile::tempdir().unwrap();
         let (_browser, ws_url) = launch(&bin, profile.path());

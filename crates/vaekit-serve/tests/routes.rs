@@ -455,7 +455,14 @@ async fn the_live_socket_answers_the_newest_request_and_skips_stale_ones() {
     let model = Model::start(&t.run, DeviceChoice::Cpu, |w| panic!("{w}")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(model)).await.unwrap() });
+    // The server's own connection handling (head checks, upgrades), as `vaekit serve` runs.
+    let hosts = vaekit_serve::conn::HostCheck::new("127.0.0.1", addr);
+    tokio::spawn(vaekit_serve::conn::serve(
+        listener,
+        router(model),
+        hosts,
+        std::future::pending(),
+    ));
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/live"))
         .await
         .unwrap();
