@@ -120,12 +120,17 @@ pub fn run_until(a: TrainArgs, device: DeviceChoice, stop: &Arc<AtomicBool>) -> 
     if let Some(e) = obs.output {
         // Stdout went away (a closed pipe, a full disk): training stopped at the next step
         // with a checkpoint; say why (main stays quiet about a broken pipe).
-        return Err(anyhow::Error::new(e).context(format!(
-            "stopped at epoch {} step {} with a checkpoint; continue with: vaekit train --resume {}",
-            m.epoch + usize::from(m.epoch_step > 0),
-            m.epoch_step,
-            run.root().display()
-        )));
+        let said = if outcome.interrupted {
+            format!(
+                "stopped at epoch {} step {} with a checkpoint; continue with: vaekit train --resume {}",
+                m.epoch + usize::from(m.epoch_step > 0),
+                m.epoch_step,
+                run.root().display()
+            )
+        } else {
+            format!("finished {} epochs in {}", m.epoch, run.root().display())
+        };
+        return Err(anyhow::Error::new(e).context(said));
     }
     if outcome.interrupted {
         // After a hang-up the terminal is gone: the line is best effort.
