@@ -229,59 +229,101 @@ impl VaeGanMethod {
         (noise(Stream::TrainNoise), noise(Stream::TrainPrior))
     }
 
-    /// The three losses of `batch` and each network's gradients from its own loss.
+    /// The three losses of `batch` and each network's gradients from its own loss, in one
+    /// forward pass of each network's images and one backward pass.
+    ///
+    /// The routing that keeps each network on its own loss is in the graph: the decoder runs on
+    /// `[z, z_p]` with `z` detached (its loss does not reach the encoder); the encoder's terms
+    /// reach it through the decoder with the decoder's weights as constants (a second, weightless
+    /// path: only input gradients); the discriminator's loss judges the images as constants; the
+    /// generator's terms judge them with the discriminator's weights as constants. Every
+    /// gradient the backward pass computes is one a network takes: none for the images, none for
+    /// constant weights. The three losses are summed into one backward pass; each network's
+    /// gradient is its own loss's, as with three graphs ([`tests`]: equal to float rounding).
+    ///
+    /// A spectrally normalised discriminator judges each image on its own, so the generator's
+    /// terms judge `[x~, x_p, x~]` (the second x~ on the encoder's path) in one batch; with batch
+    /// normalisation each judgement is of `[x, x~, x_p]`, as in the discriminator's own pass, so
+    /// that every pass normalises by the same statistics.
     pub fn gradients(&self, batch: &Batch) -> StepGrads {
         let (vae, disc, dev) = (self.vae(), self.discriminator(), &self.device);
         let b = batch.len();
         let (eps, z_p) = self.noise(batch);
         let y = vae.condition(&batch.labels, dev);
         let x = batch.x.clone();
-        // The prior's samples, in the decoder's graph (a constant in the other two).
-        let x_p = vae.decode_mean(z_p, y.clone());
+        let likelihood = self.cfg.model.likelihood;
+        let lambda = self.gan.pixel_weight;
 
-        // The encoder: KL + feature, through x~ = Dec(z); only its own gradients are kept.
+        // The encoder: q(z|x) and z = mean + std * eps.
         let q = vae.encode(x.clone(), y.clone());
         let z = q.rsample(eps);
         let kl = q.kl_terms_per_item().sum_dim(1).mean();
-        let likelihood = self.cfg.model.likelihood;
-        let (lambda, params) = (self.gan.pixel_weight, vae.decode(z.clone(), y.clone()));
+
+        // The decoder, once over [z, z_p]: x~ and the prior's samples x_p.
+        let y2 = y.clone().map(|y| Tensor::cat(vec![y.clone(), y], 0));
+        let params = vae.decode(Tensor::cat(vec![z.clone().detach(), z_p], 0), y2);
+        let x_gen = vae.likelihood.mean_image(params.clone()); // [2b, c, h, w]
+        let x_rec = x_gen.clone().narrow(0, 0, b);
+        let x_p = x_gen.narrow(0, b, b);
+
+        // The encoder's path through the decoder, whose weights are constants here.
+        let mut frozen = vae.clone();
+        frozen.decoder = frozen.decoder.no_grad();
+        let params_e = frozen.decode(z, y);
         // The pixel likelihood's NLL of the reconstruction (reported; trained on with weight
         // `pixel_weight` beside the feature term).
-        let pixel = reconstruction_nll(params.clone(), x.clone(), likelihood).mean();
-        let x_rec = vae.likelihood.mean_image(params);
-        let f = judge(disc, x.clone(), x_rec, x_p.clone().detach()).features;
-        let f_real = f.clone().narrow(0, 0, b).detach();
-        let feature = feature_nll(f_real.clone(), f.narrow(0, b, b));
-        // The ELBO's KL weight, as for a VAE (beta, warm-up).
-        let beta = self.cfg.beta_at(batch.step + 1, batch.steps_per_epoch);
-        let mut enc_loss = kl.clone().mul_scalar(beta) + feature.clone();
-        if lambda > 0.0 {
-            enc_loss = enc_loss + pixel.clone().mul_scalar(lambda);
-        }
-        let encoder = GradientsParams::from_grads(enc_loss.backward(), &vae.encoder);
+        let pixel = reconstruction_nll(params_e.clone(), x.clone(), likelihood).mean();
+        let x_rec_e = vae.likelihood.mean_image(params_e);
 
-        // The decoder: gamma * feature + GAN at the same z, detached from the encoder.
-        let params = vae.decode(z.detach(), y);
-        let x_rec = vae.likelihood.mean_image(params.clone());
-        let j = judge(disc, x.clone(), x_rec.clone(), x_p.clone());
-        let feature_d = feature_nll(f_real, j.features.narrow(0, b, b));
-        let gan = bce(j.logits.narrow(0, b, 2 * b), 1.0);
-        let mut dec_loss = feature_d.mul_scalar(self.gan.gamma) + gan.clone();
-        if lambda > 0.0 {
-            dec_loss = dec_loss
-                + reconstruction_nll(params, x.clone(), likelihood)
-                    .mean()
-                    .mul_scalar(lambda);
-        }
-        let decoder = GradientsParams::from_grads(dec_loss.backward(), &vae.decoder);
-
-        // The discriminator: real against both kinds of generated images, detached.
-        let j = judge(disc, x, x_rec.detach(), x_p.detach());
+        // The discriminator's loss: real against both kinds of generated images, as constants.
+        let j = judge(
+            disc,
+            x.clone(),
+            x_rec.clone().detach(),
+            x_p.clone().detach(),
+        );
+        let f_real = j.features.narrow(0, 0, b).detach();
         let real = bce(j.logits.clone().narrow(0, 0, b), 1.0);
         let fake = bce(j.logits.narrow(0, b, 2 * b), 0.0);
         let w = self.gan.real_weight;
         let dis_loss = real.clone().mul_scalar(w) + fake.clone().mul_scalar(1.0 - w);
-        let discriminator = GradientsParams::from_grads(dis_loss.backward(), disc);
+
+        // The generator's terms, judged by the discriminator's weights as constants: the
+        // decoder's GAN logits of [x~, x_p] and features of x~, and the encoder's features of x~.
+        let judge_g = disc.clone().no_grad();
+        let (gan_logits, f_dec, f_enc) = if disc.judges_each_image_alone() {
+            let j = judge_g.forward(Tensor::cat(vec![x_rec, x_p, x_rec_e], 0));
+            let f = j.features;
+            (
+                j.logits.narrow(0, 0, 2 * b),
+                f.clone().narrow(0, 0, b),
+                f.narrow(0, 2 * b, b),
+            )
+        } else {
+            let jd = judge(&judge_g, x.clone(), x_rec, x_p.clone());
+            let je = judge(&judge_g, x.clone(), x_rec_e, x_p.detach());
+            (
+                jd.logits.narrow(0, b, 2 * b),
+                jd.features.narrow(0, b, b),
+                je.features.narrow(0, b, b),
+            )
+        };
+        let gan = bce(gan_logits, 1.0);
+        let feature = feature_nll(f_real.clone(), f_enc);
+        // The ELBO's KL weight, as for a VAE (beta, warm-up).
+        let beta = self.cfg.beta_at(batch.step + 1, batch.steps_per_epoch);
+        let mut enc_loss = kl.clone().mul_scalar(beta) + feature.clone();
+        let mut dec_loss = feature_nll(f_real, f_dec).mul_scalar(self.gan.gamma) + gan.clone();
+        if lambda > 0.0 {
+            enc_loss = enc_loss + pixel.clone().mul_scalar(lambda);
+            let pixel_d = reconstruction_nll(params.narrow(0, 0, b), x, likelihood).mean();
+            dec_loss = dec_loss + pixel_d.mul_scalar(lambda);
+        }
+
+        let mut grads = (enc_loss.clone() + dec_loss + dis_loss.clone()).backward();
+        let encoder = GradientsParams::from_module(&mut grads, &vae.encoder);
+        let decoder = GradientsParams::from_module(&mut grads, &vae.decoder);
+        let discriminator = GradientsParams::from_module(&mut grads, disc);
 
         let (real, fake) = (scalar(real), scalar(fake));
         let metrics = Metrics::new()
@@ -417,6 +459,179 @@ mod tests {
         let idx: Vec<usize> = (0..8).collect();
         let batch = Batch::new(&cfg, &data.train, &idx, 0, 1, &dev);
         (VaeGanMethod::new(&cfg, &dev), batch)
+    }
+
+    /// The step before the fused one: three graphs, one per network's loss, each with the
+    /// others' outputs detached, each backward pass computing every gradient of its graph. The
+    /// reference the fused step must equal.
+    fn three_graphs(m: &VaeGanMethod, batch: &Batch) -> StepGrads {
+        let (vae, disc, dev) = (m.vae(), m.discriminator(), &m.device);
+        let b = batch.len();
+        let (eps, z_p) = m.noise(batch);
+        let y = vae.condition(&batch.labels, dev);
+        let x = batch.x.clone();
+        // The prior's samples, in the decoder's graph (a constant in the other two).
+        let x_p = vae.decode_mean(z_p, y.clone());
+
+        // The encoder: KL + feature, through x~ = Dec(z); only its own gradients are kept.
+        let q = vae.encode(x.clone(), y.clone());
+        let z = q.rsample(eps);
+        let kl = q.kl_terms_per_item().sum_dim(1).mean();
+        let likelihood = m.cfg.model.likelihood;
+        let (lambda, params) = (m.gan.pixel_weight, vae.decode(z.clone(), y.clone()));
+        // The pixel likelihood's NLL of the reconstruction (reported; trained on with weight
+        // `pixel_weight` beside the feature term).
+        let pixel = reconstruction_nll(params.clone(), x.clone(), likelihood).mean();
+        let x_rec = vae.likelihood.mean_image(params);
+        let f = judge(disc, x.clone(), x_rec, x_p.clone().detach()).features;
+        let f_real = f.clone().narrow(0, 0, b).detach();
+        let feature = feature_nll(f_real.clone(), f.narrow(0, b, b));
+        // The ELBO's KL weight, as for a VAE (beta, warm-up).
+        let beta = m.cfg.beta_at(batch.step + 1, batch.steps_per_epoch);
+        let mut enc_loss = kl.clone().mul_scalar(beta) + feature.clone();
+        if lambda > 0.0 {
+            enc_loss = enc_loss + pixel.clone().mul_scalar(lambda);
+        }
+        let encoder = GradientsParams::from_grads(enc_loss.backward(), &vae.encoder);
+
+        // The decoder: gamma * feature + GAN at the same z, detached from the encoder.
+        let params = vae.decode(z.detach(), y);
+        let x_rec = vae.likelihood.mean_image(params.clone());
+        let j = judge(disc, x.clone(), x_rec.clone(), x_p.clone());
+        let feature_d = feature_nll(f_real, j.features.narrow(0, b, b));
+        let gan = bce(j.logits.narrow(0, b, 2 * b), 1.0);
+        let mut dec_loss = feature_d.mul_scalar(m.gan.gamma) + gan.clone();
+        if lambda > 0.0 {
+            dec_loss = dec_loss
+                + reconstruction_nll(params, x.clone(), likelihood)
+                    .mean()
+                    .mul_scalar(lambda);
+        }
+        let decoder = GradientsParams::from_grads(dec_loss.backward(), &vae.decoder);
+
+        // The discriminator: real against both kinds of generated images, detached.
+        let j = judge(disc, x, x_rec.detach(), x_p.detach());
+        let real = bce(j.logits.clone().narrow(0, 0, b), 1.0);
+        let fake = bce(j.logits.narrow(0, b, 2 * b), 0.0);
+        let w = m.gan.real_weight;
+        let dis_loss = real.clone().mul_scalar(w) + fake.clone().mul_scalar(1.0 - w);
+        let discriminator = GradientsParams::from_grads(dis_loss.backward(), disc);
+
+        let (real, fake) = (scalar(real), scalar(fake));
+        let metrics = Metrics::new()
+            .with("loss", scalar(enc_loss))
+            .with("kl", scalar(kl))
+            .with("feature", scalar(feature))
+            .with("pixel", scalar(pixel))
+            .with("gan", scalar(gan))
+            .with("disc", scalar(dis_loss))
+            .with("d_real", real)
+            .with("d_fake", fake);
+        StepGrads {
+            encoder,
+            decoder,
+            discriminator,
+            updates: equilibrium(m.gan.equilibrium, real, fake),
+            metrics,
+        }
+    }
+
+    /// Every gradient of `module`'s parameters in `grads`, flattened, in visiting order (a
+    /// parameter without a gradient gives an empty vector).
+    fn grads_of<M: Module>(grads: &GradientsParams, module: &M) -> Vec<Vec<f32>> {
+        struct Collect<'a> {
+            grads: &'a GradientsParams,
+            out: Vec<Vec<f32>>,
+        }
+        impl ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let g = self.grads.get::<D>(param.id);
+                self.out
+                    .push(g.map_or_else(Vec::new, |g| g.into_data().try_to_vec::<f32>().unwrap()));
+            }
+        }
+        let mut v = Collect {
+            grads,
+            out: Vec::new(),
+        };
+        module.visit(&mut v);
+        v.out
+    }
+
+    /// Each gradient tensor of `a` within `tol` of `b`'s, relative to `b`'s norm.
+    fn assert_close(what: &str, a: &[Vec<f32>], b: &[Vec<f32>], tol: f64) {
+        assert_eq!(a.len(), b.len(), "{what}: parameter count");
+        let mut with_grad = 0;
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert_eq!(
+                a.len(),
+                b.len(),
+                "{what}: parameter {i} has a gradient in one only"
+            );
+            let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+            let diff = norm(&mut a.iter().zip(b).map(|(x, y)| f64::from(x - y)));
+            let size = norm(&mut b.iter().map(|&y| f64::from(y)));
+            assert!(
+                diff <= tol * size.max(1e-12),
+                "{what}: parameter {i}: |fused - three graphs| {diff:e} against |three graphs| {size:e}"
+            );
+            with_grad += usize::from(!b.is_empty());
+        }
+        assert!(with_grad > 0, "{what}: no gradient at all");
+    }
+
+    #[test]
+    fn the_fused_step_equals_three_graphs() {
+        for norm in [DiscNorm::Spectral, DiscNorm::Batch] {
+            for (pixel_weight, beta, classes) in [(0.0, 1.0, 0), (0.5, 4.0, 0), (0.0, 1.0, 10)] {
+                let (mut m, batch) = setup_with(None, norm);
+                if classes > 0 {
+                    // A conditional VAE: the decoder's input carries the labels twice.
+                    let mut cfg = m.cfg.clone();
+                    cfg.model.classes = classes;
+                    m = VaeGanMethod::new(&cfg, &m.device.clone());
+                }
+                m.gan.pixel_weight = pixel_weight;
+                m.cfg.beta = beta;
+                // A few steps first, so that the networks are not at their initialisation.
+                for _ in 0..2 {
+                    assert!(!m.step(&batch).skipped);
+                }
+                let (fused, graphs) = (m.gradients(&batch), three_graphs(&m, &batch));
+                let what =
+                    format!("{norm:?}, pixel {pixel_weight}, beta {beta}, classes {classes}");
+                for (name, want) in graphs.metrics.iter() {
+                    let got = fused.metrics.get(name).unwrap();
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{what}: {name}: fused {got}, three graphs {want}"
+                    );
+                }
+                let (vae, disc) = (m.vae(), m.discriminator());
+                assert_close(
+                    &format!("{what}: encoder"),
+                    &grads_of(&fused.encoder, &vae.encoder),
+                    &grads_of(&graphs.encoder, &vae.encoder),
+                    1e-4,
+                );
+                assert_close(
+                    &format!("{what}: decoder"),
+                    &grads_of(&fused.decoder, &vae.decoder),
+                    &grads_of(&graphs.decoder, &vae.decoder),
+                    1e-4,
+                );
+                assert_close(
+                    &format!("{what}: discriminator"),
+                    &grads_of(&fused.discriminator, disc),
+                    &grads_of(&graphs.discriminator, disc),
+                    1e-4,
+                );
+                // Nothing else: the fused step's gradients are the three networks' only.
+                let count =
+                    |g: &StepGrads| g.encoder.len() + g.decoder.len() + g.discriminator.len();
+                assert_eq!(count(&fused), count(&graphs), "{what}: gradient count");
+            }
+        }
     }
 
     fn bytes<M: Module>(m: &M) -> Vec<u8> {

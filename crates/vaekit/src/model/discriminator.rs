@@ -238,6 +238,12 @@ impl Discriminator {
         }
     }
 
+    /// Whether each image's judgement depends on that image alone (spectral normalisation);
+    /// with batch normalisation it depends on the whole batch's statistics.
+    pub fn judges_each_image_alone(&self) -> bool {
+        !self.power.is_empty()
+    }
+
     /// Convolution `i` with its spectrally normalised weight.
     ///
     /// # Shapes

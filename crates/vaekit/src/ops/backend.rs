@@ -131,9 +131,10 @@ pub trait LayerBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The gradients of [`LayerBackend`]'s operations on a concrete backend: `(dx if need_x, dweight,
-/// dbias)` from `x`, `weight`, `grad = dL/dy` and the forward output `y` (needed when the spec
-/// has an activation).
+/// The gradients of [`LayerBackend`]'s operations on a concrete backend: `(dx if need_x, dweight
+/// and dbias if need_w)` from `x`, `weight`, `grad = dL/dy` and the forward output `y` (needed
+/// when the spec has an activation). A layer whose weights are constants (a network judged or
+/// run with its weights frozen) computes no weight gradient.
 pub trait LayerBackward: Backend {
     fn vaekit_conv2d_backward(
         x: FloatTensor<Self>,
@@ -142,6 +143,7 @@ pub trait LayerBackward: Backend {
         y: Option<FloatTensor<Self>>,
         spec: Conv2dSpec,
         need_x: bool,
+        need_w: bool,
     ) -> Grads<Self>;
 
     fn vaekit_conv_transpose2d_backward(
@@ -151,6 +153,7 @@ pub trait LayerBackward: Backend {
         y: Option<FloatTensor<Self>>,
         spec: ConvTranspose2dSpec,
         need_x: bool,
+        need_w: bool,
     ) -> Grads<Self>;
 
     fn vaekit_linear_backward(
@@ -160,11 +163,16 @@ pub trait LayerBackward: Backend {
         y: Option<FloatTensor<Self>>,
         activation: Activation,
         need_x: bool,
+        need_w: bool,
     ) -> Grads<Self>;
 }
 
-/// `(dx, dweight, dbias)` as backend tensors.
-pub type Grads<B> = (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>);
+/// `(dx, dweight, dbias)` as backend tensors, each where it was asked for.
+pub type Grads<B> = (
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+);
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     let dims = t.shape().to_vec();
@@ -187,12 +195,12 @@ pub(super) fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
 
-fn flex_grads(grads: ConvGrads, x: &[usize], weight: &[usize]) -> Grads<Flex> {
+fn flex_grads(grads: ConvGrads, x: &[usize], weight: &[usize], need_w: bool) -> Grads<Flex> {
     let bias_len = grads.bias.len();
     (
         grads.x.map(|gx| flex(gx, x)),
-        flex(grads.weight, weight),
-        flex(grads.bias, &[bias_len]),
+        need_w.then(|| flex(grads.weight, weight)),
+        need_w.then(|| flex(grads.bias, &[bias_len])),
     )
 }
 
@@ -288,7 +296,7 @@ impl LayerBackend for Flex {
 }
 
 /// A backward kernel of [`conv2d`]: `(geometry, batch, channels, x, weight, grad, activation,
-/// output, need_x)`, `channels` being the convolution's output channels or the transposed
+/// output, need_x, need_w)`, `channels` being the convolution's output channels or the transposed
 /// convolution's input channels.
 type BackwardKernel = fn(
     &ConvGeometry,
@@ -299,6 +307,7 @@ type BackwardKernel = fn(
     &[f32],
     Activation,
     Option<&[f32]>,
+    bool,
     bool,
 ) -> ConvGrads;
 
@@ -314,6 +323,7 @@ fn flex_backward(
     y: Option<FlexTensor>,
     activation: Activation,
     need_x: bool,
+    need_w: bool,
 ) -> Grads<Flex> {
     let (xd, wd) = (dims4(&x), dims4(&weight));
     let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
@@ -328,8 +338,9 @@ fn flex_backward(
         activation,
         y.as_ref().map(f32s),
         need_x,
+        need_w,
     );
-    flex_grads(grads, &xd, &wd)
+    flex_grads(grads, &xd, &wd, need_w)
 }
 
 impl LayerBackward for Flex {
@@ -340,6 +351,7 @@ impl LayerBackward for Flex {
         y: Option<FlexTensor>,
         spec: Conv2dSpec,
         need_x: bool,
+        need_w: bool,
     ) -> Grads<Flex> {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_geometry(&spec, xd, wd);
@@ -354,6 +366,7 @@ impl LayerBackward for Flex {
             y,
             spec.activation,
             need_x,
+            need_w,
         )
     }
 
@@ -364,6 +377,7 @@ impl LayerBackward for Flex {
         y: Option<FlexTensor>,
         spec: ConvTranspose2dSpec,
         need_x: bool,
+        need_w: bool,
     ) -> Grads<Flex> {
         let (xd, wd) = (dims4(&x), dims4(&weight));
         let g = conv_transpose_geometry(&spec, xd, wd);
@@ -378,6 +392,7 @@ impl LayerBackward for Flex {
             y,
             spec.activation,
             need_x,
+            need_w,
         )
     }
 
@@ -388,6 +403,7 @@ impl LayerBackward for Flex {
         y: Option<FlexTensor>,
         activation: Activation,
         need_x: bool,
+        need_w: bool,
     ) -> Grads<Flex> {
         let (m, k, n) = linear_sizes(&x, &weight);
         let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
@@ -402,8 +418,9 @@ impl LayerBackward for Flex {
             n,
             activation,
             need_x,
+            need_w,
         );
-        flex_grads(grads, &[m, k], &[k, n])
+        flex_grads(grads, &[m, k], &[k, n], need_w)
     }
 }
 
@@ -434,21 +451,22 @@ impl<B: LayerBackward> Backward<B, 3> for LayerNode {
         let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
         let need_x = node_x.is_some();
+        let need_w = node_weight.is_some() || node_bias.is_some();
         let (dx, dweight, dbias) = match spec {
-            Spec::Conv(spec) => B::vaekit_conv2d_backward(x, weight, grad, y, spec, need_x),
+            Spec::Conv(spec) => B::vaekit_conv2d_backward(x, weight, grad, y, spec, need_x, need_w),
             Spec::ConvTranspose(spec) => {
-                B::vaekit_conv_transpose2d_backward(x, weight, grad, y, spec, need_x)
+                B::vaekit_conv_transpose2d_backward(x, weight, grad, y, spec, need_x, need_w)
             }
-            Spec::Linear(act) => B::vaekit_linear_backward(x, weight, grad, y, act, need_x),
+            Spec::Linear(act) => B::vaekit_linear_backward(x, weight, grad, y, act, need_x, need_w),
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<B>(node.id, dx);
         }
-        if let Some(node) = node_weight {
-            grads.register::<B>(node.id, dweight);
+        if let (Some(node), Some(dw)) = (node_weight, dweight) {
+            grads.register::<B>(node.id, dw);
         }
-        if let Some(node) = node_bias {
-            grads.register::<B>(node.id, dbias);
+        if let (Some(node), Some(db)) = (node_bias, dbias) {
+            grads.register::<B>(node.id, db);
         }
     }
 }

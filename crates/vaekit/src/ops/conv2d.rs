@@ -280,8 +280,9 @@ pub fn conv2d_forward(
 }
 
 /// Convolution backward from `grad = dL/dy`, first taken through the activation (`grad * act'`
-/// read off the forward output `y`, which may be `None` for the identity): `dW = sum_n grad[n] im2col(x[n])^T`,
-/// `db = sum_{n, positions} grad`, `dx[n] = col2im(W^T grad[n])` (when `need_x`).
+/// read off the forward output `y`, which may be `None` for the identity): `dW = sum_n grad[n] im2col(x[n])^T`
+/// and `db = sum_{n, positions} grad` (when `need_w`; else both empty), `dx[n] = col2im(W^T grad[n])`
+/// (when `need_x`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     g: &ConvGeometry,
@@ -293,6 +294,7 @@ pub fn conv2d_backward(
     act: Activation,
     y: Option<&[f32]>,
     need_x: bool,
+    need_w: bool,
 ) -> ConvGrads {
     let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
     assert_eq!(x.len(), batch * img, "conv2d backward: input size");
@@ -313,7 +315,10 @@ pub fn conv2d_backward(
         batch,
         img,
         x_grad.as_deref_mut(),
-        || Work::new(&map, out_channels * k, out_channels),
+        || match need_w {
+            true => Work::new(&map, out_channels * k, out_channels),
+            false => Work::new(&map, 0, 0),
+        },
         |work, n, gx_n| {
             let Work {
                 cols,
@@ -324,11 +329,13 @@ pub fn conv2d_backward(
             } = work;
             let g_n = through_activation(act, y, grad, n, out_channels * p, buf);
             let g_mat = Mat::row_major(g_n, out_channels, p);
-            add_row_sums(bias, g_n);
             let matrix = &mut cols[..k * p];
-            map.im2col(&x[n * img..(n + 1) * img], scratch, matrix);
-            // dW^T += im2col(x[n]) grad[n]^T (see `transposed`).
-            matmul(weight, Mat::row_major(matrix, k, p), g_mat.t(), true);
+            if need_w {
+                add_row_sums(bias, g_n);
+                map.im2col(&x[n * img..(n + 1) * img], scratch, matrix);
+                // dW^T += im2col(x[n]) grad[n]^T (see `transposed`).
+                matmul(weight, Mat::row_major(matrix, k, p), g_mat.t(), true);
+            }
             if let (Some(gx_n), Some(w_t)) = (gx_n, &w_t) {
                 matmul_lhs(matrix, w_t, g_mat, false);
                 map.col2im_add(cols, gx_n);
@@ -337,7 +344,10 @@ pub fn conv2d_backward(
     );
     ConvGrads {
         x: x_grad,
-        weight: transposed(&total.weight, k, out_channels),
+        weight: match need_w {
+            true => transposed(&total.weight, k, out_channels),
+            false => Vec::new(),
+        },
         bias: total.bias,
     }
 }
@@ -408,7 +418,8 @@ pub fn conv_transpose2d_forward(
 
 /// Transposed convolution backward from `grad = dL/dy`, through the activation as in
 /// [`conv2d_backward`]: `dW = sum_n x[n] im2col(grad[n])^T`,
-/// `db = sum_{n, pixels} grad`, `dx[n] = W im2col(grad[n])` (when `need_x`).
+/// `db = sum_{n, pixels} grad` (when `need_w`; else both empty), `dx[n] = W im2col(grad[n])`
+/// (when `need_x`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_backward(
     g: &ConvGeometry,
@@ -420,6 +431,7 @@ pub fn conv_transpose2d_backward(
     act: Activation,
     y: Option<&[f32]>,
     need_x: bool,
+    need_w: bool,
 ) -> ConvGrads {
     let (k, p, img) = (g.col_rows(), g.col_cols(), g.image_len());
     assert_eq!(
@@ -444,7 +456,10 @@ pub fn conv_transpose2d_backward(
         batch,
         in_channels * p,
         x_grad.as_deref_mut(),
-        || Work::new(&map, in_channels * k, g.channels),
+        || match need_w {
+            true => Work::new(&map, in_channels * k, g.channels),
+            false => Work::new(&map, 0, 0),
+        },
         |work, n, gx_n| {
             let Work {
                 cols,
@@ -454,13 +469,15 @@ pub fn conv_transpose2d_backward(
                 bias,
             } = work;
             let g_n = through_activation(act, y, grad, n, img, buf);
-            add_row_sums(bias, g_n);
             let matrix = &mut cols[..k * p];
             map.im2col(g_n, scratch, matrix);
             let cols = Mat::row_major(matrix, k, p);
-            let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
-            // dW^T += im2col(grad[n]) x[n]^T (see `transposed`).
-            matmul(weight, cols, Mat::row_major(x_n, in_channels, p).t(), true);
+            if need_w {
+                add_row_sums(bias, g_n);
+                let x_n = &x[n * in_channels * p..(n + 1) * in_channels * p];
+                // dW^T += im2col(grad[n]) x[n]^T (see `transposed`).
+                matmul(weight, cols, Mat::row_major(x_n, in_channels, p).t(), true);
+            }
             if let (Some(gx_n), Some(w)) = (gx_n, &w) {
                 matmul_lhs(gx_n, w, cols, false);
             }
@@ -468,7 +485,10 @@ pub fn conv_transpose2d_backward(
     );
     ConvGrads {
         x: x_grad,
-        weight: transposed(&total.weight, k, in_channels),
+        weight: match need_w {
+            true => transposed(&total.weight, k, in_channels),
+            false => Vec::new(),
+        },
         bias: total.bias,
     }
 }

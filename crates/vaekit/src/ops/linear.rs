@@ -143,7 +143,7 @@ pub fn linear_forward(
 
 /// Backward from `grad = dL/dy`, first taken through the activation (read off the forward
 /// output `y`, which may be `None` for the identity): `dW = x^T g`, `db = sum_rows g`, and
-/// `dx = g W^T` when `need_x`.
+/// `dx = g W^T` when `need_x`; the weight and bias gradients only when `need_w` (else empty).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     x: &[f32],
@@ -155,6 +155,7 @@ pub fn linear_backward(
     n: usize,
     act: Activation,
     need_x: bool,
+    need_w: bool,
 ) -> ConvGrads {
     assert_eq!(grad.len(), m * n, "linear: gradient size");
     let mut through = Vec::new();
@@ -166,6 +167,18 @@ pub fn linear_backward(
         }
         (_, None) => panic!("the backward pass of an activated linear layer needs its output"),
     };
+    if !need_w {
+        let tasks = if m * k * n >= PARALLEL_WORK {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        return ConvGrads {
+            x: need_x.then(|| input_grad(g, weight, m, k, n, tasks)),
+            weight: Vec::new(),
+            bias: Vec::new(),
+        };
+    }
     let mut bias = vec![0.0f32; n];
     if n > 0 {
         for row in g.chunks_exact(n) {

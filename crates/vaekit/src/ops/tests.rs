@@ -98,12 +98,27 @@ fn check_against_burn(
         (y.dims(), values(y), gx, gw, gb, upstream)
     };
     let (ref_dims, y_ref, gx_ref, gw_ref, gb_ref, upstream) = run(reference, None);
-    let (dims, y, gx, gw, gb, _) = run(op, Some(upstream));
+    let (dims, y, gx, gw, gb, _) = run(op, Some(upstream.clone()));
     assert_eq!(dims, ref_dims, "{what}: output shape");
     assert_close(&format!("{what} y"), &y, &y_ref);
     assert_close(&format!("{what} dx"), &gx, &gx_ref);
     assert_close(&format!("{what} dweight"), &gw, &gw_ref);
     assert_close(&format!("{what} dbias"), &gb, &gb_ref);
+    // With the weight and bias as constants (a frozen network): the same dx, and no weight or
+    // bias gradient computed.
+    let (xc, wc, bc) = (
+        x.clone().detach().require_grad(),
+        w.clone().detach(),
+        b.clone().detach(),
+    );
+    let y = op(xc.clone(), wc.clone(), bc.clone());
+    let grads = (y * upstream.clone()).sum().backward();
+    assert_eq!(
+        values(xc.grad(&grads).unwrap()),
+        gx,
+        "{what}: dx with constant weights"
+    );
+    assert!(wc.grad(&grads).is_none() && bc.grad(&grads).is_none());
 }
 
 #[test]
@@ -393,5 +408,18 @@ fn linear_equals_burns_values_and_gradients_on_random_shapes() {
             &weight_only(&|x| linear(&layer, x, act)),
             &gw_ref,
         );
+        // With the layer frozen: the same dx, no weight or bias gradient.
+        let frozen = burn::module::Module::no_grad(layer.clone());
+        let xc = x.clone().require_grad();
+        let grads = (linear(&frozen, xc.clone(), act) * upstream.clone())
+            .sum()
+            .backward();
+        // (Split over the threads by rows instead of run whole beside dW: float rounding.)
+        assert_close(
+            &format!("{what} dx, frozen"),
+            &values(xc.grad(&grads).unwrap()),
+            &gx,
+        );
+        assert!(frozen.weight.grad(&grads).is_none() && layer.weight.grad(&grads).is_none());
     }
 }
