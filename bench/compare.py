@@ -19,6 +19,13 @@ thread count) that each side's rate reaches, from the model's matrix-product FLO
   python3 bench/compare.py --bench --precision bf16 [--channels-last]
       # vaekit --precision bf16 against torch.autocast("cpu", dtype=torch.bfloat16); the peak
       # is then torch.mm's in bf16
+
+  python3 bench/compare.py --bench --models vaegan [--baseline OLD_VAEKIT]
+      # the row `vaegan training img/s`: `vaekit bench --model vaegan` against
+      # bench/pytorch_vaegan.py --bench (the same networks and algorithm, one forward pass per
+      # step, torch.autograd.grad of each loss for its own network), --steps capped at 20; with
+      # --baseline, an A/B of two vaekit binaries (say, a build of main) in the same rounds, each
+      # timed by `train --model vaegan --epochs 1 --limit 2000` (which every version has)
 """
 import argparse
 import json
@@ -134,7 +141,9 @@ def main():
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="--bench: both sides' precision (PyTorch: torch.autocast bf16)")
     ap.add_argument("--channels-last", action="store_true", help="--bench: PyTorch's conv model in NHWC")
-    ap.add_argument("--models", default="conv,mlp", help="--bench: comma-separated models")
+    ap.add_argument("--models", default="conv,mlp", help="--bench: comma-separated models (conv, mlp, vaegan)")
+    ap.add_argument("--baseline", default=None,
+                    help="--bench: another vaekit binary to A/B against (vaegan: training img/s)")
     ap.add_argument("--gpu", action="store_true",
                     help="--bench: vaekit on --device wgpu, PyTorch on CUDA (bench/gpu.sh; without CUDA, "
                          "PyTorch stays on the CPU and the table says so)")
@@ -197,6 +206,9 @@ def bench(binary, args):
           f"{'% peak vaekit':>13} {'pytorch':>8}")
     batches = {"conv": 100, "mlp": 128}
     for model in args.models.split(","):
+        if model == "vaegan":
+            bench_vaegan(binary, args, peak)
+            continue
         batch = batches[model]
         rounds = []
         for _ in range(args.rounds):
@@ -225,6 +237,55 @@ def bench(binary, args):
         if peak:
             b = max(t["peak_rss_mib"] for _, t in rounds)
             print(f"{model:6} {'peak RSS MiB':16} | {a:>9.0f} {b:>9.0f} {a / b:>5.2f}x")
+
+
+def bench_vaegan(binary, args, peak):
+    """The row `vaegan training img/s`: `vaekit bench --model vaegan` against
+    bench/pytorch_vaegan.py --bench, alternating for --rounds rounds; with --baseline, the two
+    vaekit binaries' `train` epochs of 2000 images in the same rounds."""
+    steps = min(args.steps, 20)
+    common = ["--steps", str(steps), "--reps", str(args.reps)]
+    rounds = []
+    for _ in range(args.rounds):
+        v = run_json([binary, "bench", "--model", "vaegan", "--data-dir", args.data, "--json"] + common)
+        t = None
+        if peak:
+            t = run_json([sys.executable, os.path.join(ROOT, "bench", "pytorch_vaegan.py"), "--bench",
+                          "--data", args.data, "--threads", str(args.threads)] + common)
+        ab = None
+        if args.baseline:
+            ab = (train_rate(binary, args.data), train_rate(args.baseline, args.data))
+        rounds.append((v, t, ab))
+    a = statistics.median(v["train_img_per_s"]["median"] for v, _, _ in rounds)
+    if peak:
+        b = statistics.median(t["train_img_per_s"]["median"] for _, t, _ in rounds)
+        ratios = [v["train_img_per_s"]["median"] / t["train_img_per_s"]["median"] for v, t, _ in rounds]
+        print(f"{'vaegan':6} {'training img/s':16} | {a:>9.0f} {b:>9.0f} {statistics.median(ratios):>5.2f}x "
+              f"{min(ratios):>8.2f}-{max(ratios):.2f}x")
+        rss = max(t["peak_rss_mib"] for _, t, _ in rounds)
+        va = max(v["peak_rss_mib"] for v, _, _ in rounds)
+        print(f"{'vaegan':6} {'peak RSS MiB':16} | {va:>9.0f} {rss:>9.0f} {va / rss:>5.2f}x")
+    else:
+        print(f"{'vaegan':6} {'training img/s':16} | {a:>9.0f}")
+    if args.baseline:
+        new = [ab[0] for _, _, ab in rounds]
+        old = [ab[1] for _, _, ab in rounds]
+        ratios = [n / o for n, o in zip(new, old)]
+        print(f"vaegan A/B, `train --epochs 1 --limit 2000` img/s: this build {statistics.median(new):.0f}, "
+              f"{args.baseline} {statistics.median(old):.0f}, ratio {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} rounds)")
+
+
+def train_rate(binary, data, images=2000):
+    """images_per_sec of one `train --model vaegan` epoch of `images` training images."""
+    with tempfile.TemporaryDirectory(prefix="vaekit-ab-") as d:
+        run = os.path.join(d, "run")
+        p = subprocess.run([binary, "train", "--model", "vaegan", "--epochs", "1", "--limit", str(images),
+                            "--data-dir", data, "--out", run], capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"failed: {binary} train\n{p.stderr.strip()}")
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            return json.loads(f.readline())["images_per_sec"]
 
 
 def run_json(cmd):

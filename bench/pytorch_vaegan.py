@@ -5,7 +5,8 @@ algorithm, written as a PyTorch user who knows autograd would write it.
 Networks (vaekit's `--model vaegan` defaults):
   encoder: conv 5x5 s2 1->16, leaky ReLU 0.2, conv 5x5 s2 16->32, leaky ReLU 0.2, dense heads to
     the mean and log-variance of z (20);
-  decoder: dense z->7x7x32 + ReLU, convT 5x5 s2 32->16 + ReLU, convT 5x5 s2 16->1, sigmoid;
+  decoder: dense z->7x7x32 + ReLU, then twice nearest-neighbour doubling and a 5x5 convolution
+    (32->16 + ReLU, 16->1), sigmoid (vaekit's `upsample = "resize"`, which `--model vaegan` uses);
   discriminator: conv 5x5 s1 1->16, conv 5x5 s2 16->32, conv 5x5 s2 32->64 (ReLU after each),
     dense 3136->128 + ReLU, dense 128->1; every layer spectrally normalised (one power iteration
     per step, torch.nn.utils.parametrizations.spectral_norm); the features of the reconstruction
@@ -17,7 +18,7 @@ own parameters only (autograd computes no other parameter's gradient):
   encoder:       KL + feature                      (feature = 0.5 ||D_l(x) - D_l(x~)||^2, D_l(x) a constant)
   decoder:       gamma * feature + GAN             (GAN = -log D(x~) - log D(x_p), gamma 0.05)
   discriminator: 0.5 (-log D(x)) + 0.5 (-log(1 - D(x~)) - log(1 - D(x_p))) / 2
-with one Adam each (lr 1e-3, eps 1e-8). Pixels in [0, 1].
+with one Adam each (lr 3e-4, betas (0.5, 0.999), eps 1e-8: `--model vaegan`'s). Pixels in [0, 1].
 
 --bench times what `vaekit bench --model vaegan` times: --warmup untimed steps, then --reps
 repetitions of --steps steps (consecutive batches of one shuffled order), and prints one JSON line
@@ -61,12 +62,13 @@ class Decoder(nn.Module):
     def __init__(self, z=20):
         super().__init__()
         self.d = nn.Linear(z, 32 * 7 * 7)
-        self.t1 = nn.ConvTranspose2d(32, 16, 5, stride=2, padding=2, output_padding=1)
-        self.t2 = nn.ConvTranspose2d(16, 1, 5, stride=2, padding=2, output_padding=1)
+        self.c1 = nn.Conv2d(32, 16, 5, padding=2)
+        self.c2 = nn.Conv2d(16, 1, 5, padding=2)
 
     def forward(self, z):
         h = F.relu(self.d(z)).view(-1, 32, 7, 7)
-        return torch.sigmoid(self.t2(F.relu(self.t1(h))))
+        h = F.relu(self.c1(F.interpolate(h, scale_factor=2, mode="nearest")))
+        return torch.sigmoid(self.c2(F.interpolate(h, scale_factor=2, mode="nearest")))
 
 
 class Discriminator(nn.Module):
@@ -91,10 +93,10 @@ class Discriminator(nn.Module):
 
 
 class VaeGan:
-    def __init__(self, lr=1e-3, gamma=0.05, real_weight=0.5):
+    def __init__(self, lr=3e-4, gamma=0.05, real_weight=0.5):
         self.enc, self.dec, self.disc = Encoder(), Decoder(), Discriminator()
         self.nets = [self.enc, self.dec, self.disc]
-        self.opts = [torch.optim.Adam(n.parameters(), lr=lr, eps=1e-8) for n in self.nets]
+        self.opts = [torch.optim.Adam(n.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8) for n in self.nets]
         self.gamma, self.w = gamma, real_weight
 
     def step(self, x):

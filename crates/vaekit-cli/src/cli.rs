@@ -169,6 +169,8 @@ pub enum BenchModel {
     Conv,
     /// The 784-400-20-400-784 MLP VAE, batch 128.
     Mlp,
+    /// The VAE-GAN `train --model vaegan` trains (conv VAE and discriminator), batch 100.
+    Vaegan,
 }
 
 /// Model families for `--model`.

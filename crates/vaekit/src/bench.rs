@@ -2,9 +2,11 @@
 //! importance-sampled log-likelihood, each timed over several repetitions after a warm-up
 //! (medians reported, as machines are noisy), and the process's peak memory.
 //!
-//! Training steps are exactly those of [`crate::train::train`] ([`VaeMethod`]'s step); sampling and
+//! Training steps are exactly those of [`crate::train::train`] (the step of the method the
+//! config names: [`crate::method::VaeMethod`]'s or [`crate::method::VaeGanMethod`]'s); sampling and
 //! the IS estimate are [`sample_batch`] and [`evaluate_nll`]. `bench/pytorch_vae.py --bench`
-//! times the same three things in PyTorch, and `bench/compare.py --bench` prints the ratios.
+//! times the same three things in PyTorch (`bench/pytorch_vaegan.py --bench` the VAE-GAN's
+//! training), and `bench/compare.py --bench` prints the ratios.
 
 use std::time::Instant;
 
@@ -15,7 +17,7 @@ use crate::config::TrainConfig;
 use crate::data::{Dataset, epoch_order};
 use crate::eval::evaluate_nll;
 use crate::inspect::sample_batch;
-use crate::method::{Batch, Method, VaeMethod};
+use crate::method::{Batch, Method, build};
 use crate::train::steps_per_epoch;
 
 /// How much to time.
@@ -101,14 +103,14 @@ pub fn bench_model(
     device: &Device,
 ) -> BenchReport {
     let ad = device.clone().autodiff();
-    let mut method = VaeMethod::new(cfg, &ad);
+    let mut method = build(cfg, &ad);
     let n = train.len();
     let batch = cfg.batch_size.min(n).max(1);
     let spe = steps_per_epoch(n, batch);
     let order = epoch_order(cfg.seed, 1, n);
     let mut step = 0usize;
     // Consecutive batches of one shuffled order, wrapping around.
-    let mut run_steps = |method: &mut VaeMethod, count: usize| {
+    let mut run_steps = |method: &mut Box<dyn Method>, count: usize| {
         for _ in 0..count {
             let start = (step * batch) % (n - batch + 1);
             let idx = &order[start..start + batch];

@@ -34,6 +34,10 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
             cfg.model.architecture = Architecture::default_mlp();
             ("mlp", 128)
         }
+        BenchModel::Vaegan => {
+            super::train::make_vaegan(&mut cfg);
+            ("vaegan", 100)
+        }
     };
     cfg.batch_size = a.batch_size.unwrap_or(batch);
     if cfg.batch_size == 0 {
@@ -63,7 +67,7 @@ pub fn run(a: BenchArgs, device: DeviceChoice) -> Result<()> {
     };
     if !a.json {
         crate::outln!(
-            "timing the {name} VAE (batch {}, {} products) on {}: {} warm-up steps, then {} x {} steps; sampling {} images and IS with K = {} on {} test images, {} times",
+            "timing the {name} model (batch {}, {} products) on {}: {} warm-up steps, then {} x {} steps; sampling {} images and IS with K = {} on {} test images, {} times",
             cfg.batch_size,
             vaekit::ops::precision(),
             data.source,

@@ -313,7 +313,7 @@ const VAEGAN_ADAM: (f64, f32) = (3e-4, 0.5);
 /// Makes `cfg` a VAE-GAN with its defaults: [`VaeGanConfig::default`], [`VAEGAN_ADAM`], and a
 /// conv decoder that doubles the side by resizing (the discriminator's gradient otherwise
 /// amplifies the transposed convolutions' checkerboard).
-fn make_vaegan(cfg: &mut TrainConfig) {
+pub(crate) fn make_vaegan(cfg: &mut TrainConfig) {
     cfg.method = MethodConfig::Vaegan(VaeGanConfig::default());
     (cfg.optim.lr, cfg.optim.beta1) = VAEGAN_ADAM;
     if let Architecture::Conv { upsample, .. } = &mut cfg.model.architecture {
