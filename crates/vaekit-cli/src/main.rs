@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vaekit::device::DeviceChoice;
+use vaekit::device::{DeviceChoice, first_device_kind};
 use vaekit::ops::pool::join_pool;
 use vaekit::ops::{Precision, set_precision};
 use vaekit_cli::{cli, commands, errln, out};
@@ -38,8 +38,15 @@ fn main() -> ExitCode {
         }
     }
     // burn loads optimiser state onto `Device::default()`, which prefers a GPU backend when
-    // one is compiled in; make it the device the user chose. Sound here: no other thread runs.
-    unsafe { std::env::set_var("BURN_DEVICE", cli.device.burn_device_name()) };
+    // one is compiled in; make it the device the user chose (for `train --devices`, the first,
+    // where the networks live; burn would move the state there at the first step anyway).
+    // Sound here: no other thread runs.
+    let main_device = match &cli.command {
+        cli::Command::Train(a) => a.devices.as_deref().and_then(first_device_kind),
+        _ => None,
+    };
+    let burn_device = main_device.unwrap_or(cli.device).burn_device_name();
+    unsafe { std::env::set_var("BURN_DEVICE", burn_device) };
     if cli.precision == Precision::Bf16 {
         if cli.device != DeviceChoice::Cpu {
             errln!(

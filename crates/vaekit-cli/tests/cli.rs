@@ -465,6 +465,65 @@ fn signal_saves_and_exits_zero_then_resume_finishes(signal: &str) {
     assert_eq!(m["step"].as_u64().unwrap(), (epoch + 1) * 10);
 }
 
+/// `train --devices wgpu,wgpu --resume` (software Vulkan): the optimiser state is loaded for the
+/// first device of the list (main.rs once set `BURN_DEVICE` from `--device` only, the CPU), and
+/// the resumed run continues exactly as the run that was not interrupted.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_multi_device_wgpu_run_resumes_exactly() {
+    let f = fixture();
+    let d = f.data.to_str().unwrap();
+    let train = |out: &str, epochs: &str| {
+        ok(
+            &[
+                "train",
+                "--data-dir",
+                d,
+                "--epochs",
+                epochs,
+                "--batch-size",
+                "50",
+                "--limit",
+                "100",
+                "--latent",
+                "4",
+                "--devices",
+                "wgpu,wgpu",
+                "--out",
+                out,
+            ],
+            &f.root,
+        )
+    };
+    train("whole", "2");
+    train("half", "1");
+    ok(
+        &[
+            "train",
+            "--resume",
+            "half",
+            "--epochs",
+            "2",
+            "--devices",
+            "wgpu,wgpu",
+        ],
+        &f.root,
+    );
+    let last = |run: &str| {
+        let m = std::fs::read_to_string(f.root.join(run).join("metrics.jsonl")).unwrap();
+        json(m.lines().last().unwrap())
+    };
+    let (a, b) = (last("whole"), last("half"));
+    assert_eq!(a["epoch"], 2);
+    // The networks agree exactly (the test bound is computed from them alone); the epoch's
+    // reported training means to float rounding of the GPU's reductions.
+    assert_eq!(a["test_neg_elbo"], b["test_neg_elbo"], "{a} vs {b}");
+    for key in ["train_loss", "train_kl"] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-6 * x.abs(), "{key}: uninterrupted {a} vs resumed {b}");
+    }
+}
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_device_trains_samples_and_evaluates_like_cpu() {

@@ -117,6 +117,13 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
+/// The kind of the first device of a `--devices` list (where the networks live and the
+/// optimiser state belongs), or `None` if it names none.
+pub fn first_device_kind(list: &str) -> Option<DeviceChoice> {
+    let first = list.split(',').map(str::trim).find(|s| !s.is_empty())?;
+    first.split(':').next()?.trim().parse().ok()
+}
+
 /// The devices of a comma-separated list such as `wgpu:0,wgpu:1` (see [`parse_device`]).
 pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
     let devices = list
