@@ -369,6 +369,10 @@ pub struct TrainArgs {
     /// is above 0.68 + 0.35.
     #[arg(long)]
     pub equilibrium: bool,
+    /// VAE-GAN: decode with an exponential moving average of the decoder's weights, of decay D
+    /// (e.g. 0.999), updated after every decoder step (default: the decoder as trained).
+    #[arg(long, value_name = "D")]
+    pub ema: Option<f64>,
     /// VAE-GAN: the discriminator's normalisation: batch normalisation after its stride-2
     /// convolutions (Larsen et al.'s), or spectral normalisation of every layer.
     #[arg(long, value_enum, value_name = "NORM")]

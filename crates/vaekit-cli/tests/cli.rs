@@ -520,7 +520,10 @@ fn a_multi_device_wgpu_run_resumes_exactly() {
     assert_eq!(a["test_neg_elbo"], b["test_neg_elbo"], "{a} vs {b}");
     for key in ["train_loss", "train_kl"] {
         let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
-        assert!((x - y).abs() <= 1e-6 * x.abs(), "{key}: uninterrupted {a} vs resumed {b}");
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs(),
+            "{key}: uninterrupted {a} vs resumed {b}"
+        );
     }
 }
 
@@ -2187,6 +2190,54 @@ fn a_vaegan_trains_resumes_and_every_command_takes_it() {
     );
     assert!(err.contains("--disc-norm is for the VAE-GAN"), "{err}");
     assert!(!root.join("x").exists());
+    // The decoder's moving average: in config.json, saved beside the trained decoder, resumed,
+    // and bounded.
+    train_small(
+        &f,
+        "gan-ema",
+        &["--model", "vaegan", "--latent", "4", "--ema", "0.99"],
+    );
+    let c = json_file(&root.join("gan-ema/config.json"));
+    assert_eq!(c["method"]["ema"].as_f64(), Some(0.99));
+    ok(&["train", "--resume", "gan-ema", "--epochs", "2"], root);
+    let m = std::fs::read_to_string(root.join("gan-ema/metrics.jsonl")).unwrap();
+    assert_eq!(m.lines().count(), 2, "{m}");
+    ok(
+        &["sample", "--run", "gan-ema", "--n", "4", "--out", "ema.png"],
+        root,
+    );
+    let d = f.data.to_str().unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--model",
+            "vaegan",
+            "--ema",
+            "1.5",
+            "--out",
+            "y",
+        ],
+        root,
+    );
+    assert!(err.contains("ema") && err.contains("1.5"), "{err}");
+    let err = fails(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--model",
+            "conv",
+            "--ema",
+            "0.9",
+            "--out",
+            "y",
+        ],
+        root,
+    );
+    assert!(err.contains("--ema is for the VAE-GAN"), "{err}");
+    assert!(!root.join("y").exists());
 }
 
 #[test]

@@ -744,6 +744,12 @@ pub struct VaeGanConfig {
     /// field) has batch normalisation.
     #[serde(default)]
     pub norm: DiscNorm,
+    /// Decay of an exponential moving average of the decoder's weights (Karras et al.'s
+    /// generator average): after each decoder update, `ema = d * ema + (1 - d) * decoder`. The
+    /// run's model (samples, `eval`, every command) then decodes with the average; training
+    /// goes on with the decoder itself. Default none: the decoder as trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 /// The discriminator's normalisation (see [`VaeGanConfig::norm`]).
@@ -799,6 +805,7 @@ impl Default for VaeGanConfig {
             pixel_weight: 0.0,
             real_weight: 0.5,
             norm: DiscNorm::Spectral,
+            ema: None,
         }
     }
 }
@@ -823,6 +830,13 @@ impl VaeGanConfig {
             return bad(format!(
                 "vaegan pixel_weight must be a non-negative number, got {}",
                 self.pixel_weight
+            ));
+        }
+        if let Some(d) = self.ema
+            && !(d > 0.0 && d < 1.0)
+        {
+            return bad(format!(
+                "vaegan ema (the average's decay) must be between 0 and 1 (both excluded), got {d}"
             ));
         }
         if !(self.real_weight > 0.0 && self.real_weight < 1.0) {

@@ -258,6 +258,7 @@ fn prepare_resume(
         a.pixel_weight.is_some(),
         a.real_weight.is_some(),
         a.disc_norm.is_some(),
+        a.ema.is_some(),
         a.upsample.is_some(),
         a.decoder.is_some(),
         a.class_prior.is_some(),
@@ -521,6 +522,9 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         if let Some(w) = a.real_weight {
             g.real_weight = w;
         }
+        if a.ema.is_some() {
+            g.ema = a.ema;
+        }
         if let Some(n) = a.disc_norm {
             g.norm = match n {
                 DiscNormArg::Batch => DiscNorm::Batch,
@@ -536,6 +540,7 @@ fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
             ("--pixel-weight", a.pixel_weight.is_some()),
             ("--real-weight", a.real_weight.is_some()),
             ("--disc-norm", a.disc_norm.is_some()),
+            ("--ema", a.ema.is_some()),
         ];
         if let Some((flag, _)) = gan_flags.iter().find(|f| f.1) {
             bail!("{flag} is for the VAE-GAN (--model vaegan)");

@@ -23,7 +23,9 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -33,7 +35,7 @@ use crate::config::{Equilibrium, MethodConfig, TrainConfig, VaeGanConfig};
 use crate::error::Result;
 use crate::likelihood::reconstruction_nll;
 use crate::metrics::Metrics;
-use crate::model::{Discriminator, DiscriminatorConfig, Judgement, Vae, init_seeded};
+use crate::model::{Decoder, Discriminator, DiscriminatorConfig, Judgement, Vae, init_seeded};
 use crate::ops;
 use crate::rng::{Stream, normals, stream_rng};
 
@@ -43,6 +45,10 @@ pub const DISCRIMINATOR: &str = "discriminator";
 pub const ENCODER: &str = "encoder";
 /// Name of the decoder's optimiser in a checkpoint.
 pub const DECODER: &str = "decoder";
+
+/// Name of the decoder being trained in a checkpoint of a run with an average of its weights
+/// (`ema`): the run's model holds the average.
+pub const TRAINED_DECODER: &str = "decoder_trained";
 
 /// First parameter id of the discriminator: apart from the VAE's 1, 2, 3, ...
 const DISCRIMINATOR_IDS: u64 = 1 << 32;
@@ -70,6 +76,44 @@ pub struct VaeGanMethod {
     cfg: TrainConfig,
     gan: VaeGanConfig,
     device: Device,
+    /// The moving average of the decoder's weights (`gan.ema`), without gradients.
+    ema: Option<Decoder>,
+}
+
+/// `average * decay + current * (1 - decay)`, parameter by parameter (the two share parameter
+/// ids: the average starts as a copy of the decoder). The result has no gradient.
+pub fn moving_average(average: Decoder, current: &Decoder, decay: f64) -> Decoder {
+    struct Collect(HashMap<ParamId, Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val().detach();
+            let n = t.shape().num_elements();
+            self.0.insert(param.id, t.reshape([n]));
+        }
+    }
+    struct Blend {
+        current: HashMap<ParamId, Tensor<1>>,
+        decay: f64,
+    }
+    impl ModuleMapper for Blend {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let Some(now) = self.current.remove(&param.id) else {
+                return param;
+            };
+            let decay = self.decay;
+            param.map(|avg| {
+                let dims = avg.dims();
+                (avg.detach().mul_scalar(decay) + now.reshape(dims).mul_scalar(1.0 - decay))
+                    .set_require_grad(false)
+            })
+        }
+    }
+    let mut c = Collect(HashMap::new());
+    current.visit(&mut c);
+    average.map(&mut Blend {
+        current: c.0,
+        decay,
+    })
 }
 
 /// Which networks a step updated (the equilibrium rule may pause two of them).
@@ -186,8 +230,10 @@ impl VaeGanMethod {
             MethodConfig::Vae => VaeGanConfig::default(),
         };
         let dcfg = discriminator_config(cfg, &gan);
+        let vae = Vae::init(&cfg.model, cfg.seed, device);
         VaeGanMethod {
-            vae: Some(Vae::init(&cfg.model, cfg.seed, device)),
+            ema: gan.ema.map(|_| vae.decoder.clone().no_grad()),
+            vae: Some(vae),
             disc: Some(init_seeded(
                 cfg.seed.wrapping_add(1),
                 DISCRIMINATOR_IDS,
@@ -373,6 +419,9 @@ impl Method for VaeGanMethod {
         vae = self.opt_encoder.step(lr, vae, g.encoder);
         if g.updates.decoder {
             vae = self.opt_decoder.step(lr, vae, g.decoder);
+            if let (Some(avg), Some(decay)) = (self.ema.take(), self.gan.ema) {
+                self.ema = Some(moving_average(avg, &vae.decoder, decay));
+            }
         }
         self.vae = Some(vae);
         if g.updates.discriminator {
@@ -388,8 +437,13 @@ impl Method for VaeGanMethod {
         }
     }
 
+    /// The VAE, decoding with the average of the decoder's weights where the run keeps one.
     fn model(&self) -> Vae {
-        self.vae().valid()
+        let mut vae = self.vae().valid();
+        if let Some(avg) = &self.ema {
+            vae.decoder = avg.valid();
+        }
+        vae
     }
 
     fn labels(&self) -> Vec<(String, String)> {
@@ -400,17 +454,32 @@ impl Method for VaeGanMethod {
         self.gan.max_skipped_steps
     }
 
+    /// The model (with the averaged decoder, if any), the discriminator, the decoder being
+    /// trained where the model holds an average, and the three optimisers.
     fn parts(&self) -> Result<Parts> {
-        Parts::default()
+        let mut parts = Parts::default()
             .network(MODEL, &self.model())
-            .network(DISCRIMINATOR, &self.discriminator().valid())
+            .network(DISCRIMINATOR, &self.discriminator().valid());
+        if self.ema.is_some() {
+            parts = parts.network(TRAINED_DECODER, &self.vae().decoder.valid());
+        }
+        parts
             .optimizer(ENCODER, &self.opt_encoder)?
             .optimizer(DECODER, &self.opt_decoder)?
             .optimizer(DISCRIMINATOR, &self.opt_disc)
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        let vae = load_weights(self.vae().clone(), &dir.join(network_file(MODEL)))?;
+        let mut vae = load_weights(self.vae().clone(), &dir.join(network_file(MODEL)))?;
+        let ema = match self.ema {
+            Some(_) => {
+                let avg = vae.decoder.clone().no_grad();
+                let trained = dir.join(network_file(TRAINED_DECODER));
+                vae.decoder = load_weights(vae.decoder, &trained)?;
+                Some(avg)
+            }
+            None => None,
+        };
         let disc = load_weights(
             self.discriminator().clone(),
             &dir.join(network_file(DISCRIMINATOR)),
@@ -424,6 +493,7 @@ impl Method for VaeGanMethod {
         );
         self.vae = Some(vae);
         self.disc = Some(disc);
+        self.ema = ema;
         (self.opt_encoder, self.opt_decoder, self.opt_disc) = (e, d, s);
         Ok(())
     }
@@ -929,6 +999,76 @@ mod tests {
         assert!(
             c.parts().unwrap().networks != pa.networks,
             "the optimiser state made no difference"
+        );
+    }
+
+    /// Every parameter of `module`, flattened, in visiting order.
+    fn params_of<M: Module>(module: &M) -> Vec<Vec<f32>> {
+        struct Collect(Vec<Vec<f32>>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0
+                    .push(param.val().into_data().try_to_vec::<f32>().unwrap());
+            }
+        }
+        let mut c = Collect(Vec::new());
+        module.visit(&mut c);
+        c.0
+    }
+
+    /// A VAE-GAN (spectral discriminator) whose model decodes with the average of decay 0.9.
+    fn with_average() -> (VaeGanMethod, Batch) {
+        let (m, batch) = setup_with(None, DiscNorm::Spectral);
+        let mut cfg = m.cfg.clone();
+        if let MethodConfig::Vaegan(g) = &mut cfg.method {
+            g.ema = Some(0.9);
+        }
+        (VaeGanMethod::new(&cfg, &m.device), batch)
+    }
+
+    #[test]
+    fn the_average_decoder_follows_its_definition_and_resumes_exactly() {
+        let (mut m, batch) = with_average();
+        let start = params_of(&m.vae().decoder);
+        assert_eq!(params_of(&m.model().decoder), start);
+        assert!(!m.step(&batch).skipped);
+        let trained = params_of(&m.vae().decoder);
+        let avg = params_of(&m.model().decoder);
+        assert_ne!(trained, start, "the decoder took its step");
+        for ((a, s), t) in avg.iter().zip(&start).zip(&trained) {
+            for ((a, s), t) in a.iter().zip(s).zip(t) {
+                let want = 0.9 * s + 0.1 * t;
+                assert!(
+                    (a - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{a} vs {want}"
+                );
+            }
+        }
+        // The encoder and the decoder being trained are the run's own: only the decoding model
+        // holds the average.
+        assert_eq!(params_of(&m.model().encoder), params_of(&m.vae().encoder));
+        m.step(&batch);
+        let dir = tempfile::tempdir().unwrap();
+        let parts = m.parts().unwrap();
+        let names: Vec<&str> = parts.networks.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(names, [MODEL, DISCRIMINATOR, TRAINED_DECODER]);
+        for (n, b) in &parts.networks {
+            std::fs::write(dir.path().join(network_file(n)), b).unwrap();
+        }
+        for (n, b) in &parts.optimizers {
+            std::fs::write(dir.path().join(optimizer_file(n)), b).unwrap();
+        }
+        let (mut r, _) = with_average();
+        r.load(dir.path()).unwrap();
+        assert!(r.parts().unwrap().networks == parts.networks);
+        assert_eq!(params_of(&r.vae().decoder), params_of(&m.vae().decoder));
+        for _ in 0..2 {
+            m.step(&batch);
+            r.step(&batch);
+        }
+        assert!(
+            r.parts().unwrap().networks == m.parts().unwrap().networks,
+            "the resumed run went elsewhere"
         );
     }
 
