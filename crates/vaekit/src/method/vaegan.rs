@@ -11,10 +11,12 @@
 //!   share of real images (`real_weight`, 0.5 as their code).
 //!
 //! D always judges x, x~ and x_p together in one batch, as their code does: its batch
-//! normalisation then normalises each graph's images by the same statistics.
+//! normalisation then normalises every pass's images by the same statistics.
 //!
-//! Each network has its own Adam and is updated only from its own loss: the three losses are
-//! three graphs (burn's backward consumes a graph), each with the others' outputs detached. The
+//! Each network has its own Adam and is updated only from its own loss. One forward pass and one
+//! backward pass compute all three networks' gradients, each from its own loss (see
+//! [`VaeGanMethod::gradients`] for how the graph routes them). With `ema`, the run's model
+//! decodes with a moving average of the decoder's weights. The
 //! equilibrium rule of their code, when on, pauses the discriminator while it wins by the margin
 //! and the decoder while the discriminator loses by it. By default the rule is off and the
 //! discriminator spectrally normalised, whose power-iteration vectors advance after each of its
@@ -285,7 +287,8 @@ impl VaeGanMethod {
     /// generator's terms judge them with the discriminator's weights as constants. Every
     /// gradient the backward pass computes is one a network takes: none for the images, none for
     /// constant weights. The three losses are summed into one backward pass; each network's
-    /// gradient is its own loss's, as with three graphs ([`tests`]: equal to float rounding).
+    /// gradient is its own loss's, as with three graphs (equal to float rounding: the test
+    /// `the_fused_step_equals_three_graphs`).
     ///
     /// A spectrally normalised discriminator judges each image on its own, so the generator's
     /// terms judge `[x~, x_p, x~]` (the second x~ on the encoder's path) in one batch; with batch
