@@ -11,6 +11,8 @@ GAN's upsampling live there):
 
   max_ratio   the largest bin ratio            (texture: a bin above the real images' power)
   total_ratio the ratio of the summed power    (blur: far below 1)
+  max_frequency_ratio  the largest ratio at a single 2-D frequency of those periods (a grid
+              texture's sharp peaks, which a radial bin averages away)
 
 With --real-baseline it also measures N other test images against the first N (how far two sets
 of real images differ: the noise floor of the ratios).
@@ -55,7 +57,16 @@ def compare(samples, real, period):
             bins.append({"k": b, "period_px": h / b, "samples": float(ps[m].sum()), "real": float(pr[m].sum()),
                          "ratio": float(ps[m].sum() / max(pr[m].sum(), 1e-30))})
     high = [b for b in bins if b["period_px"] <= period]
+    # Single 2-D frequencies too: a grid texture is a few sharp peaks (say 7 cycles along one
+    # axis) that a radial bin averages with their quiet neighbours.
+    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * h, indexing="ij"))
+    ratio = ps / np.maximum(pr, 1e-30)
+    ratio[freq < h / period - 1e-9] = 0.0
+    fy, fx = np.unravel_index(np.argmax(ratio), ratio.shape)
+    cyc = lambda i, n: int(i if i <= n // 2 else i - n)  # noqa: E731
     return {
+        "max_frequency_ratio": float(ratio[fy, fx]),
+        "max_frequency_cycles": [cyc(fy, h), cyc(fx, w)],
         "bins": bins,
         "max_ratio": max(b["ratio"] for b in high),
         "max_ratio_period_px": max(high, key=lambda b: b["ratio"])["period_px"],
@@ -98,7 +109,9 @@ def main():
             continue
         r = out[name]
         print(f"{name}: bins of period <= {args.period:g} px: max ratio {r['max_ratio']:.2f} "
-              f"(period {r['max_ratio_period_px']:.2f} px), total ratio {r['total_ratio']:.2f}")
+              f"(period {r['max_ratio_period_px']:.2f} px), total ratio {r['total_ratio']:.2f}; "
+              f"largest single frequency {r['max_frequency_ratio']:.2f} "
+              f"(cycles per side {r['max_frequency_cycles']})")
         print("  " + " ".join(f"{b['period_px']:.1f}px:{b['ratio']:.2f}" for b in r["bins"]))
 
 
