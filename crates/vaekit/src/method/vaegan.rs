@@ -177,7 +177,7 @@ fn feature_nll(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
 
 /// The discriminator's judgement of one batch of real images, their reconstructions and the
 /// prior's samples, in that order and always together, as Larsen et al.'s code judges them: its
-/// batch normalisation then sees the same batch in each of the three graphs, so that the decoder
+/// batch normalisation then sees the same batch in each of the step's passes, so that the decoder
 /// is trained against the discriminator the discriminator's own step trains (a batch of generated
 /// images alone would be normalised by their own statistics).
 ///
@@ -773,9 +773,9 @@ mod tests {
 
     #[test]
     fn every_graph_judges_real_reconstructed_and_prior_images_in_one_batch() {
-        // The step's reported terms come from three graphs; recomputed here from one judgement of
-        // [x, x~, x_p], they agree only if each graph normalised that same batch (the decoder's
-        // graph once judged [x~, x_p] alone, and its GAN term differed).
+        // The step's reported terms come from several passes of the discriminator; recomputed
+        // here from one judgement of [x, x~, x_p], they agree only if each pass normalised that
+        // same batch (the decoder's graph once judged [x~, x_p] alone, and its GAN term differed).
         let (m, batch) = setup(None);
         let g = m.gradients(&batch);
         let (vae, disc) = (m.vae(), m.discriminator());
