@@ -311,6 +311,30 @@ impl ColumnMap {
         gather_tap_rows(&rows, self.geometry.stride[1], scratch, cols);
     }
 
+    /// [`ColumnMap::col2im_add`] in plain Rust, the adjoint of [`ColumnMap::im2col_portable`]:
+    /// each row of output positions of a tap added into a zeroed padded image, whose image part
+    /// is then added to `image`. Each pixel sums the elements that read it in the table's order
+    /// (ascending column-matrix index) from zero, so the sums equal the table walk's exactly.
+    fn col2im_portable(&self, cols: &[f32], image: &mut [f32]) {
+        thread_local! {
+            static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        PADDED.with(|padded| {
+            let mut padded = padded.borrow_mut();
+            let rows = self.padded_rows(&mut padded);
+            scatter_tap_rows(&rows, self.geometry.stride[1], cols, &mut padded);
+            let g = &self.geometry;
+            let ([pt, pl], [in_h, in_w]) = (g.padding, g.in_size);
+            for (r, img_row) in image.chunks_exact_mut(in_w).enumerate() {
+                let (c, ih) = (r / in_h, r % in_h);
+                let at = c * rows.channel_step + (ih + pt) * rows.width + pl;
+                for (d, s) in img_row.iter_mut().zip(&padded[at..at + in_w]) {
+                    *d += s;
+                }
+            }
+        });
+    }
+
     /// [`ColumnMap::im2col`] walking the index table.
     fn im2col_table(&self, image: &[f32], scratch: &mut Vec<f32>, cols: &mut [f32]) {
         scratch.clear();
@@ -374,10 +398,15 @@ impl ColumnMap {
             }
             return;
         }
-        // Without AVX-512 the table's per-pixel sums were faster than adding rows into a padded
-        // image (conv VAE training ~5,600 against ~4,750 img/s on an AMD EPYC with AVX2; the
-        // VAE-GAN the same either way), so col2im keeps the table there.
-        self.col2im_table(cols, image);
+        // Without AVX-512: rows added into a padded image where a row is contiguous (stride 1,
+        // vector additions: the VAE-GAN discriminator's full-resolution layer); the table's
+        // per-pixel sums at larger strides, where adding rows was slower (conv VAE training
+        // ~5,600 against ~4,750 img/s on an AMD EPYC with AVX2).
+        if self.geometry.stride[1] == 1 && !table_asked() {
+            self.col2im_portable(cols, image);
+        } else {
+            self.col2im_table(cols, image);
+        }
     }
 
     /// [`ColumnMap::col2im_add`] summing each pixel's readers from the table.
@@ -441,6 +470,33 @@ simd_dispatch! {
     }
 }
 
+simd_dispatch! {
+    /// The adjoint of [`gather_tap_rows`]: adds each row of the column matrix `cols` into the
+    /// padded image `padded` where it was read.
+    fn scatter_tap_rows(rows: &Rows, stride: usize, cols: &[f32], padded: &mut [f32]) -> () {
+        let out_w = rows.out[1];
+        let span = (out_w - 1) * stride + 1;
+        let mut at = 0;
+        rows.for_each_tap_row(|start| {
+            let (src, dst) = (&cols[at..at + out_w], &mut padded[start..start + span]);
+            match stride {
+                1 => {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+                2 => add_strided::<2>(src, dst),
+                _ => {
+                    for (ow, s) in src.iter().enumerate() {
+                        dst[ow * stride] += s;
+                    }
+                }
+            }
+            at += out_w;
+        });
+    }
+}
+
 /// `dst[i] = src[i * S]` (`src` holds `(dst.len() - 1) * S + 1` values).
 #[inline(always)]
 fn copy_strided<const S: usize>(src: &[f32], dst: &mut [f32]) {
@@ -448,6 +504,16 @@ fn copy_strided<const S: usize>(src: &[f32], dst: &mut [f32]) {
     let src = &src[..(n - 1) * S + 1];
     for i in 0..n {
         dst[i] = src[i * S];
+    }
+}
+
+/// `dst[i * S] += src[i]` (`dst` holds `(src.len() - 1) * S + 1` values).
+#[inline(always)]
+fn add_strided<const S: usize>(src: &[f32], dst: &mut [f32]) {
+    let n = src.len();
+    let dst = &mut dst[..(n - 1) * S + 1];
+    for i in 0..n {
+        dst[i * S] += src[i];
     }
 }
 
@@ -791,6 +857,9 @@ mod tests {
                 .collect();
             let mut y = image.clone();
             map.col2im_table(&c, &mut y);
+            let mut x = image.clone();
+            map.col2im_portable(&c, &mut x);
+            assert_eq!(x, y, "portable col2im: {g:?}");
             let mut x = image;
             map.col2im_add(&c, &mut x);
             assert_eq!(x, y, "col2im_add: {g:?}");
