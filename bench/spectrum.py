@@ -99,8 +99,13 @@ def main():
         sys.exit(f"{args.data}: test images {real.shape[1:]} vs the run's {samples.shape[1:]}")
     out = {"run": args.run, "n": args.n, "seed": args.seed, "period_px": args.period,
            "samples_vs_real": compare(samples, real, args.period)}
+    if len(real) < args.n:
+        sys.exit(f"{args.data}: {len(real)} test images, fewer than --n {args.n}")
     if args.real_baseline:
-        out["real_vs_real"] = compare(test_images(args.data, args.n, offset=args.n), real, args.period)
+        other = test_images(args.data, args.n, offset=args.n)
+        if len(other) < args.n:
+            sys.exit(f"{args.data}: --real-baseline needs 2 x --n = {2 * args.n} test images, it has {args.n + len(other)}")
+        out["real_vs_real"] = compare(other, real, args.period)
     if args.json:
         print(json.dumps(out))
         return
